@@ -1,0 +1,56 @@
+"""Command-line helpers shared by the project's ``python -m`` entry points."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+
+
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line on stderr and exit status 2."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):  # noqa: D102 - argparse API
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def add_config_flags(group, config_cls, skip: tuple[str, ...] = ()) -> list[str]:
+    """Add one ``--flag`` per field of the frozen dataclass ``config_cls``.
+
+    The help text is the field's ``metadata["help"]``; the default is shown but the parsed default
+    is ``None`` so the caller can tell which flags were given. Returns the field names added.
+    """
+    names = []
+    for f in dataclasses.fields(config_cls):
+        if f.name in skip:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f"{f.metadata.get('help', '')} (default: {f.default})"
+        if isinstance(f.default, bool):
+            group.add_argument(
+                flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
+                help=help_text,
+            )
+        else:
+            kind = type(f.default)
+            group.add_argument(
+                flag, dest=f.name, type=kind, default=None, metavar=kind.__name__.upper(),
+                help=help_text,
+            )
+        names.append(f.name)
+    return names
+
+
+def given(args: argparse.Namespace, names: list[str]) -> dict:
+    """The subset of ``names`` the user set on the command line (parsed value is not None)."""
+    return {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+
+
+def fail(prog: str, message: str) -> None:
+    """Print ``prog: error: message`` and exit with status 2 (for errors found after parsing)."""
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    raise SystemExit(2)

@@ -1,0 +1,134 @@
+"""Dataset objects: the inputs, the labels and the metadata that says what each sample holds.
+
+Both kinds keep ``X`` as float32 of shape ``(n, P, d)`` (P patches of dimension d; Gaussian-like
+inputs without patches have P = 1) and integer labels ``y`` in ``[0, k)``. They save to one
+``.npz`` file (arrays as they are, the config as JSON) and load back identically.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True, eq=False)
+class _Data:
+    X: np.ndarray
+    y: np.ndarray
+    config: Any
+
+    @property
+    def n(self) -> int:
+        return int(self.y.shape[0])
+
+    @property
+    def k(self) -> int:
+        return int(self.config.k)
+
+    def _array_fields(self) -> list[str]:
+        return [f.name for f in dataclasses.fields(self) if isinstance(getattr(self, f.name), np.ndarray)]
+
+    def _per_sample_fields(self) -> list[str]:
+        return [name for name in self._array_fields() if getattr(self, name).shape[:1] == (self.n,)]
+
+    def subset(self, index) -> "_Data":
+        """The samples selected by ``index`` (indices or a boolean mask); shared arrays are kept."""
+        index = np.asarray(index)
+        picked = {name: getattr(self, name)[index] for name in self._per_sample_fields()}
+        return dataclasses.replace(self, **picked)
+
+    def class_counts(self) -> np.ndarray:
+        return np.bincount(self.y, minlength=self.k)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write to ``path`` (.npz) atomically: a temp file in the same folder, then a rename."""
+        path = Path(path)
+        arrays = {name: getattr(self, name) for name in self._array_fields()}
+        arrays["_kind"] = np.array(type(self).__name__)
+        arrays["_config"] = np.array(json.dumps(dataclasses.asdict(self.config)))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez(fh, **arrays)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+
+@dataclass(frozen=True, eq=False)
+class MultiViewData(_Data):
+    """Samples of the multi-view distribution (see :mod:`multiview.multiview`).
+
+    Attributes (n samples, P patches, d dimensions, V views, F = k*V features):
+        X: (n, P, d) float32 inputs.
+        y: (n,) int64 labels.
+        views_present: (n, V) bool, view l of the sample's class is present at full weight.
+        is_multi: (n,) bool, every view present (a multi-view sample).
+        view_weight: (n, V) float32, total weight sum_p z_p of each own view (before feature noise).
+        patch_feature: (n, P) int16, the feature written into each patch, -1 for a noise-only patch.
+        weights: (n, P, F) float32, the coefficient of every feature in every patch, including
+            feature noise; ``X = weights @ features + Gaussian noise``.
+        features: (F, d) float64 orthonormal dictionary; row j*V + l is v_{j,l}.
+        config: the :class:`~multiview.multiview.MultiViewConfig` that made them.
+    """
+
+    views_present: np.ndarray = None
+    is_multi: np.ndarray = None
+    view_weight: np.ndarray = None
+    patch_feature: np.ndarray = None
+    weights: np.ndarray = None
+    features: np.ndarray = None
+
+    @property
+    def noise(self) -> np.ndarray:
+        """The Gaussian part of every patch, ``X - weights @ features`` (float32, (n, P, d))."""
+        return self.X - self.weights @ self.features.astype(np.float32)
+
+    def single_view_fraction(self) -> float:
+        return float(1.0 - self.is_multi.mean())
+
+
+@dataclass(frozen=True, eq=False)
+class GaussianData(_Data):
+    """Gaussian-like inputs labelled by a teacher network (see :mod:`multiview.gaussian`).
+
+    Attributes:
+        X: (n, P, d) float32 inputs (P = 1 unless the config cuts inputs into patches).
+        y: (n,) int64 training labels, after label noise.
+        clean_y: (n,) int64 the teacher's labels (argmax of its output).
+        flipped: (n,) bool, the label was flipped by label noise.
+        margin: (n,) float32 the teacher's margin, top logit minus the runner-up.
+        component: (n,) int64 mixture component of each input (-1 for a single Gaussian).
+        config: the :class:`~multiview.gaussian.GaussianConfig` that made them.
+    """
+
+    clean_y: np.ndarray = None
+    flipped: np.ndarray = None
+    margin: np.ndarray = None
+    component: np.ndarray = None
+
+
+def load(path: str | os.PathLike) -> MultiViewData | GaussianData:
+    """Load a dataset written by ``save``; the result equals what was saved, array for array."""
+    from multiview.gaussian import GaussianConfig
+    from multiview.multiview import MultiViewConfig
+
+    kinds = {"MultiViewData": (MultiViewData, MultiViewConfig), "GaussianData": (GaussianData, GaussianConfig)}
+    with np.load(path, allow_pickle=False) as f:
+        kind = str(f["_kind"])
+        if kind not in kinds:
+            raise ValueError(f"{path}: unknown dataset kind {kind!r}")
+        data_cls, config_cls = kinds[kind]
+        config = config_cls(**json.loads(str(f["_config"])))
+        arrays = {name: f[name] for name in f.files if not name.startswith("_")}
+    return data_cls(config=config, **arrays)

@@ -1,0 +1,1 @@
+"""CIFAR-10/100 experiments that check the multi-view predictions on real images."""

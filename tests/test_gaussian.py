@@ -1,0 +1,138 @@
+"""Gaussian-like inputs and teacher networks: balance, margin, label noise, seeding, validation."""
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from multiview import GaussianConfig, GaussianTask
+
+TEACHERS = ["linear", "fc", "conv", "residual"]
+
+
+def task(**overrides):
+    base = dict(k=5, patches=4, patch_dim=8, teacher_width=16)
+    return GaussianTask(GaussianConfig(**{**base, **overrides}), seed=0)
+
+
+@pytest.mark.parametrize("input_kind", ["gaussian", "mixture"])
+@pytest.mark.parametrize("teacher", TEACHERS)
+def test_rejection_gives_balanced_labels_and_the_requested_margin(teacher, input_kind):
+    n, margin = 503, 0.6
+    data = task(teacher=teacher, input=input_kind, sampling="rejection", margin=margin).sample(n, seed=1)
+    counts = data.class_counts()
+    assert counts.sum() == n and counts.max() - counts.min() <= 1
+    assert data.margin.min() >= margin
+    # labels are the teacher's argmax on the stored inputs
+    t = task(teacher=teacher, input=input_kind, sampling="rejection", margin=margin).teacher
+    np.testing.assert_array_equal(t.label_and_margin(data.X)[0], data.clean_y)
+
+
+@pytest.mark.parametrize("teacher", TEACHERS)
+def test_uniform_sampling_labels_by_teacher_and_calibration_roughly_balances(teacher):
+    t = task(teacher=teacher)
+    data = t.sample(4000, seed=2)
+    np.testing.assert_array_equal(t.teacher.label_and_margin(data.X)[0], data.y)
+    freq = data.class_counts() / data.n
+    assert freq.min() > 0.7 / data.k and freq.max() < 1.3 / data.k  # calibrated biases
+    logits = t.teacher.logits(data.X)
+    assert logits.std() == pytest.approx(1.0, rel=0.1)
+
+
+@pytest.mark.parametrize("teacher", TEACHERS)
+@pytest.mark.parametrize("rate", [0.1, 0.37])
+def test_label_noise_flips_the_requested_fraction_to_other_classes(teacher, rate):
+    n = 1000
+    data = task(teacher=teacher, label_noise=rate).sample(n, seed=3)
+    assert data.flipped.sum() == round(rate * n)
+    assert (data.y[data.flipped] != data.clean_y[data.flipped]).all()
+    np.testing.assert_array_equal(data.y[~data.flipped], data.clean_y[~data.flipped])
+
+
+def test_flipped_labels_are_uniform_over_other_classes():
+    data = task(k=4, label_noise=1.0, teacher="linear").sample(8000, seed=4)
+    shift = (data.y - data.clean_y) % 4
+    counts = np.bincount(shift, minlength=4)
+    assert counts[0] == 0
+    expected = data.n / 3
+    se = math.sqrt(data.n * (1 / 3) * (2 / 3))
+    assert np.abs(counts[1:] - expected).max() <= 4 * se
+
+
+def test_mixture_inputs_follow_their_components():
+    t = task(input="mixture", components=3, separation=4.0, patches=1, patch_dim=50)
+    data = t.sample(3000, seed=5)
+    assert set(np.unique(data.component)) == {0, 1, 2}
+    for c in range(3):
+        X = data.X[data.component == c]
+        np.testing.assert_allclose(X.mean(axis=0), t.means[c], atol=4 / math.sqrt(50 * len(X)) * 3)
+        assert (X - t.means[c]).std() == pytest.approx(1 / math.sqrt(50), rel=0.05)
+
+
+def test_gaussian_inputs_have_unit_norm_patches_on_average():
+    data = task(patches=3, patch_dim=100).sample(2000, seed=6)
+    assert data.X.shape == (2000, 3, 100)
+    assert np.mean(np.sum(data.X.astype(np.float64) ** 2, axis=2)) == pytest.approx(1.0, rel=0.02)
+    assert (data.component == -1).all()
+
+
+def test_same_seed_same_data_other_seed_differs():
+    a, b, c = (task(sampling="rejection", margin=0.3).sample(200, seed=s) for s in (1, 1, 2))
+    np.testing.assert_array_equal(a.X, b.X)
+    np.testing.assert_array_equal(a.y, b.y)
+    assert not np.array_equal(a.X, c.X)
+
+
+def test_rejection_without_balance_keeps_margin_but_not_quota():
+    data = task(sampling="rejection", margin=0.8, balance=False).sample(300, seed=7)
+    assert data.n == 300 and data.margin.min() >= 0.8
+
+
+def test_impossible_margin_fails_with_a_clear_message():
+    t = task(sampling="rejection", margin=50.0)
+    with pytest.raises(ValueError, match="rejection sampling gave up after .* lower margin"):
+        t.sample(10, seed=0, max_draws=5000)
+
+
+@pytest.mark.parametrize(
+    "overrides, name",
+    [
+        (dict(k=1), "k"),
+        (dict(teacher="transformer"), "teacher"),
+        (dict(input="uniform"), "input"),
+        (dict(sampling="importance"), "sampling"),
+        (dict(margin=0.5), "margin"),  # needs rejection sampling
+        (dict(margin=-1.0, sampling="rejection"), "margin"),
+        (dict(label_noise=1.2), "label_noise"),
+        (dict(teacher_depth=0), "teacher_depth"),
+        (dict(patch_dim=0), "patch_dim"),
+        (dict(balance="yes"), "balance"),
+    ],
+)
+def test_invalid_configs_name_the_parameter(overrides, name):
+    with pytest.raises(ValueError, match=rf"^{name} must"):
+        GaussianConfig(**overrides)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    teacher=st.sampled_from(TEACHERS),
+    input_kind=st.sampled_from(["gaussian", "mixture"]),
+    k=st.integers(2, 6),
+    patches=st.integers(1, 3),
+    margin=st.floats(0.0, 0.5),
+    noise=st.floats(0.0, 0.5),
+    n=st.integers(1, 60),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_property_rejection_samples_are_balanced_with_margin(teacher, input_kind, k, patches, margin, noise, n, seed):
+    cfg = GaussianConfig(k=k, patches=patches, patch_dim=6, teacher=teacher, input=input_kind,
+                         teacher_width=8, sampling="rejection", margin=margin, label_noise=noise)
+    data = GaussianTask(cfg, seed=seed).sample(n, seed=seed)
+    counts = np.bincount(data.clean_y, minlength=k)  # balance holds for the teacher's labels
+    assert counts.sum() == n and counts.max() - counts.min() <= 1
+    assert data.margin.min() >= margin
+    assert data.flipped.sum() == round(noise * n)
+    assert ((data.y >= 0) & (data.y < k)).all()
