@@ -1,0 +1,135 @@
+"""Backends: the two matrix products of a step and the fused elementwise work between them.
+
+A backend holds the training inputs X, flattened to ``(n*P, d)``, and computes for the stacked
+first-layer weights ``W`` of shape ``(N, d)`` (N = S*k*m neurons of all models):
+
+* ``patch_sums(W)``: H = sum over patches of sReLU(X W^T), shape ``(n, N)``; with ``D`` given
+  (NTK mode), H = sum over patches of D * (X W^T) instead.
+* ``grads(G)``: for G = dLoss/dH of shape ``(n, N)``, dLoss/dW = (sReLU'(A) * G)^T X, shape
+  ``(N, d)``, where A = X W^T is the pre-activation kept from the last ``patch_sums``.
+
+``NumbaBackend`` multiplies through numpy's BLAS and runs the elementwise work in the numba
+kernels of :mod:`theory_sims.kernels`, reusing one pre-activation buffer in place.
+``TorchBackend`` states the same maths in torch, on CPU or CUDA. Both take and return torch
+tensors (zero-copy views for numba) so the trainer is written once.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from theory_sims import kernels
+
+
+def srelu(z: torch.Tensor, q: int, rho: float) -> torch.Tensor:
+    """The smoothed ReLU in torch (reference and torch backend)."""
+    zc = z.clamp(0.0, rho)
+    return zc**q / (q * rho ** (q - 1)) + (z - rho).clamp(min=0.0)
+
+
+def srelu_grad(z: torch.Tensor, q: int, rho: float) -> torch.Tensor:
+    zc = z.clamp(0.0, rho)
+    return torch.where(z > 0, (zc / rho) ** (q - 1), torch.zeros_like(z))
+
+
+class NumbaBackend:
+    name = "numba"
+
+    def __init__(self, X: np.ndarray, dtype: torch.dtype, q: int, rho: float):
+        n, P, d = X.shape
+        self.n, self.P, self.d, self.q = n, P, d, int(q)
+        self.np_dtype = torch.empty(0, dtype=dtype).numpy().dtype
+        self.rho = kernels.as_rho(rho, self.np_dtype)
+        self.X = np.ascontiguousarray(X.reshape(n * P, d), dtype=self.np_dtype)
+        self.rows = self.X
+        self._A = None
+        self.D = None
+        self._D_all = None
+
+    def select(self, samples: np.ndarray | None) -> None:
+        """Restrict the next steps to ``samples`` (a mini-batch), or all samples for None."""
+        if samples is None:
+            self.rows, self.D = self.X, self._D_all
+            return
+        rows = (samples[:, None] * self.P + np.arange(self.P)).ravel()
+        self.rows = self.X[rows]
+        self.D = None if self._D_all is None else self._D_all[rows]
+
+    def set_linearisation(self, W0: torch.Tensor) -> torch.Tensor:
+        """NTK mode: fix D = sReLU'(X W0^T) and return F0's per-neuron sums, sum_p sReLU(X W0^T)."""
+        H0 = self.patch_sums(W0)
+        D = self._A.copy()
+        kernels.srelu_grad_inplace(D, self.q, self.rho)
+        self._D_all = self.D = D
+        return H0
+
+    def _buffer(self, rows: int, N: int) -> np.ndarray:
+        if self._A is None or self._A.shape != (rows, N):
+            self._A = np.empty((rows, N), dtype=self.np_dtype)
+        return self._A
+
+    def patch_sums(self, W: torch.Tensor) -> torch.Tensor:
+        w = W.detach().numpy()
+        n = self.rows.shape[0] // self.P
+        A = self._buffer(self.rows.shape[0], w.shape[0])
+        np.matmul(self.rows, w.T, out=A)
+        H = np.empty((n, w.shape[0]), dtype=self.np_dtype)
+        if self.D is None:
+            kernels.patch_sums(A, self.P, self.q, self.rho, H)
+        else:
+            kernels.linear_patch_sums(A, self.D, self.P, H)
+        return torch.from_numpy(H)
+
+    def grads(self, G: torch.Tensor) -> torch.Tensor:
+        A, g = self._A, np.ascontiguousarray(G.numpy())
+        if self.D is None:
+            kernels.patch_grads(A, g, self.P, self.q, self.rho)
+        else:
+            kernels.linear_patch_grads(A, self.D, g, self.P)
+        return torch.from_numpy(A.T @ self.rows)
+
+
+class TorchBackend:
+    name = "torch"
+
+    def __init__(self, X: np.ndarray, dtype: torch.dtype, q: int, rho: float, device: str = "cpu"):
+        n, P, d = X.shape
+        self.n, self.P, self.d, self.q, self.rho = n, P, d, int(q), float(rho)
+        self.X = torch.as_tensor(X.reshape(n * P, d)).to(device=device, dtype=dtype)
+        self.rows = self.X
+        self._A = None
+        self.D = None
+        self._D_all = None
+
+    def select(self, samples: np.ndarray | None) -> None:
+        if samples is None:
+            self.rows, self.D = self.X, self._D_all
+            return
+        idx = torch.as_tensor(samples, device=self.X.device)
+        rows = (idx[:, None] * self.P + torch.arange(self.P, device=self.X.device)).reshape(-1)
+        self.rows = self.X[rows]
+        self.D = None if self._D_all is None else self._D_all[rows]
+
+    def set_linearisation(self, W0: torch.Tensor) -> torch.Tensor:
+        H0 = self.patch_sums(W0)
+        self._D_all = self.D = srelu_grad(self._A, self.q, self.rho)
+        return H0
+
+    def patch_sums(self, W: torch.Tensor) -> torch.Tensor:
+        self._A = A = self.rows @ W.T
+        n = A.shape[0] // self.P
+        act = srelu(A, self.q, self.rho) if self.D is None else self.D * A
+        return act.view(n, self.P, -1).sum(dim=1)
+
+    def grads(self, G: torch.Tensor) -> torch.Tensor:
+        n = G.shape[0]
+        jac = srelu_grad(self._A, self.q, self.rho) if self.D is None else self.D
+        dA = jac.view(n, self.P, -1) * G.unsqueeze(1)
+        return dA.view(n * self.P, -1).T @ self.rows
+
+
+def make_backend(name: str, X: np.ndarray, dtype: torch.dtype, q: int, rho: float, device: str = "cpu"):
+    if name == "numba":
+        return NumbaBackend(X, dtype, q, rho)
+    return TorchBackend(X, dtype, q, rho, device)

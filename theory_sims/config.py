@@ -1,0 +1,110 @@
+"""Configs of the learner and of its training, validated on construction and serialisable to JSON."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from multiview._checks import check_choice, check_float, check_int
+from theory_sims.losses import LOSSES
+
+MODES = ("full", "random_features", "ntk")
+BACKENDS = ("numba", "torch")
+DTYPES = ("float32", "float64")
+STOPS = ("steps", "fit")
+
+
+def _h(text: str, default):
+    return field(default=default, metadata={"help": text})
+
+
+@dataclass(frozen=True)
+class LearnerConfig:
+    """The two-layer learner F_i(X) = sum_{r<m} sum_{p<P} sReLU(<w_{i,r}, x_p>), i < k.
+
+    sReLU(z) = 0 for z <= 0, z^q / (q varrho^(q-1)) on [0, varrho], z - (1 - 1/q) varrho above;
+    w_{i,r} ~ N(0, sigma0^2 I) at init.
+
+    ``mode="full"`` trains the first layer (the theory's learner). ``mode="random_features"``
+    freezes the first layer at its init and trains a linear read-out U on the random features
+    phi_c(X) = sum_p sReLU(<w_c, x_p>) of all k*m neurons: F_i(X) = sum_c U_{i,c} phi_c(X) / scale,
+    with ``scale`` the features' RMS on the training set (one constant per model, set once: a
+    change of learning rate, not of the model). ``mode="ntk"`` trains the model linearised around
+    its init, F(W0 + Delta) ~ F(W0) + <grad_W F(W0), Delta>.
+    """
+
+    k: int = _h("number of classes (output neurons groups)", 10)
+    m: int = _h("neurons per class", 5)
+    q: int = _h("power of the smoothed ReLU's polynomial part", 3)
+    varrho: float = _h("width of the smoothed ReLU's polynomial part", 1.0)
+    sigma0: float = _h("std of the Gaussian init of the first layer", 0.05)
+    mode: str = _h("'full', 'random_features' or 'ntk'", "full")
+
+    def __post_init__(self):
+        check_int("k", self.k, 2)
+        check_int("m", self.m, 1)
+        check_int("q", self.q, 1)
+        check_float("varrho", self.varrho, 0.0, lo_open=True)
+        check_float("sigma0", self.sigma0, 0.0, lo_open=True)
+        check_choice("mode", self.mode, MODES)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train: objective, optimiser, stop rule, numerics and what to record.
+
+    Optimiser: full-batch gradient descent by default (``batch_size=0``); with ``batch_size > 0``
+    mini-batch SGD over epochs shuffled by ``batch_seed`` (the same for every model, so a model's
+    trajectory does not depend on the others stacked with it). ``momentum`` is heavy-ball:
+    v <- momentum v + grad, w <- w - lr v.
+
+    Stop rule: ``stop="steps"`` runs ``steps`` steps. ``stop="fit"`` stops each model (each group
+    for ``loss="average"``) ``extra_steps`` steps after its training accuracy first reaches 100%,
+    and at ``steps`` at the latest; for full-batch GD the check uses the step's own forward pass,
+    for SGD a pass over the whole training set at the end of every epoch.
+    """
+
+    lr: float = _h("learning rate", 1.0)
+    steps: int = _h("training steps (the most, with stop='fit')", 400)
+    stop: str = _h("'steps' or 'fit' (100%% train accuracy, then extra_steps more)", "steps")
+    extra_steps: int = _h("stop='fit': steps to keep training after 100%% train accuracy", 0)
+    batch_size: int = _h("0 for full-batch gradient descent, else the SGD mini-batch size", 0)
+    momentum: float = _h("heavy-ball momentum in [0, 1)", 0.0)
+    batch_seed: int = _h("seed of the mini-batch order", 0)
+    loss: str = _h("'ce', 'kd' (Hinton), 'kd_truncated' (the paper's) or 'average'", "ce")
+    temperature: float = _h("KD temperature: T for 'kd', tau for 'kd_truncated'", 1.0)
+    label_weight: float = _h("KD: weight alpha of the label cross-entropy; 1 - alpha on the teacher", 0.0)
+    group_size: int = _h("'average': number of consecutive models trained as one average", 1)
+    backend: str = _h("'numba' (CPU) or 'torch' (CPU or CUDA)", "numba")
+    device: str = _h("torch device for backend='torch': 'cpu' or 'cuda'", "cpu")
+    dtype: str = _h("'float32' or 'float64'", "float32")
+    track_every: int = _h("record Lambda and noise memorisation every this many steps (0: never)", 10)
+    corr_at: tuple = _h("steps at which to store the full neuron x feature correlation matrix", ())
+
+    def __post_init__(self):
+        check_float("lr", self.lr, 0.0, lo_open=True)
+        check_int("steps", self.steps, 0)
+        check_choice("stop", self.stop, STOPS)
+        check_int("extra_steps", self.extra_steps, 0)
+        check_int("batch_size", self.batch_size, 0)
+        check_float("momentum", self.momentum, 0.0, 1.0, hi_open=True)
+        check_int("batch_seed", self.batch_seed)
+        check_choice("loss", self.loss, LOSSES)
+        check_float("temperature", self.temperature, 0.0, lo_open=True)
+        check_float("label_weight", self.label_weight, 0.0, 1.0)
+        check_int("group_size", self.group_size, 1)
+        if self.group_size > 1 and self.loss != "average":
+            raise ValueError(f"group_size must be 1 unless loss='average', got {self.group_size}")
+        check_choice("backend", self.backend, BACKENDS)
+        check_choice("device", self.device, ("cpu", "cuda"))
+        if self.backend == "numba" and self.device != "cpu":
+            raise ValueError(f"device must be 'cpu' with backend='numba', got {self.device!r}")
+        check_choice("dtype", self.dtype, DTYPES)
+        check_int("track_every", self.track_every, 0)
+        object.__setattr__(self, "corr_at", tuple(check_int("corr_at", s, 0) for s in self.corr_at))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)

@@ -1,0 +1,82 @@
+"""What a model has learned: view correlations Lambda, the neuron x feature matrix, memorisation.
+
+For model s, class j and view l,
+
+    Lambda_{j,l} = max_r <w_{j,r}, v_{j,l}>,
+
+the best alignment of class j's neurons with its own view l. The theory: at init all Lambda are
+about sigma0 * sqrt(log m); during training one view per class (a random one, decided by the
+init) grows to Theta(1) and the others stay near their init, while the samples that miss the
+learned view are fitted by memorising their noise.
+
+A view counts as **learned** when Lambda_{j,l} >= ``LEARNED_THRESHOLD`` * varrho. With the default
+1.0 that is the point where the smoothed ReLU turns linear: a patch holding the view at unit
+weight then drives the neuron in its linear regime. Learned views of the theory reach several
+varrho; unlearned ones stay near sigma0, orders of magnitude below.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+LEARNED_THRESHOLD = 1.0
+
+
+@dataclass
+class Probe:
+    """What the trainer should measure: the feature dictionary and, optionally, training noise.
+
+    Attributes:
+        features: (k*V, d) view features, row j*V + l = v_{j,l}.
+        views: V.
+        noise: (n, P, d) Gaussian noise of the training inputs, for memorisation; or None.
+        labels: (n,) training labels (memorisation is measured for each sample's own class).
+    """
+
+    features: np.ndarray
+    views: int
+    noise: np.ndarray | None = None
+    labels: np.ndarray | None = None
+
+    @classmethod
+    def from_data(cls, data, memorisation: bool = True) -> "Probe":
+        """A probe for a :class:`multiview.MultiViewData` training set."""
+        return cls(
+            features=data.features,
+            views=data.config.views,
+            noise=data.noise if memorisation else None,
+            labels=data.y if memorisation else None,
+        )
+
+
+def correlations(W: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+    """<w_{s,i,r}, v_f> for every model, class, neuron and feature: (S, k, m, F)."""
+    return W @ features.T
+
+
+def lambdas(W: torch.Tensor, features: torch.Tensor, views: int) -> torch.Tensor:
+    """Lambda (S, k, V): max over neurons r of <w_{s,j,r}, v_{j,l}>."""
+    S, k, m, d = W.shape
+    own = W @ features.view(k, views, d).transpose(1, 2)  # (S, k, m, V), class j against its views
+    return own.max(dim=2).values
+
+
+def noise_memorisation(W: torch.Tensor, noise: torch.Tensor, labels: torch.Tensor, chunk: int = 512) -> torch.Tensor:
+    """(S, n): for each model and training sample b, max over neurons r of class y_b and patches p
+    of <w_{y_b, r}, xi_{b,p}>, how strongly the sample's own noise is stored in its class's neurons."""
+    S, k, m, d = W.shape
+    out = []
+    for a in range(0, noise.shape[0], chunk):
+        xi, y = noise[a : a + chunk], labels[a : a + chunk]
+        Wy = W[:, y]  # (S, b, m, d)
+        corr = torch.einsum("sbmd,bpd->sbmp", Wy, xi)
+        out.append(corr.amax(dim=(2, 3)))
+    return torch.cat(out, dim=1)
+
+
+def views_learned(lam: np.ndarray, varrho: float, threshold: float = LEARNED_THRESHOLD) -> np.ndarray:
+    """Boolean array of the same shape as ``lam``: Lambda >= threshold * varrho."""
+    return np.asarray(lam) >= threshold * varrho

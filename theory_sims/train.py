@@ -1,0 +1,241 @@
+"""Train S stacked two-layer learners at once.
+
+One step for the whole stack is
+
+1. ``A = X W^T`` for all S*k*m neurons at once (one matrix product),
+2. H = sum_p sReLU(A) and the logits F (S, n, k) (a fused kernel),
+3. the objective's closed-form gradient dF (:mod:`theory_sims.losses`),
+4. ``dW = (sReLU'(A) * dF)^T X`` (a fused kernel, then one matrix product),
+5. the update of every model still training.
+
+Each model's numbers are those it would have trained alone: its init comes from its own seed,
+its columns of the matrix products are computed with the same arithmetic whatever sits beside
+them, and the mini-batch order depends on ``batch_seed`` only. ``tests/test_train.py`` checks
+bit equality.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from theory_sims import tracking
+from theory_sims.backends import make_backend
+from theory_sims.config import LearnerConfig, TrainConfig
+from theory_sims.losses import loss_and_grad
+from theory_sims.model import TORCH_DTYPES, TwoLayerModel, init_model
+
+
+@dataclass
+class TrainResult:
+    """A trained stack and what was recorded on the way.
+
+    Attributes:
+        model: the trained :class:`TwoLayerModel` stack.
+        fit_step: (S,) first step whose forward pass had 100% training accuracy, -1 if none
+            (checked at every step for full-batch GD, at epoch ends for SGD).
+        updates: (S,) number of updates each model made before its stop rule ended it.
+        train_acc, train_loss: (S,) on the whole training set after training.
+        history: ``loss`` and ``acc`` (steps, S) of every step's forward pass (the batch for
+            SGD); ``step`` (T,) the tracked steps with ``lambda`` (T, S, k, V) and, with noise in
+            the probe, ``noise_memorisation`` (T, S, n); ``corr`` {step: (S, k, m, F)}.
+        wall_s: training time in seconds.
+    """
+
+    model: TwoLayerModel
+    fit_step: np.ndarray
+    updates: np.ndarray
+    train_acc: np.ndarray
+    train_loss: np.ndarray
+    history: dict = field(default_factory=dict)
+    wall_s: float = 0.0
+
+    def views_learned(self, threshold: float = tracking.LEARNED_THRESHOLD) -> np.ndarray:
+        """(S, k, V) booleans from the final Lambda; see :mod:`theory_sims.tracking`."""
+        return tracking.views_learned(self.history["lambda"][-1], self.model.config.varrho, threshold)
+
+
+def _check_inputs(X, y, seeds, learner: LearnerConfig, cfg: TrainConfig, teacher):
+    if X.ndim != 3:
+        raise ValueError(f"X must have shape (n, P, d), got {X.shape}")
+    n = X.shape[0]
+    if y.shape != (n,):
+        raise ValueError(f"y must have shape ({n},), got {y.shape}")
+    if y.min() < 0 or y.max() >= learner.k:
+        raise ValueError(f"y must hold labels in [0, {learner.k - 1}] (k={learner.k}), got [{y.min()}, {y.max()}]")
+    S = len(seeds)
+    if S % cfg.group_size:
+        raise ValueError(f"group_size must divide the number of models ({S}), got {cfg.group_size}")
+    if cfg.loss in ("kd", "kd_truncated"):
+        if teacher is None:
+            raise ValueError(f"teacher logits are required for loss={cfg.loss!r}")
+        if teacher.shape not in ((n, learner.k), (S, n, learner.k)):
+            raise ValueError(
+                f"teacher must have shape ({n}, {learner.k}) or ({S}, {n}, {learner.k}), got {teacher.shape}"
+            )
+    if cfg.batch_size > n:
+        raise ValueError(f"batch_size must be <= n = {n}, got {cfg.batch_size}")
+    if cfg.backend == "torch" and cfg.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device must be 'cpu': torch reports no CUDA device here")
+
+
+def _batches(n: int, batch_size: int, seed: int):
+    """Endless (epoch_end, samples) pairs: full batches for GD, shuffled epochs for SGD."""
+    if batch_size == 0:
+        while True:
+            yield True, None
+    rng = np.random.default_rng(seed)
+    while True:
+        order = rng.permutation(n)
+        starts = range(0, n, batch_size)
+        for i, a in enumerate(starts):
+            yield i == len(starts) - 1, np.sort(order[a : a + batch_size])
+
+
+def train(
+    X: np.ndarray,
+    y: np.ndarray,
+    seeds,
+    learner: LearnerConfig,
+    cfg: TrainConfig = TrainConfig(),
+    teacher: np.ndarray | None = None,
+    probe: tracking.Probe | None = None,
+    progress: bool = False,
+) -> TrainResult:
+    """Train one model per seed, stacked, on inputs X (n, P, d) with labels y (n,).
+
+    ``teacher`` holds teacher logits for the KD losses, (n, k) or one set per model (S, n, k).
+    ``probe`` says what to track (see :class:`theory_sims.tracking.Probe`).
+    """
+    X = np.asarray(X)
+    y = np.asarray(y)
+    seeds = tuple(seeds)
+    _check_inputs(X, y, seeds, learner, cfg, teacher)
+    t0 = time.perf_counter()
+    dev, dtype = cfg.device, TORCH_DTYPES[cfg.dtype]
+    n, P, d = X.shape
+    S, k, m = len(seeds), learner.k, learner.m
+    N = S * k * m
+
+    model = init_model(learner, d, seeds, cfg.dtype, dev)
+    be = make_backend(cfg.backend, X, dtype, learner.q, learner.varrho, dev)
+    y_all = torch.as_tensor(y, device=dev)
+    teacher_all = None if teacher is None else torch.as_tensor(teacher).to(device=dev, dtype=dtype)
+
+    # What the optimiser moves, and the fixed parts of the non-default modes.
+    H0 = phi_all = None
+    if learner.mode == "full":
+        param = model.W
+    elif learner.mode == "ntk":
+        H0_all = be.set_linearisation(model.W.reshape(N, d))
+        param = model.delta
+    else:
+        phi_all = be.patch_sums(model.W.reshape(N, d)).clone()
+        model.rf_scale = phi_all.view(n, S, k * m).pow(2).mean(dim=(0, 2)).sqrt().clamp(min=1e-30)
+        param = model.U
+    velocity = torch.zeros_like(param) if cfg.momentum > 0 else None
+
+    def forward(samples):
+        nonlocal H0
+        if phi_all is not None:
+            return model.outputs(phi_all if samples is None else phi_all[torch.as_tensor(samples, device=dev)])
+        be.select(samples)
+        if learner.mode == "ntk":
+            H0 = H0_all if samples is None else H0_all[torch.as_tensor(samples, device=dev)]
+        return model.outputs(be.patch_sums(param.reshape(N, d)), H0)
+
+    def backward(dF, samples):
+        if phi_all is not None:
+            phi = phi_all if samples is None else phi_all[torch.as_tensor(samples, device=dev)]
+            return torch.einsum("sbi,bsc->sic", dF, phi.view(-1, S, k * m) / model.rf_scale[None, :, None])
+        b = dF.shape[1]
+        G = dF.permute(1, 0, 2).unsqueeze(-1).expand(b, S, k, m).reshape(b, N).contiguous()
+        return be.grads(G).view(S, k, m, d)
+
+    def objective(F, yb, tb):
+        return loss_and_grad(cfg.loss, F, yb, tb, cfg.temperature, cfg.label_weight, cfg.group_size)
+
+    def accuracy(F, yb):
+        if cfg.loss == "average":  # a group is one model: its output is the members' mean
+            G = F.view(S // cfg.group_size, cfg.group_size, *F.shape[1:]).mean(dim=1)
+            return (G.argmax(-1) == yb).to(F.dtype).mean(dim=1).repeat_interleave(cfg.group_size)
+        return (F.argmax(-1) == yb).to(F.dtype).mean(dim=1)
+
+    track = probe is not None
+    if track:
+        feats = torch.as_tensor(probe.features).to(device=dev, dtype=dtype)
+        noise = None if probe.noise is None else torch.as_tensor(probe.noise).to(device=dev, dtype=dtype)
+        labels = None if probe.labels is None else torch.as_tensor(probe.labels, device=dev)
+    hist = {"loss": [], "acc": [], "step": [], "lambda": [], "noise_memorisation": [], "corr": {}}
+
+    def record(t):
+        W = model.weights
+        hist["step"].append(t)
+        hist["lambda"].append(tracking.lambdas(W, feats, probe.views).cpu().numpy())
+        if noise is not None:
+            hist["noise_memorisation"].append(tracking.noise_memorisation(W, noise, labels).cpu().numpy())
+
+    active = torch.ones(S, dtype=torch.bool, device=dev)
+    fit_step = np.full(S, -1)
+    stop_at = np.full(S, cfg.steps)
+    updates = np.zeros(S, dtype=np.int64)
+    batches = _batches(n, cfg.batch_size, cfg.batch_seed)
+    bar = tqdm(range(cfg.steps), desc=f"train {learner.mode} x{S}", disable=not progress, leave=False)
+    for t in bar:
+        epoch_end, samples = next(batches)
+        F = forward(samples)
+        yb = y_all if samples is None else y_all[torch.as_tensor(samples, device=dev)]
+        tb = None
+        if teacher_all is not None:
+            tb = teacher_all if samples is None else teacher_all[..., torch.as_tensor(samples, device=dev), :]
+        loss, dF = objective(F, yb, tb)
+        acc = accuracy(F, yb)
+        hist["loss"].append(loss.cpu().numpy())
+        hist["acc"].append(acc.cpu().numpy())
+        if track and (t in cfg.corr_at):
+            hist["corr"][t] = tracking.correlations(model.weights, feats).cpu().numpy()
+        if track and cfg.track_every and t % cfg.track_every == 0:
+            record(t)
+
+        grad = backward(dF, samples)  # before a full-set check below reuses the backend
+        if cfg.stop == "fit" and (samples is None or epoch_end):
+            full_acc = acc if samples is None else accuracy(forward(None), y_all)
+            newly = (full_acc.cpu().numpy() >= 1.0) & (fit_step < 0)
+            fit_step[newly] = t
+            stop_at[newly] = np.minimum(stop_at[newly], t + cfg.extra_steps)
+        active &= torch.as_tensor(stop_at > t, device=dev)
+        if not bool(active.any()):
+            break
+        step = grad if velocity is None else velocity.mul_(cfg.momentum).add_(grad)
+        mask = active.to(dtype).view(S, *([1] * (param.dim() - 1)))
+        param.sub_(cfg.lr * step * mask)
+        updates += active.cpu().numpy()
+        if progress and t % 10 == 0:
+            bar.set_postfix(loss=f"{float(loss.mean()):.3g}", acc=f"{float(acc.mean()):.3f}")
+
+    F = forward(None)
+    final_loss, _ = objective(F, y_all, teacher_all)
+    final_acc = accuracy(F, y_all)
+    if track:
+        last = int(updates.max())
+        if not hist["step"] or hist["step"][-1] != last:
+            record(last)
+        if cfg.corr_at:  # asked for correlations: also keep the final matrix
+            hist["corr"].setdefault(last, tracking.correlations(model.weights, feats).cpu().numpy())
+    history = {
+        key: (np.stack(v) if v else np.empty((0,))) if isinstance(v, list) else v for key, v in hist.items()
+    }
+    history["step"] = np.asarray(hist["step"], dtype=np.int64)
+    return TrainResult(
+        model=model,
+        fit_step=fit_step,
+        updates=updates,
+        train_acc=final_acc.cpu().numpy(),
+        train_loss=final_loss.cpu().numpy(),
+        history=history,
+        wall_s=time.perf_counter() - t0,
+    )
