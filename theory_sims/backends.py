@@ -10,6 +10,14 @@ first-layer weights ``W`` of shape ``(N, d)`` (N = S*k*m neurons of all models):
 
 ``NumbaBackend`` multiplies through numpy's BLAS and runs the elementwise work in the numba
 kernels of :mod:`theory_sims.kernels`, reusing one pre-activation buffer in place.
+
+Stacked equals alone, bit for bit (numba backend). A blocked BLAS product accumulates every
+output element over K in an order fixed by K alone, so model s's columns of one stacked product
+are the numbers it would get alone. Small products are different: OpenBLAS sends them (M*N*K up
+to about 1e6) to dedicated small-matrix kernels with another order. So when one model's share of
+a product is below ``SMALL_PRODUCT`` multiply-adds, the backend multiplies model by model instead,
+with the very shapes a model trained alone uses; above it, one stacked product is both exact and
+fastest (measured: 194 vs 130 GFLOP/s for 10 models at the default size).
 ``TorchBackend`` states the same maths in torch, on CPU or CUDA. Both take and return torch
 tensors (zero-copy views for numba) so the trainer is written once.
 """
@@ -33,12 +41,17 @@ def srelu_grad(z: torch.Tensor, q: int, rho: float) -> torch.Tensor:
     return torch.where(z > 0, (zc / rho) ** (q - 1), torch.zeros_like(z))
 
 
+# Per-model multiply-adds below which products are done model by model (see module docstring).
+SMALL_PRODUCT = 16_000_000
+
+
 class NumbaBackend:
     name = "numba"
 
-    def __init__(self, X: np.ndarray, dtype: torch.dtype, q: int, rho: float):
+    def __init__(self, X: np.ndarray, dtype: torch.dtype, q: int, rho: float, model_cols: int | None = None):
         n, P, d = X.shape
         self.n, self.P, self.d, self.q = n, P, d, int(q)
+        self.model_cols = model_cols  # neurons per model (k*m); None: never split by model
         self.np_dtype = torch.empty(0, dtype=dtype).numpy().dtype
         self.rho = kernels.as_rho(rho, self.np_dtype)
         self.X = np.ascontiguousarray(X.reshape(n * P, d), dtype=self.np_dtype)
@@ -69,11 +82,24 @@ class NumbaBackend:
             self._A = np.empty((rows, N), dtype=self.np_dtype)
         return self._A
 
+    def _split(self, N: int) -> int:
+        """Models in a product of N neuron columns to multiply one by one (1: one product)."""
+        c = self.model_cols
+        if c is None or N == c or c * self.d * self.rows.shape[0] >= SMALL_PRODUCT:
+            return 1
+        return N // c
+
     def patch_sums(self, W: torch.Tensor) -> torch.Tensor:
         w = W.detach().numpy()
         n = self.rows.shape[0] // self.P
         A = self._buffer(self.rows.shape[0], w.shape[0])
-        np.matmul(self.rows, w.T, out=A)
+        S = self._split(w.shape[0])
+        if S == 1:
+            np.matmul(self.rows, w.T, out=A)
+        else:
+            c = self.model_cols
+            for s in range(S):
+                np.matmul(self.rows, w[s * c : (s + 1) * c].T, out=A[:, s * c : (s + 1) * c])
         H = np.empty((n, w.shape[0]), dtype=self.np_dtype)
         if self.D is None:
             kernels.patch_sums(A, self.P, self.q, self.rho, H)
@@ -87,7 +113,11 @@ class NumbaBackend:
             kernels.patch_grads(A, g, self.P, self.q, self.rho)
         else:
             kernels.linear_patch_grads(A, self.D, g, self.P)
-        return torch.from_numpy(A.T @ self.rows)
+        S = self._split(A.shape[1])
+        if S == 1:
+            return torch.from_numpy(A.T @ self.rows)
+        c = self.model_cols
+        return torch.from_numpy(np.concatenate([A[:, s * c : (s + 1) * c].T @ self.rows for s in range(S)]))
 
 
 class TorchBackend:
@@ -129,7 +159,8 @@ class TorchBackend:
         return dA.view(n * self.P, -1).T @ self.rows
 
 
-def make_backend(name: str, X: np.ndarray, dtype: torch.dtype, q: int, rho: float, device: str = "cpu"):
+def make_backend(name: str, X: np.ndarray, dtype: torch.dtype, q: int, rho: float, device: str = "cpu",
+                 model_cols: int | None = None):
     if name == "numba":
-        return NumbaBackend(X, dtype, q, rho)
+        return NumbaBackend(X, dtype, q, rho, model_cols)
     return TorchBackend(X, dtype, q, rho, device)

@@ -60,11 +60,15 @@ class TwoLayerModel:
         c, S = self.config, self.S
         n = H.shape[0]
         if self.U is not None:
-            phi = H.view(n, S, c.k * c.m) / self.rf_scale[None, :, None]
-            return torch.einsum("sic,bsc->sbi", self.U, phi)
+            return self.rf_outputs(random_features(H, S) / self.rf_scale[:, None, None])
         if H0 is not None:
             H = H + H0
         return H.view(n, S, c.k, c.m).sum(dim=-1).permute(1, 0, 2)
+
+    def rf_outputs(self, phi: torch.Tensor) -> torch.Tensor:
+        """Random-feature logits (S, n, k) from scaled features phi (S, n, k*m), model by model
+        (so that a model's numbers do not depend on the stack)."""
+        return torch.stack([phi[s] @ self.U[s].T for s in range(self.S)])
 
     @torch.no_grad()
     def logits(self, X: np.ndarray, backend: str = "numba", device: str = "cpu", chunk: int = 1024) -> np.ndarray:
@@ -75,7 +79,7 @@ class TwoLayerModel:
             raise ValueError(f"X must have patch dimension {d} (the model's d), got {X.shape[-1]}")
         out = []
         for a in range(0, X.shape[0], chunk):
-            be = make_backend(backend, X[a : a + chunk], self.W.dtype, c.q, c.varrho, device)
+            be = make_backend(backend, X[a : a + chunk], self.W.dtype, c.q, c.varrho, device, c.k * c.m)
             W = self.W.to(device).reshape(N, d)
             if self.delta is None:
                 out.append(self.outputs(be.patch_sums(W)))
@@ -83,6 +87,11 @@ class TwoLayerModel:
                 H0 = be.set_linearisation(W)
                 out.append(self.outputs(be.patch_sums(self.delta.to(device).reshape(N, d)), H0))
         return torch.cat(out, dim=1).cpu().numpy()
+
+
+def random_features(H: torch.Tensor, S: int) -> torch.Tensor:
+    """Per-neuron patch sums H (n, S*k*m) as each model's feature matrix, (S, n, k*m) contiguous."""
+    return H.view(H.shape[0], S, -1).permute(1, 0, 2).contiguous()
 
 
 def init_model(config: LearnerConfig, d: int, seeds, dtype: str = "float32", device: str = "cpu") -> TwoLayerModel:

@@ -27,7 +27,7 @@ from theory_sims import tracking
 from theory_sims.backends import make_backend
 from theory_sims.config import LearnerConfig, TrainConfig
 from theory_sims.losses import loss_and_grad
-from theory_sims.model import TORCH_DTYPES, TwoLayerModel, init_model
+from theory_sims.model import TORCH_DTYPES, TwoLayerModel, init_model, random_features
 
 
 @dataclass
@@ -122,7 +122,7 @@ def train(
     N = S * k * m
 
     model = init_model(learner, d, seeds, cfg.dtype, dev)
-    be = make_backend(cfg.backend, X, dtype, learner.q, learner.varrho, dev)
+    be = make_backend(cfg.backend, X, dtype, learner.q, learner.varrho, dev, model_cols=k * m)
     y_all = torch.as_tensor(y, device=dev)
     teacher_all = None if teacher is None else torch.as_tensor(teacher).to(device=dev, dtype=dtype)
 
@@ -134,15 +134,16 @@ def train(
         H0_all = be.set_linearisation(model.W.reshape(N, d))
         param = model.delta
     else:
-        phi_all = be.patch_sums(model.W.reshape(N, d)).clone()
-        model.rf_scale = phi_all.view(n, S, k * m).pow(2).mean(dim=(0, 2)).sqrt().clamp(min=1e-30)
+        phi_all = random_features(be.patch_sums(model.W.reshape(N, d)), S)
+        model.rf_scale = torch.stack([phi.pow(2).mean().sqrt().clamp(min=1e-30) for phi in phi_all])
+        phi_all /= model.rf_scale[:, None, None]
         param = model.U
     velocity = torch.zeros_like(param) if cfg.momentum > 0 else None
 
     def forward(samples):
         nonlocal H0
         if phi_all is not None:
-            return model.outputs(phi_all if samples is None else phi_all[torch.as_tensor(samples, device=dev)])
+            return model.rf_outputs(phi_all if samples is None else phi_all[:, torch.as_tensor(samples, device=dev)])
         be.select(samples)
         if learner.mode == "ntk":
             H0 = H0_all if samples is None else H0_all[torch.as_tensor(samples, device=dev)]
@@ -150,8 +151,8 @@ def train(
 
     def backward(dF, samples):
         if phi_all is not None:
-            phi = phi_all if samples is None else phi_all[torch.as_tensor(samples, device=dev)]
-            return torch.einsum("sbi,bsc->sic", dF, phi.view(-1, S, k * m) / model.rf_scale[None, :, None])
+            phi = phi_all if samples is None else phi_all[:, torch.as_tensor(samples, device=dev)]
+            return torch.stack([dF[s].T @ phi[s] for s in range(S)])
         b = dF.shape[1]
         G = dF.permute(1, 0, 2).unsqueeze(-1).expand(b, S, k, m).reshape(b, N).contiguous()
         return be.grads(G).view(S, k, m, d)

@@ -1,0 +1,109 @@
+"""The backends' forward and gradient against a plain torch autograd model in float64."""
+
+import numpy as np
+import pytest
+import torch
+
+from theory_sims import LearnerConfig, init_model
+from theory_sims.backends import make_backend, srelu, srelu_grad
+from theory_sims.losses import loss_and_grad
+
+S, k, m, n, P, d = 3, 4, 2, 6, 5, 8
+REL = 1e-8
+
+
+def reference_logits(W, X, q, rho):
+    """F[s, b, i] = sum_r sum_p sReLU(<w_{s,i,r}, x_{b,p}>), written the obvious way."""
+    A = torch.einsum("simd,bpd->sbimp", W, X)
+    return srelu(A, q, rho).sum(dim=(-1, -2))
+
+
+def rel_err(a, b):
+    return float((a - b).abs().max() / b.abs().max())
+
+
+@pytest.fixture
+def problem():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((n, P, d))
+    y = rng.integers(0, k, n)
+    teacher = rng.standard_normal((n, k)) * 2
+    return X, y, teacher
+
+
+def test_srelu_matches_its_definition():
+    q, rho = 3, 0.5
+    z = torch.linspace(-1, 2, 301, dtype=torch.float64)
+    expected = torch.where(z <= 0, 0.0, torch.where(z <= rho, z**q / (q * rho ** (q - 1)), z - (1 - 1 / q) * rho))
+    torch.testing.assert_close(srelu(z, q, rho), expected, rtol=0, atol=1e-15)
+    zz = z.clone().requires_grad_(True)
+    srelu(zz, q, rho).sum().backward()
+    torch.testing.assert_close(srelu_grad(z, q, rho), zz.grad, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", ["numba", "torch"])
+@pytest.mark.parametrize("q", [1, 3, 5])
+@pytest.mark.parametrize(
+    "loss, kw",
+    [("ce", {}), ("kd", dict(temperature=2.5, label_weight=0.3)),
+     ("kd_truncated", dict(temperature=0.8, label_weight=0.1)), ("average", dict(group_size=3))],
+)
+def test_full_model_gradient_matches_autograd(backend, q, loss, kw, problem):
+    X, y, teacher = problem
+    rho = 0.7
+    model = init_model(LearnerConfig(k=k, m=m, q=q, varrho=rho, sigma0=0.6), d, range(S), "float64")
+    N = S * k * m
+    be = make_backend(backend, X, torch.float64, q, rho)
+    Xt, yt, tt = torch.as_tensor(X), torch.as_tensor(y), torch.as_tensor(teacher)
+
+    F = model.outputs(be.patch_sums(model.W.reshape(N, d)))
+    W = model.W.clone().requires_grad_(True)
+    F_ref = reference_logits(W, Xt, q, rho)
+    torch.testing.assert_close(F, F_ref.detach(), rtol=1e-12, atol=1e-12)
+
+    _, dF = loss_and_grad(loss, F, yt, tt, **kw)
+    G = dF.permute(1, 0, 2).unsqueeze(-1).expand(n, S, k, m).reshape(n, N).contiguous()
+    dW = be.grads(G).view(S, k, m, d)
+
+    ref_loss, _ = loss_and_grad(loss, F_ref, yt, tt, **kw)
+    (ref_loss.sum() / kw.get("group_size", 1)).backward()
+    assert rel_err(dW, W.grad) < REL
+
+
+@pytest.mark.parametrize("backend", ["numba", "torch"])
+def test_ntk_gradient_matches_autograd_of_the_linearised_model(backend, problem):
+    X, y, _ = problem
+    q, rho = 3, 1.0
+    model = init_model(LearnerConfig(k=k, m=m, q=q, varrho=rho, sigma0=0.5, mode="ntk"), d, range(S), "float64")
+    N = S * k * m
+    Xt, yt = torch.as_tensor(X), torch.as_tensor(y)
+    delta = torch.randn(S, k, m, d, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) * 0.1
+
+    be = make_backend(backend, X, torch.float64, q, rho)
+    H0 = be.set_linearisation(model.W.reshape(N, d))
+    F = model.outputs(be.patch_sums(delta.reshape(N, d)), H0)
+    _, dF = loss_and_grad("ce", F, yt)
+    G = dF.permute(1, 0, 2).unsqueeze(-1).expand(n, S, k, m).reshape(n, N).contiguous()
+    dDelta = be.grads(G).view(S, k, m, d)
+
+    D = delta.clone().requires_grad_(True)
+    W0 = model.W
+    F_lin = torch.func.jvp(lambda w: reference_logits(w, Xt, q, rho), (W0,), (D,))
+    F_ref = F_lin[0] + F_lin[1]
+    torch.testing.assert_close(F, F_ref.detach(), rtol=1e-12, atol=1e-12)
+    loss, _ = loss_and_grad("ce", F_ref, yt)
+    loss.sum().backward()
+    assert rel_err(dDelta, D.grad) < REL
+
+
+def test_backends_agree_in_float32(problem):
+    X, _, _ = problem
+    X = X.astype(np.float32)
+    W = torch.randn(S * k * m, d, generator=torch.Generator().manual_seed(2)) * 0.5
+    G = torch.randn(n, S * k * m, generator=torch.Generator().manual_seed(3))
+    out = {}
+    for name in ("numba", "torch"):
+        be = make_backend(name, X, torch.float32, 4, 0.8)
+        out[name] = (be.patch_sums(W).clone(), be.grads(G).clone())
+    for a, b in zip(out["numba"], out["torch"]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)

@@ -1,0 +1,184 @@
+"""The trainer: stacking, backends, stop rules, modes, tracking and bad input."""
+
+import numpy as np
+import pytest
+
+from multiview import MultiViewConfig, MultiViewDistribution
+from theory_sims import LearnerConfig, Probe, TrainConfig, train
+
+WORLD = MultiViewDistribution(
+    MultiViewConfig(k=4, views=2, d=48, patches=12, feature_patches=2, other_features=2, missing=0.25,
+                    noise_std=0.1),
+    seed=0,
+)
+DATA = WORLD.sample(60, seed=1)
+TEST = WORLD.sample(200, seed=2)
+LEARNER = LearnerConfig(k=4, m=3, q=3, varrho=1.0, sigma0=0.1)
+
+
+def run(seeds, learner=LEARNER, **cfg):
+    cfg = {"lr": 2.0, "steps": 25, "track_every": 5, **cfg}
+    return train(DATA.X, DATA.y, seeds, learner, TrainConfig(**cfg), probe=Probe.from_data(DATA))
+
+
+def run_kd(seeds, teacher, **cfg):
+    cfg = {"lr": 2.0, "steps": 25, "loss": "kd", "temperature": 2.0, "label_weight": 0.2, **cfg}
+    return train(DATA.X, DATA.y, seeds, LEARNER, TrainConfig(**cfg), teacher=teacher)
+
+
+def assert_same_model(a, b, index):
+    sub = a.model.select(index)
+    for name in ("W", "U", "delta"):
+        x, y = getattr(sub, name), getattr(b.model, name)
+        if x is None:
+            assert y is None
+        else:
+            np.testing.assert_array_equal(x.numpy(), y.numpy(), err_msg=name)
+
+
+@pytest.mark.parametrize(
+    "learner, cfg",
+    [
+        (LEARNER, {}),
+        (LEARNER, dict(dtype="float64")),
+        (LEARNER, dict(batch_size=16, momentum=0.9, batch_seed=3)),
+        (LEARNER, dict(stop="fit", extra_steps=3, steps=60)),
+        (LearnerConfig(k=4, m=3, q=3, sigma0=0.5, mode="ntk"), {}),
+        (LearnerConfig(k=4, m=3, q=3, sigma0=0.5, mode="random_features"), dict(lr=5.0)),
+    ],
+)
+def test_stacked_models_are_bit_identical_to_models_trained_alone(learner, cfg):
+    stacked = run([11, 12, 13], learner=learner, **cfg)
+    for i, seed in enumerate([11, 12, 13]):
+        alone = run([seed], learner=learner, **cfg)
+        assert_same_model(stacked, alone, [i])
+        common, a, b = np.intersect1d(stacked.history["step"], alone.history["step"], return_indices=True)
+        assert len(common) >= 2
+        np.testing.assert_array_equal(stacked.history["lambda"][a, i], alone.history["lambda"][b, 0])
+        assert stacked.updates[i] == alone.updates[0]
+
+
+def test_stacked_kd_with_per_model_teachers_is_bit_identical():
+    teacher = np.random.default_rng(5).standard_normal((2, DATA.n, 4)).astype(np.float32) * 3
+    stacked = run_kd([1, 2], teacher)
+    for i, seed in enumerate([1, 2]):
+        assert_same_model(stacked, run_kd([seed], teacher[i]), [i])
+
+
+@pytest.mark.parametrize("mode", ["full", "ntk", "random_features"])
+def test_numba_and_torch_backends_agree(mode):
+    learner = LearnerConfig(k=4, m=3, q=3, varrho=1.0, sigma0=0.3, mode=mode)
+    a = run([0, 1], learner=learner, backend="numba", dtype="float64")
+    b = run([0, 1], learner=learner, backend="torch", dtype="float64")
+    for name in ("W", "U", "delta"):
+        x, y = getattr(a.model, name), getattr(b.model, name)
+        if x is not None:
+            np.testing.assert_allclose(x.numpy(), y.numpy(), rtol=1e-9, atol=1e-12)
+    a32 = run([0, 1], learner=learner, backend="numba")
+    b32 = run([0, 1], learner=learner, backend="torch")
+    np.testing.assert_allclose(a32.model.weights.numpy(), b32.model.weights.numpy(), rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(a32.history["loss"], b32.history["loss"], rtol=1e-3)
+
+
+def test_training_fits_the_data_and_grows_one_view_per_class():
+    result = run([0, 1, 2], lr=5.0, steps=150)
+    assert (result.train_acc == 1.0).all()
+    lam = result.history["lambda"]
+    assert lam[-1].max() > 10 * lam[0].max()  # views are learned from a small init
+    assert result.views_learned().any(axis=2).all()  # every class has a learned view
+    F = result.model.logits(TEST.X)
+    assert (F.argmax(-1) == TEST.y)[:, TEST.is_multi].mean() > 0.95
+
+
+def test_fit_stop_rule_stops_each_model_extra_steps_after_fitting():
+    result = run([0, 1, 2], lr=5.0, steps=300, stop="fit", extra_steps=7)
+    assert (result.fit_step >= 0).all()
+    np.testing.assert_array_equal(result.updates, result.fit_step + 7)
+    acc = result.history["acc"]
+    for s in range(3):
+        assert acc[result.fit_step[s], s] == 1.0
+        assert (acc[: result.fit_step[s], s] < 1.0).all()
+
+
+def test_fit_rule_with_sgd_checks_at_epoch_ends():
+    result = run([0], lr=5.0, steps=400, stop="fit", batch_size=20)
+    assert result.fit_step[0] % 3 == 2  # 60 samples, 3 batches per epoch
+    assert result.train_acc[0] == 1.0
+
+
+def test_average_groups_train_one_output():
+    result = run([0, 1, 2, 3], loss="average", group_size=2, steps=10)
+    assert result.train_loss[0] == result.train_loss[1] and result.train_loss[2] == result.train_loss[3]
+    assert result.train_loss[0] != result.train_loss[2]
+
+
+def test_kd_student_follows_its_teacher():
+    teacher_run = run([0, 1, 2], lr=5.0, steps=150)
+    teacher = teacher_run.model.logits(DATA.X).mean(axis=0)
+    student = run_kd([9], teacher, lr=5.0, steps=150, label_weight=0.0)
+    agree = (student.model.logits(TEST.X)[0].argmax(-1) == teacher_run.model.logits(TEST.X).mean(0).argmax(-1))
+    assert agree.mean() > 0.9
+
+
+def test_noise_memorisation_and_correlations_are_recorded():
+    result = run([0, 1], steps=20, track_every=5, corr_at=(0, 10))
+    h = result.history
+    np.testing.assert_array_equal(h["step"], [0, 5, 10, 15, 20])
+    assert h["lambda"].shape == (5, 2, 4, 2)
+    assert h["noise_memorisation"].shape == (5, 2, DATA.n)
+    assert sorted(h["corr"]) == [0, 10, 20]
+    assert h["corr"][0].shape == (2, 4, 3, 8)
+    # Lambda is the max over neurons of the own-view entries of the correlation matrix
+    corr = h["corr"][10]
+    own = corr.reshape(2, 4, 3, 4, 2)[:, np.arange(4), :, np.arange(4), :]  # (4, 2, 3, 2)
+    np.testing.assert_allclose(own.max(axis=2).transpose(1, 0, 2), h["lambda"][2], rtol=1e-6)
+    assert h["loss"].shape == (20, 2)
+
+
+def test_same_seed_same_result_and_different_seeds_differ():
+    a, b, c = run([4]), run([4]), run([5])
+    np.testing.assert_array_equal(a.model.W.numpy(), b.model.W.numpy())
+    assert not np.array_equal(a.model.W.numpy(), c.model.W.numpy())
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(y=np.full(DATA.n, 7)), r"y must hold labels in \[0, 3\]"),
+        (dict(y=np.zeros(3, dtype=int)), "y must have shape"),
+        (dict(X=DATA.X[0]), r"X must have shape \(n, P, d\)"),
+        (dict(seeds=[]), "seeds must name at least one model"),
+        (dict(cfg=TrainConfig(loss="kd")), "teacher logits are required"),
+        (dict(cfg=TrainConfig(loss="kd"), teacher=np.zeros((5, 4))), "teacher must have shape"),
+        (dict(cfg=TrainConfig(loss="average", group_size=2), seeds=[0, 1, 2]), "group_size must divide"),
+        (dict(cfg=TrainConfig(batch_size=1000)), "batch_size must be <= n"),
+    ],
+)
+def test_bad_input_raises_a_clear_error(kwargs, message):
+    args = dict(X=DATA.X, y=DATA.y, seeds=[0], learner=LEARNER, cfg=TrainConfig(steps=1), teacher=None)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=message):
+        train(**args)
+
+
+@pytest.mark.parametrize(
+    "cls, kwargs, name",
+    [
+        (TrainConfig, dict(lr=0), "lr"),
+        (TrainConfig, dict(momentum=1.0), "momentum"),
+        (TrainConfig, dict(loss="mse"), "loss"),
+        (TrainConfig, dict(stop="never"), "stop"),
+        (TrainConfig, dict(group_size=2), "group_size"),
+        (TrainConfig, dict(backend="numba", device="cuda"), "device"),
+        (TrainConfig, dict(dtype="float16"), "dtype"),
+        (TrainConfig, dict(steps=-1), "steps"),
+        (LearnerConfig, dict(q=0), "q"),
+        (LearnerConfig, dict(m=0), "m"),
+        (LearnerConfig, dict(varrho=0.0), "varrho"),
+        (LearnerConfig, dict(sigma0=-1.0), "sigma0"),
+        (LearnerConfig, dict(mode="kernel"), "mode"),
+    ],
+)
+def test_invalid_configs_name_the_parameter(cls, kwargs, name):
+    with pytest.raises(ValueError, match=rf"^{name} must"):
+        cls(**kwargs)
