@@ -1,0 +1,128 @@
+"""Speed of a training step (pytest-benchmark), with the ratios the README quotes.
+
+Run: ``python -m pytest benchmarks/test_trainer_speed.py`` (the summary prints at the end; add
+``--benchmark-json out.json`` for the raw timings). Everything is measured in one run:
+
+* the machine's float32 matrix-product rate (numpy/OpenBLAS, a 2048^3 product);
+* a full-batch step of the numba backend for 1 and 10 stacked models, at the default size and a
+  larger one, as achieved GFLOP/s (2 products of 2*n*P*d*N flops each, N = S*k*m);
+* the same step on the torch backend (CPU), and a straightforward PyTorch autograd
+  implementation that trains the models one at a time (what public code for this theory does).
+
+Step times: for the trainers, (time of ``train(..., steps=10)`` - time of ``train(..., steps=0)``) / 10,
+so that setup and the final evaluation pass are not counted; for autograd, the training loop's
+time divided by its steps.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")  # as theory_sims sets it; before numpy loads
+
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from theory_sims import LearnerConfig, TrainConfig, train  # noqa: E402
+from theory_sims.backends import srelu  # noqa: E402
+
+SIZES = {
+    # the regime of shared/DESIGN.md: k = 10, m = 5, n = 600, P = 50, d = 500
+    "default": dict(n=600, P=50, d=500),
+    "large": dict(n=2000, P=50, d=1000),
+}
+K, M, STEPS = 10, 5, 10
+RESULTS: dict = {}
+
+
+def flops_per_step(n, P, d, S):
+    return 2 * (2 * n * P * d * S * K * M)
+
+
+def data(n, P, d):
+    rng = np.random.default_rng(0)
+    return rng.standard_normal((n, P, d), dtype=np.float32) * 0.05, rng.integers(0, K, n)
+
+
+def run_train(X, y, S, backend, steps=STEPS):
+    cfg = TrainConfig(lr=1.0, steps=steps, track_every=0, backend=backend)
+    train(X, y, range(S), LearnerConfig(k=K, m=M, q=3), cfg)
+
+
+def setup_time(X, y, S, backend, rounds=3):
+    """Time of a train() call that takes no step: what the step time must not include."""
+    best = float("inf")
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        run_train(X, y, S, backend, steps=0)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def autograd_train(X, y, S, steps=STEPS, q=3, rho=1.0, lr=1.0):
+    """Straightforward autograd training, one model after the other."""
+    Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+    n, P, d = X.shape
+    for seed in range(S):
+        W = (torch.randn(K * M, d, generator=torch.Generator().manual_seed(seed)) * 0.05).requires_grad_(True)
+        for _ in range(steps):
+            A = Xt.reshape(n * P, d) @ W.T
+            F = srelu(A, q, rho).view(n, P, K, M).sum(dim=(1, 3))
+            loss = torch.nn.functional.cross_entropy(F, yt)
+            loss.backward()
+            with torch.no_grad():
+                W -= lr * W.grad
+                W.grad = None
+
+
+def test_matmul_rate(benchmark):
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((2048, 2048), dtype=np.float32)
+    b = rng.standard_normal((2048, 2048), dtype=np.float32)
+    benchmark.pedantic(np.matmul, args=(a, b), rounds=10, iterations=1, warmup_rounds=2)
+    RESULTS["matmul_gflops"] = 2 * 2048**3 / benchmark.stats.stats.min / 1e9
+
+
+@pytest.mark.parametrize("size", sorted(SIZES))
+@pytest.mark.parametrize("S", [1, 10])
+@pytest.mark.parametrize("impl", ["numba", "torch", "autograd"])
+def test_step(benchmark, impl, S, size):
+    if impl == "autograd" and size == "large" and S == 10:
+        S_run = 2  # one model after the other: time 2 and scale, to keep the run short
+    else:
+        S_run = S
+    X, y = data(**SIZES[size])
+    fn = autograd_train if impl == "autograd" else (lambda *a: run_train(*a, impl))
+    fn(X[:8], y[:8], S_run)  # warm-up: numba compilation, allocator
+    rounds = 1 if size == "large" else 3
+    benchmark.pedantic(fn, args=(X, y, S_run), rounds=rounds, iterations=1)
+    setup = 0.0 if impl == "autograd" else setup_time(X, y, S_run, impl)
+    step = (benchmark.stats.stats.min - setup) / STEPS * S / S_run
+    RESULTS[(impl, S, size)] = step
+    benchmark.extra_info["step_s"] = step
+    benchmark.extra_info["gflops"] = flops_per_step(**SIZES[size], S=S) / step / 1e9
+
+
+def test_summary(capsys):
+    """Print the table the README quotes: rates and ratios from this one run."""
+    if "matmul_gflops" not in RESULTS or len(RESULTS) < 13:
+        pytest.skip("run the whole module to get the summary")
+    mm = RESULTS["matmul_gflops"]
+    lines = [f"float32 matrix product (2048^3, numpy/OpenBLAS): {mm:.0f} GFLOP/s"]
+    for size in sorted(SIZES):
+        for S in (1, 10):
+            fl = flops_per_step(**SIZES[size], S=S)
+            nb, th, ag = (RESULTS[(i, S, size)] for i in ("numba", "torch", "autograd"))
+            lines.append(
+                f"{size:8s} S={S:2d}: numba step {nb * 1e3:8.1f} ms = {fl / nb / 1e9:5.0f} GFLOP/s "
+                f"({fl / nb / 1e9 / mm:4.0%} of matmul) | torch {th * 1e3:8.1f} ms | "
+                f"autograd one-by-one {ag * 1e3:8.1f} ms = {ag / nb:4.1f}x numba"
+            )
+        lines.append(
+            f"{size:8s} 10 stacked / 1 model (numba): {RESULTS[('numba', 10, size)] / RESULTS[('numba', 1, size)]:.2f}x"
+        )
+    with capsys.disabled():
+        print("\n" + "\n".join(lines))
