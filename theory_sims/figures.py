@@ -1,0 +1,115 @@
+"""Seaborn figures of the multi-view experiments (PNG and PDF, matplotlib's Agg backend)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from theory_sims.results import save_figure  # noqa: E402
+
+
+def views_heatmap(views_learned: np.ndarray, title: str):
+    """Seeds x classes: which views each seed learned (V = 2: none / view 1 / view 2 / both;
+    other V: how many)."""
+    vl = np.asarray(views_learned, dtype=bool)  # (S, k, V)
+    S, k, V = vl.shape
+    fig, ax = plt.subplots(figsize=(0.45 * k + 2.5, 0.35 * S + 1.5))
+    if V == 2:
+        code = vl[..., 0] * 1 + vl[..., 1] * 2
+        labels = ["none", "view 1", "view 2", "both"]
+        cmap = sns.color_palette(["#eeeeee", "#4c72b0", "#dd8452", "#55a868"])
+        sns.heatmap(code, ax=ax, cmap=cmap, vmin=-0.5, vmax=3.5, linewidths=0.5, linecolor="white",
+                    cbar_kws={"ticks": range(4)})
+        ax.collections[0].colorbar.set_ticklabels(labels)
+    else:
+        sns.heatmap(vl.sum(axis=-1), ax=ax, cmap="viridis", vmin=0, vmax=V, annot=True, fmt="d",
+                    cbar_kws={"label": "views learned"})
+    ax.set(xlabel="class", ylabel="seed", title=title)
+    return fig
+
+
+def lambda_trajectories(steps: np.ndarray, lam: np.ndarray, seeds=(0, 1, 2), classes=(0, 1, 2)):
+    """Lambda_{j,l}(t) for a few seeds (columns) and classes (rows); the view that ends larger
+    (the winner) is drawn solid, the others dashed."""
+    fig, axes = plt.subplots(len(classes), len(seeds), figsize=(3.2 * len(seeds), 2.4 * len(classes)),
+                             sharex=True, squeeze=False)
+    V = lam.shape[-1]
+    colors = sns.color_palette("deep", V)
+    for i, j in enumerate(classes):
+        for c, s in enumerate(seeds):
+            ax = axes[i, c]
+            winner = int(np.argmax(lam[-1, s, j]))
+            for l in range(V):
+                ax.plot(steps, lam[:, s, j, l], color=colors[l], lw=2 if l == winner else 1.2,
+                        ls="-" if l == winner else "--", label=f"view {l + 1}")
+            ax.set_yscale("symlog", linthresh=0.1)
+            ax.set_title(f"seed {s}, class {j}", fontsize=9)
+            if c == 0:
+                ax.set_ylabel(r"$\Lambda_{j,l}$")
+            if i == len(classes) - 1:
+                ax.set_xlabel("step")
+    axes[0, 0].legend(fontsize=8)
+    fig.suptitle("view correlations during training (solid: the view that wins)")
+    fig.tight_layout()
+    return fig
+
+
+def accuracy_bars(rows: list[dict]):
+    """Multi-view and single-view test accuracy for every row of the table."""
+    data = []
+    for r in rows:
+        for key, label in (("multi_view_acc", "multi-view"), ("single_view_acc", "single-view")):
+            data.append({"row": r["row"], "test data": label, "accuracy": r[key], "std": r[key + "_std"]})
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.5))
+    names = [r["row"] for r in rows]
+    sns.barplot(x=[d["accuracy"] for d in data], y=[d["row"] for d in data], hue=[d["test data"] for d in data],
+                order=names, ax=ax, orient="h")
+    ax.set(xlim=(0, 1.02), xlabel="test accuracy", ylabel="")
+    ax.axvline(1.0, color="grey", lw=0.5)
+    ax.legend(loc="lower right", fontsize=8)
+    return fig
+
+
+def correlation_heatmaps(before: np.ndarray, after: np.ndarray, views: int, titles=("single model", "KD student")):
+    """Neuron x feature correlations <w_{i,r}, v_f> of two models side by side: (k, m, F) each."""
+    k, m, F = before.shape
+    fig, axes = plt.subplots(1, 2, figsize=(0.28 * F * 2 + 3, 0.12 * k * m + 2))
+    vmax = max(np.abs(before).max(), np.abs(after).max())
+    for ax, corr, title in zip(axes, (before, after), titles):
+        sns.heatmap(corr.reshape(k * m, F), ax=ax, cmap="vlag", center=0, vmin=-vmax, vmax=vmax,
+                    cbar=ax is axes[1])
+        ax.set_xticks(np.arange(0, F, views) + views / 2)
+        ax.set_xticklabels(range(k))
+        ax.set_yticks(np.arange(0, k * m, m) + m / 2)
+        ax.set_yticklabels(range(k))
+        ax.set(xlabel="feature v_{j,l} (grouped by class j)", ylabel="neuron w_{i,r} (grouped by class i)", title=title)
+    fig.suptitle("neuron x feature correlation: one seed before and after distillation")
+    fig.tight_layout()
+    return fig
+
+
+def view_learning_figures(out: Path, cfg, results: dict, extras: dict, rows: list[dict]) -> list[Path]:
+    sns.set_theme(style="whitegrid", context="notebook")
+    out = Path(out)
+    single, kd = extras["single"], extras["kd"]
+    V = cfg.data.views
+    written = []
+    written += save_figure(views_heatmap(results["individual"]["views_learned"], "views learned by each seed"),
+                           out / "views_learned.png")
+    S, k = single.history["lambda"].shape[1:3]
+    written += save_figure(
+        lambda_trajectories(single.history["step"], single.history["lambda"],
+                            seeds=tuple(range(min(3, S))), classes=tuple(range(min(3, k)))),
+        out / "lambda_trajectories.png",
+    )
+    written += save_figure(accuracy_bars(rows), out / "accuracy.png")
+    features = extras["train_set"].features
+    corr = lambda result: (result.model.weights[0] @ result.model.weights.new_tensor(features).T).cpu().numpy()  # noqa: E731
+    written += save_figure(correlation_heatmaps(corr(single), corr(kd), V), out / "correlations.png")
+    return written

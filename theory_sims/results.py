@@ -1,0 +1,85 @@
+"""Run folders: ``config.json``, ``results.json``, CSV tables and figures, each written atomically.
+
+A file is written to a temporary name in the same folder and renamed into place, so a run that is
+killed never leaves a half-written result, and an existing file is only replaced by a complete one.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _to_jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _to_jsonable(obj.tolist())
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, (np.floating, float)):
+        return None if not np.isfinite(obj) else float(obj)
+    return obj
+
+
+def write_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_json(path, obj) -> Path:
+    return write_atomic(path, (json.dumps(_to_jsonable(obj), indent=2) + "\n").encode())
+
+
+def write_csv(path, rows: list[dict]) -> Path:
+    buf = io.StringIO()
+    fields = list(dict.fromkeys(key for row in rows for key in row))
+    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(_to_jsonable(row))
+    return write_atomic(path, buf.getvalue().encode())
+
+
+def save_figure(fig, path_png) -> list[Path]:
+    """Save a matplotlib figure as PNG and PDF next to each other, atomically; close it."""
+    out = []
+    for ext in ("png", "pdf"):
+        buf = io.BytesIO()
+        fig.savefig(buf, format=ext, dpi=130, bbox_inches="tight")
+        out.append(write_atomic(Path(path_png).with_suffix("." + ext), buf.getvalue()))
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return out
+
+
+def new_run_dir(root: str | os.PathLike, name: str) -> Path:
+    """A fresh folder ``root/name-YYYYmmdd-HHMMSS`` (suffixed -2, -3, ... if it exists)."""
+    base = Path(root) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    path, i = base, 1
+    while path.exists():
+        i += 1
+        path = base.with_name(f"{base.name}-{i}")
+    path.mkdir(parents=True)
+    return path

@@ -1,0 +1,383 @@
+"""Ensemble, knowledge distillation, self-distillation and training the average on multi-view data.
+
+The main experiment of the project (Allen-Zhu & Li, arXiv 2012.09816, on the synthetic data of
+their theory). One run:
+
+1. draws a multi-view world, a training set, and two test sets from the same world: multi-view
+   samples (every view present) and single-view samples (exactly one view present);
+2. trains ``--seeds`` single models from different random inits (stacked, in one call);
+3. scores every seed and their ensemble (the average of the models' logits F);
+4. distils the ensemble into ``--students`` fresh models (KD), distils seed s into a fresh seed
+   (self-KD, s < students), trains the average of ``--seeds`` models jointly, and ensembles the
+   KD students;
+5. repeats 2-4 with random features (first layer frozen at init, linear read-out trained);
+6. prints a table and writes a run folder: config.json, results.json, CSV tables, figures.
+
+Example::
+
+    python -m theory_sims.view_learning --views 2 --missing 0.1
+    python -m theory_sims.view_learning --preset large --out runs/large
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+import theory_sims  # noqa: F401  (sets the BLAS thread spin before numpy work starts)
+from multiview import MultiViewConfig, MultiViewDistribution
+from multiview._checks import check_choice, check_int
+from multiview._cli import Parser, add_config_flags, given
+from multiview.multiview import expected_single_fraction
+from theory_sims import experiments as ex
+from theory_sims.config import LearnerConfig, TrainConfig
+from theory_sims.tracking import views_learned
+
+# The regime; see "Why these defaults" in the README.
+DEFAULT_DATA = MultiViewConfig(
+    k=10, views=2, d=160, patches=64, feature_patches=2, missing=0.1, rho=0.02,
+    other_features=3, other_weight_multi=0.1, other_weight_single=0.15, noise_std=0.079,
+)
+DEFAULT_LEARNER = LearnerConfig(k=10, m=5, q=5, varrho=1.0, sigma0=0.1)
+DEFAULT_TRAIN = TrainConfig(lr=20.0, steps=600, stop="fit", extra_steps=10, track_every=2)
+DEFAULT_DISTILL = TrainConfig(lr=20.0, steps=300, loss="kd", temperature=1.0, label_weight=0.0, track_every=5)
+DEFAULT_RF = TrainConfig(lr=20.0, steps=300, track_every=0)
+
+
+@dataclass(frozen=True)
+class ViewLearningConfig:
+    """Everything one run depends on; serialised to config.json."""
+
+    data: MultiViewConfig = DEFAULT_DATA
+    learner: LearnerConfig = DEFAULT_LEARNER
+    train: TrainConfig = DEFAULT_TRAIN
+    distill: TrainConfig = DEFAULT_DISTILL
+    rf_train: TrainConfig = DEFAULT_RF
+    n_train: int = 300
+    n_test: int = 1000
+    seeds: int = 10
+    students: int = 5
+    seed: int = 0
+    random_features: bool = True
+
+    def __post_init__(self):
+        check_int("n_train", self.n_train, 1)
+        check_int("n_test", self.n_test, 1)
+        check_int("seeds", self.seeds, 1)
+        check_int("students", self.students, 1, self.seeds)
+        check_int("seed", self.seed, 0)
+        if self.learner.k != self.data.k:
+            raise ValueError(f"learner k must equal the data's k={self.data.k}, got {self.learner.k}")
+        if self.distill.loss not in ("kd", "kd_truncated"):
+            raise ValueError(f"distill loss must be 'kd' or 'kd_truncated', got {self.distill.loss!r}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+PRESETS = {
+    "default": {},
+    # Closer to the theory: more patches (P = k^2 / 1.5), larger d, more samples; a few minutes.
+    "large": dict(data=dict(d=400, patches=100, noise_std=0.05), n_train=600, n_test=2000),
+}
+
+
+def configure(preset: str = "default", **overrides) -> ViewLearningConfig:
+    """A config from a preset and overrides; nested parts take dicts of their fields."""
+    check_choice("preset", preset, PRESETS)
+    spec = {**PRESETS[preset]}
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(spec.get(key), dict):
+            spec[key] = {**spec[key], **value}
+        else:
+            spec[key] = value
+    base = ViewLearningConfig()
+    parts = {}
+    for name in ("data", "learner", "train", "distill", "rf_train"):
+        parts[name] = dataclasses.replace(getattr(base, name), **spec.pop(name, {}))
+    if parts["data"].k != parts["learner"].k:
+        parts["learner"] = dataclasses.replace(parts["learner"], k=parts["data"].k)
+    return ViewLearningConfig(**parts, **spec)
+
+
+def _views(result, varrho):
+    return views_learned(result.history["lambda"][-1], varrho)
+
+
+def _single_model_row(ev: ex.Evaluator, result, varrho) -> dict:
+    row = ev.models(result)
+    row["views_learned"] = _views(result, varrho)
+    row["lambda"] = result.history["lambda"][-1]
+    return row
+
+
+def _with_means(per_model: dict) -> dict:
+    out = dict(per_model)
+    for key in ("test_acc", "multi_view_acc", "single_view_acc"):
+        out[key + "_per_model"] = per_model[key]
+        out[key] = float(np.mean(per_model[key]))
+    return out
+
+
+def run(cfg: ViewLearningConfig, progress: bool = False, log=print) -> tuple[dict, dict]:
+    """Run the whole experiment. Returns (results, extras) where extras holds the trained stacks
+    and test sets for figures."""
+    timing: dict[str, float] = {}
+    t_all = time.perf_counter()
+    c = cfg.data
+    world = MultiViewDistribution(c, seed=cfg.seed)
+    train_set = world.sample(cfg.n_train, seed=cfg.seed + 1)
+    single_cfg = dataclasses.replace(c, missing=1.0, missing_mode="single")
+    multi_cfg = dataclasses.replace(c, missing=0.0)
+    tests = ex.TestSets(
+        multi=_resample(world, multi_cfg, cfg.n_test, cfg.seed + 2),
+        single=_resample(world, single_cfg, cfg.n_test, cfg.seed + 3),
+        mu=expected_single_fraction(c),
+    )
+    ev = ex.Evaluator(train_set, tests, cfg.train.backend, cfg.train.device)
+    S, K = cfg.seeds, cfg.students
+    seeds = list(range(cfg.seed * 1000, cfg.seed * 1000 + S))
+    fresh = [s + 500 for s in seeds]  # students' inits: never a teacher's
+    varrho = cfg.learner.varrho
+    results: dict = {}
+    extras: dict = {"train_set": train_set, "tests": tests}
+
+    def stage(name):
+        timing[name] = time.perf_counter() - stage.t0
+        stage.t0 = time.perf_counter()
+        log(f"  {name}: {timing[name]:.1f} s")
+
+    stage.t0 = time.perf_counter()
+    log(f"single models: {S} seeds, n={cfg.n_train}, k={c.k}, V={c.views}, missing={c.missing}")
+    single = ex.fit(train_set, seeds, cfg.learner, cfg.train, progress=progress)
+    results["individual"] = _single_model_row(ev, single, varrho)
+    results["individual"]["train_acc"] = single.train_acc.tolist()
+    results["individual"]["fit_step"] = single.fit_step.tolist()
+    results["ensemble"] = ev.ensemble(single)
+    extras["single"] = single
+    stage("single")
+
+    teacher = ev.train_logits(single)  # (S, n, k)
+    kd = ex.fit(train_set, fresh[:K], cfg.learner, cfg.distill, teacher=teacher.mean(axis=0), progress=progress)
+    results["kd"] = _with_means(_single_model_row(ev, kd, varrho))
+    results["kd_ensemble"] = ev.ensemble(kd)
+    extras["kd"] = kd
+    stage("kd")
+
+    self_kd = ex.fit(train_set, fresh[:K], cfg.learner, cfg.distill, teacher=teacher[:K], progress=progress)
+    results["self_kd"] = _with_means(_single_model_row(ev, self_kd, varrho))
+    stage("self_kd")
+
+    avg_cfg = dataclasses.replace(cfg.train, loss="average", group_size=S)
+    average = ex.fit(train_set, seeds, cfg.learner, avg_cfg, progress=progress)
+    results["average"] = ev.ensemble(average)  # the trained object is the members' mean output
+    results["average"]["views_learned"] = _views(average, varrho)
+    stage("average")
+
+    if cfg.random_features:
+        results["random_features"] = _random_features(cfg, ev, train_set, seeds, fresh, progress)
+        stage("random_features")
+    timing["total"] = time.perf_counter() - t_all
+    results["timing_s"] = timing
+    return results, extras
+
+
+def _resample(world: MultiViewDistribution, config: MultiViewConfig, n: int, seed: int):
+    """Samples of another mixture from the same world (same features)."""
+    other = MultiViewDistribution.__new__(MultiViewDistribution)
+    other.config, other.features = config, world.features
+    return other.sample(n, seed=seed)
+
+
+def _random_features(cfg, ev, train_set, seeds, fresh, progress) -> dict:
+    K = cfg.students
+    rf = dataclasses.replace(cfg.learner, mode="random_features")
+    single = ex.fit(train_set, seeds, rf, cfg.rf_train, progress=progress)
+    teacher = ev.train_logits(single)
+    distill = dataclasses.replace(cfg.rf_train, loss=cfg.distill.loss, temperature=cfg.distill.temperature,
+                                  label_weight=cfg.distill.label_weight)
+    kd = ex.fit(train_set, fresh[:K], rf, distill, teacher=teacher.mean(axis=0), progress=progress)
+    self_kd = ex.fit(train_set, fresh[:K], rf, distill, teacher=teacher[:K], progress=progress)
+    average = ex.fit(train_set, seeds, rf, dataclasses.replace(cfg.rf_train, loss="average", group_size=cfg.seeds),
+                     progress=progress)
+    return {
+        "individual": ev.models(single),
+        "ensemble": ev.ensemble(single),
+        "kd": _with_means(ev.models(kd)),
+        "self_kd": _with_means(ev.models(self_kd)),
+        "average": ev.ensemble(average),
+        "kd_ensemble": ev.ensemble(kd),
+    }
+
+
+ROWS = [
+    ("single model", "individual"),
+    ("ensemble", "ensemble"),
+    ("knowledge distillation", "kd"),
+    ("self-distillation", "self_kd"),
+    ("training the average", "average"),
+    ("ensemble of KD students", "kd_ensemble"),
+]
+
+
+def table_rows(results: dict) -> list[dict]:
+    """One dict per table row: name, test / multi / single accuracy (mean, std) and views per class."""
+    rows = []
+
+    def add(name, entry, prefix=""):
+        row = {"row": prefix + name}
+        for key in ("test_acc", "multi_view_acc", "single_view_acc"):
+            vals = entry.get(key + "_per_model", entry[key])
+            vals = np.atleast_1d(np.asarray(vals, dtype=float))
+            row[key] = float(vals.mean())
+            row[key + "_std"] = float(vals.std()) if vals.size > 1 else None
+        vl = entry.get("views_learned")
+        row["views_per_class"] = float(np.asarray(vl).sum(axis=-1).mean()) if vl is not None else None
+        rows.append(row)
+
+    for name, key in ROWS:
+        add(name, results[key])
+    rf = results.get("random_features")
+    if rf:
+        for name, key in ROWS:
+            add(name, rf[key], prefix="random features: ")
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    head = f"{'':36s} {'test':>13s} {'multi-view':>13s} {'single-view':>13s} {'views/class':>11s}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        cells = []
+        for key in ("test_acc", "multi_view_acc", "single_view_acc"):
+            std = r[key + "_std"]
+            cells.append(f"{r[key]:.3f} ± {std:.3f}" if std is not None else f"{r[key]:.3f}        ")
+        v = "" if r["views_per_class"] is None else f"{r['views_per_class']:.2f}"
+        lines.append(f"{r['row']:36s} {cells[0]:>13s} {cells[1]:>13s} {cells[2]:>13s} {v:>11s}")
+    return "\n".join(lines)
+
+
+def per_seed_rows(results: dict) -> list[dict]:
+    ind = results["individual"]
+    out = []
+    for s in range(len(ind["test_acc"])):
+        vl = np.asarray(ind["views_learned"][s])
+        out.append({
+            "seed": s, "test_acc": ind["test_acc"][s], "multi_view_acc": ind["multi_view_acc"][s],
+            "single_view_acc": ind["single_view_acc"][s], "train_acc": ind["train_acc"][s],
+            "fit_step": ind["fit_step"][s], "views_learned": int(vl.sum()), "views_total": vl.size,
+        })
+    return out
+
+
+# ----------------------------------------------------------------------------- command line
+
+EXPERIMENT_FLAGS = {
+    "n_train": (int, "training samples"),
+    "n_test": (int, "samples in each test set (multi-view and single-view)"),
+    "seeds": (int, "single models trained from different inits (also the size of the ensemble and the average)"),
+    "students": (int, "KD students, and seeds distilled into fresh seeds (self-KD); at most --seeds"),
+    "seed": (int, "world and data seed; model seeds derive from it"),
+}
+
+
+def build_parser() -> Parser:
+    p = Parser(prog="python -m theory_sims.view_learning", description=__doc__)
+    p.add_argument("--preset", choices=sorted(PRESETS), default="default",
+                   help="starting point for every other flag (default: default; 'large' is closer to the theory)")
+    p.add_argument("--out", default=None, help="run folder (default: runs/view_learning-<time>)")
+    p.add_argument("--backend", choices=("numba", "torch"), default=None, help="trainer backend (default: numba)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="torch device (default: cpu)")
+    p.add_argument("--no-random-features", action="store_true", help="skip the random-feature rows")
+    p.add_argument("--no-figures", action="store_true", help="write no figures")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    g = p.add_argument_group("experiment")
+    for name, (kind, text) in EXPERIMENT_FLAGS.items():
+        g.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, default=None, metavar=kind.__name__.upper(),
+                       help=f"{text} (default: {getattr(ViewLearningConfig(), name)})")
+    data_flags = add_config_flags(p.add_argument_group("data (multiview)"), MultiViewConfig)
+    learner_flags = add_config_flags(p.add_argument_group("learner"), LearnerConfig, skip=("k", "mode"))
+    t = p.add_argument_group("training of the single models")
+    t.add_argument("--lr", type=float, default=None, help=f"learning rate (default: {DEFAULT_TRAIN.lr})")
+    t.add_argument("--steps", type=int, default=None, help=f"most steps (default: {DEFAULT_TRAIN.steps})")
+    t.add_argument("--extra-steps", type=int, default=None,
+                   help=f"steps after 100%% train accuracy (default: {DEFAULT_TRAIN.extra_steps})")
+    d = p.add_argument_group("distillation (KD and self-KD students)")
+    d.add_argument("--kd-loss", choices=("kd", "kd_truncated"), default=None,
+                   help=f"'kd' (Hinton) or 'kd_truncated' (the paper's) (default: {DEFAULT_DISTILL.loss})")
+    d.add_argument("--kd-temperature", type=float, default=None, help=f"T or tau (default: {DEFAULT_DISTILL.temperature})")
+    d.add_argument("--kd-label-weight", type=float, default=None,
+                   help=f"weight of the label term (default: {DEFAULT_DISTILL.label_weight})")
+    d.add_argument("--kd-lr", type=float, default=None, help=f"learning rate (default: {DEFAULT_DISTILL.lr})")
+    d.add_argument("--kd-steps", type=int, default=None, help=f"steps (default: {DEFAULT_DISTILL.steps})")
+    r = p.add_argument_group("random features")
+    r.add_argument("--rf-lr", type=float, default=None, help=f"read-out learning rate (default: {DEFAULT_RF.lr})")
+    r.add_argument("--rf-steps", type=int, default=None, help=f"read-out steps (default: {DEFAULT_RF.steps})")
+    p.set_defaults(_data=data_flags, _learner=learner_flags)
+    return p
+
+
+def config_from_args(args) -> ViewLearningConfig:
+    run_flags = {k: v for k, v in {"backend": args.backend, "device": args.device}.items() if v is not None}
+    train = {k: v for k, v in {"lr": args.lr, "steps": args.steps, "extra_steps": args.extra_steps}.items() if v is not None}
+    distill = {k: v for k, v in {"loss": args.kd_loss, "temperature": args.kd_temperature,
+                                 "label_weight": args.kd_label_weight, "lr": args.kd_lr,
+                                 "steps": args.kd_steps}.items() if v is not None}
+    rf = {k: v for k, v in {"lr": args.rf_lr, "steps": args.rf_steps}.items() if v is not None}
+    overrides = {name: getattr(args, name) for name in EXPERIMENT_FLAGS if getattr(args, name) is not None}
+    if args.no_random_features:
+        overrides["random_features"] = False
+    data = given(args, args._data)
+    preset_data = PRESETS[args.preset].get("data", {})
+    return configure(
+        args.preset,
+        data={**preset_data, **data},
+        learner=given(args, args._learner),
+        train={**train, **run_flags},
+        distill={**distill, **run_flags},
+        rf_train={**rf, **run_flags},
+        **overrides,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+    except ValueError as err:
+        parser.error(str(err))
+    from theory_sims import figures
+    from theory_sims.results import new_run_dir, write_csv, write_json
+
+    log = (lambda *a, **k: None) if args.quiet else (lambda *a, **k: print(*a, **k, flush=True))
+    out = new_run_dir("runs", "view_learning") if args.out is None else _make_out(args.out, parser)
+    write_json(out / "config.json", cfg.to_dict())
+    results, extras = run(cfg, progress=not args.quiet, log=log)
+    rows = table_rows(results)
+    write_json(out / "results.json", results)
+    write_csv(out / "table.csv", rows)
+    write_csv(out / "per_seed.csv", per_seed_rows(results))
+    if not args.no_figures:
+        figures.view_learning_figures(out, cfg, results, extras, rows)
+    print(format_table(rows))
+    print(f"total {results['timing_s']['total']:.1f} s; results in {out}")
+    return 0
+
+
+def _make_out(path, parser):
+    from pathlib import Path
+
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        parser.error(f"--out must be a folder, got the file {out}")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())
