@@ -57,7 +57,7 @@ class ViewLearningConfig:
     train: TrainConfig = DEFAULT_TRAIN
     distill: TrainConfig = DEFAULT_DISTILL
     rf_train: TrainConfig = DEFAULT_RF
-    n_train: int = 300
+    n_train: int = 200
     n_test: int = 1000
     seeds: int = 10
     students: int = 5

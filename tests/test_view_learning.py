@@ -1,0 +1,122 @@
+"""The view-learning experiment: a small end-to-end run, its files, its table and its flags."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from theory_sims import view_learning as vl
+
+SMALL = [
+    "--k", "4", "--d", "40", "--patches", "16", "--n-train", "60", "--n-test", "80",
+    "--seeds", "3", "--students", "2", "--steps", "60", "--kd-steps", "30", "--rf-steps", "30",
+    "--lr", "5", "--kd-lr", "5", "--quiet",
+]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("vl")
+    assert vl.main(SMALL + ["--out", str(out)]) == 0
+    return out
+
+
+def test_run_folder_holds_config_results_tables_and_figures(run_dir):
+    names = {p.name for p in run_dir.iterdir()}
+    for name in ("config.json", "results.json", "table.csv", "per_seed.csv", "views_learned.png",
+                 "lambda_trajectories.png", "accuracy.png", "correlations.png", "accuracy.pdf"):
+        assert name in names
+    assert not [n for n in names if n.endswith(".tmp")]
+    for png in run_dir.glob("*.png"):
+        img = np.asarray(Image.open(png).convert("L"), dtype=float)
+        assert img.shape[0] > 100 and img.shape[1] > 100
+        assert img.std() > 5  # not a blank canvas
+
+
+def test_results_json_has_the_documented_keys(run_dir):
+    res = json.loads((run_dir / "results.json").read_text())
+    ind = res["individual"]
+    for key in ("test_acc", "multi_view_acc", "single_view_acc", "views_learned", "lambda"):
+        assert len(ind[key]) == 3
+    assert np.asarray(ind["views_learned"]).shape == (3, 4, 2)
+    assert np.asarray(ind["lambda"]).shape == (3, 4, 2)
+    for row in ("ensemble", "kd", "self_kd", "average", "kd_ensemble"):
+        for key in ("test_acc", "multi_view_acc", "single_view_acc"):
+            assert 0.0 <= res[row][key] <= 1.0
+    for row in ("kd", "self_kd", "average"):
+        assert "views_learned" in res[row]
+    for row in ("individual", "ensemble", "kd", "average"):
+        assert set(res["random_features"][row]) >= {"test_acc", "multi_view_acc", "single_view_acc"}
+    assert res["timing_s"]["total"] > 0
+    cfg = json.loads((run_dir / "config.json").read_text())
+    assert cfg["data"]["k"] == 4 and cfg["seeds"] == 3 and cfg["learner"]["k"] == 4
+
+
+def test_test_accuracy_is_the_mixture_of_multi_and_single_view(run_dir):
+    res = json.loads((run_dir / "results.json").read_text())
+    cfg = json.loads((run_dir / "config.json").read_text())
+    mu = cfg["data"]["missing"]
+    for s in range(3):
+        expected = (1 - mu) * res["individual"]["multi_view_acc"][s] + mu * res["individual"]["single_view_acc"][s]
+        assert res["individual"]["test_acc"][s] == pytest.approx(expected)
+
+
+def test_table_rows_and_format():
+    results = {
+        key: {"test_acc": 0.5, "multi_view_acc": 0.6, "single_view_acc": 0.4}
+        for key in ("ensemble", "kd_ensemble", "average")
+    }
+    per_model = {"test_acc": [0.4, 0.6], "multi_view_acc": [0.5, 0.7], "single_view_acc": [0.2, 0.4],
+                 "views_learned": np.ones((2, 3, 2), bool)}
+    results["individual"] = per_model
+    results["kd"] = vl._with_means(per_model)
+    results["self_kd"] = vl._with_means(per_model)
+    rows = vl.table_rows(results)
+    assert [r["row"] for r in rows][:2] == ["single model", "ensemble"]
+    assert rows[0]["single_view_acc"] == pytest.approx(0.3) and rows[0]["single_view_acc_std"] == pytest.approx(0.1)
+    assert rows[0]["views_per_class"] == 2.0
+    text = vl.format_table(rows)
+    assert "0.300 ± 0.100" in text and "training the average" in text
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["--views", "0"], "views must be an integer >= 1"),
+        (["--missing", "1.5"], "missing must be a number in [0.0, 1.0]"),
+        (["--seeds", "0"], "seeds must be an integer >= 1"),
+        (["--students", "20"], "students must be an integer in [1, 10]"),
+        (["--q", "0"], "q must be an integer >= 1"),
+        (["--lr", "-1"], "lr must be a number > 0.0"),
+        (["--kd-loss", "mse"], "invalid choice"),
+        (["--preset", "huge"], "invalid choice"),
+    ],
+)
+def test_bad_flags_exit_2_with_one_line(argv, needle, capsys):
+    with pytest.raises(SystemExit) as exc:
+        vl.main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert needle in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_help_and_bad_flag_have_no_traceback():
+    proc = subprocess.run([sys.executable, "-m", "theory_sims.view_learning", "--seeds", "0"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    help_text = subprocess.run([sys.executable, "-m", "theory_sims.view_learning", "--help"],
+                               capture_output=True, text=True, check=True).stdout
+    for flag in ("--views", "--missing", "--seeds", "--kd-temperature", "--preset", "--backend", "--sigma0"):
+        assert flag in help_text
+
+
+def test_configure_applies_presets_and_overrides():
+    cfg = vl.configure("large", data={"k": 5}, seeds=4, students=2)
+    assert cfg.data.patches == vl.PRESETS["large"]["data"]["patches"]
+    assert cfg.data.k == 5 and cfg.learner.k == 5
+    assert cfg.seeds == 4
+    with pytest.raises(ValueError, match="preset must be one of"):
+        vl.configure("nope")
