@@ -249,7 +249,7 @@ def table_rows(results: dict) -> list[dict]:
 
 
 def format_table(rows: list[dict]) -> str:
-    head = f"{'':36s} {'test':>13s} {'multi-view':>13s} {'single-view':>13s} {'views/class':>11s}"
+    head = f"{'':42s} {'test':>13s} {'multi-view':>13s} {'single-view':>13s} {'views/class':>11s}"
     lines = [head, "-" * len(head)]
     for r in rows:
         cells = []
@@ -257,7 +257,7 @@ def format_table(rows: list[dict]) -> str:
             std = r[key + "_std"]
             cells.append(f"{r[key]:.3f} ± {std:.3f}" if std is not None else f"{r[key]:.3f}        ")
         v = "" if r["views_per_class"] is None else f"{r['views_per_class']:.2f}"
-        lines.append(f"{r['row']:36s} {cells[0]:>13s} {cells[1]:>13s} {cells[2]:>13s} {v:>11s}")
+        lines.append(f"{r['row']:42s} {cells[0]:>13s} {cells[1]:>13s} {cells[2]:>13s} {v:>11s}")
     return "\n".join(lines)
 
 
