@@ -158,6 +158,17 @@ class MultiViewDistribution:
         c = self.config
         self.features = orthonormal_features(c.n_features, c.d, c.basis, rng)
 
+    def variant(self, **changes) -> "MultiViewDistribution":
+        """The same world (same features) with other sampling parameters, e.g. ``missing=1.0``
+        for a single-view test set. Changes that alter the feature dictionary are refused."""
+        for name in ("k", "views", "d", "basis"):
+            if name in changes and changes[name] != getattr(self.config, name):
+                raise ValueError(f"{name} cannot change in a variant of a world (it fixes the features)")
+        other = object.__new__(MultiViewDistribution)
+        other.config = dataclasses.replace(self.config, **changes)
+        other.features = self.features
+        return other
+
     def view_index(self, label, view):
         """Dictionary row of v_{label, view}."""
         return np.asarray(label) * self.config.views + np.asarray(view)

@@ -218,3 +218,15 @@ def test_property_any_valid_config_gives_consistent_samples(cfg, n, seed):
     assert (carried == cfg.feature_patches * (V + cfg.other_features)).all()
     assert data.weights.min() >= 0
     np.testing.assert_allclose(data.features @ data.features.T, np.eye(cfg.k * V), atol=1e-6)
+
+
+def test_variant_shares_the_features_and_changes_the_mixture():
+    world = MultiViewDistribution(MultiViewConfig(**SMALL), seed=0)
+    single = world.variant(missing=1.0).sample(200, seed=1)
+    assert single.features is world.features
+    assert not single.is_multi.any()
+    assert world.variant(missing=0.0).sample(50, seed=1).is_multi.all()
+    with pytest.raises(ValueError, match="d cannot change"):
+        world.variant(d=64)
+    with pytest.raises(ValueError, match="missing must be"):
+        world.variant(missing=2.0)

@@ -131,11 +131,9 @@ def run(cfg: ViewLearningConfig, progress: bool = False, log=print) -> tuple[dic
     c = cfg.data
     world = MultiViewDistribution(c, seed=cfg.seed)
     train_set = world.sample(cfg.n_train, seed=cfg.seed + 1)
-    single_cfg = dataclasses.replace(c, missing=1.0, missing_mode="single")
-    multi_cfg = dataclasses.replace(c, missing=0.0)
     tests = ex.TestSets(
-        multi=_resample(world, multi_cfg, cfg.n_test, cfg.seed + 2),
-        single=_resample(world, single_cfg, cfg.n_test, cfg.seed + 3),
+        multi=world.variant(missing=0.0).sample(cfg.n_test, seed=cfg.seed + 2),
+        single=world.variant(missing=1.0, missing_mode="single").sample(cfg.n_test, seed=cfg.seed + 3),
         mu=expected_single_fraction(c),
     )
     ev = ex.Evaluator(train_set, tests, cfg.train.backend, cfg.train.device)
@@ -184,13 +182,6 @@ def run(cfg: ViewLearningConfig, progress: bool = False, log=print) -> tuple[dic
     timing["total"] = time.perf_counter() - t_all
     results["timing_s"] = timing
     return results, extras
-
-
-def _resample(world: MultiViewDistribution, config: MultiViewConfig, n: int, seed: int):
-    """Samples of another mixture from the same world (same features)."""
-    other = MultiViewDistribution.__new__(MultiViewDistribution)
-    other.config, other.features = config, world.features
-    return other.sample(n, seed=seed)
 
 
 def _random_features(cfg, ev, train_set, seeds, fresh, progress) -> dict:
