@@ -89,7 +89,7 @@ def correlation_heatmaps(before: np.ndarray, after: np.ndarray, views: int, titl
         ax.set_yticks(np.arange(0, k * m, m) + m / 2)
         ax.set_yticklabels(range(k))
         ax.set(xlabel="feature v_{j,l} (grouped by class j)", ylabel="neuron w_{i,r} (grouped by class i)", title=title)
-    fig.suptitle("neuron x feature correlation: one seed before and after distillation")
+    fig.suptitle("neuron x feature correlations: single model (seed 0) and the first KD student")
     fig.tight_layout()
     return fig
 
