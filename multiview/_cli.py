@@ -7,6 +7,11 @@ import dataclasses
 import sys
 
 
+def param(help_text: str, default):
+    """A dataclass field with its ``--help`` text in the metadata (read by ``add_config_flags``)."""
+    return dataclasses.field(default=default, metadata={"help": help_text})
+
+
 class Parser(argparse.ArgumentParser):
     """An ``ArgumentParser`` whose errors are one line on stderr and exit status 2."""
 

@@ -25,11 +25,12 @@ networks is no more accurate than its members. This module makes such data:
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from multiview._checks import check_choice, check_float, check_int
+from multiview._cli import param
 from multiview.dataset import GaussianData
 
 INPUTS = ("gaussian", "mixture")
@@ -38,27 +39,23 @@ TEACHERS = ("linear", "fc", "conv", "residual")
 CALIBRATION_DRAWS = 4096
 
 
-def _h(text: str, default):
-    return field(default=default, metadata={"help": text})
-
-
 @dataclass(frozen=True)
 class GaussianConfig:
     """Parameters of a Gaussian-like task; every field is validated on construction."""
 
-    k: int = _h("number of classes", 10)
-    patches: int = _h("patches per input (P); the conv teacher filters each patch", 1)
-    patch_dim: int = _h("dimension of each patch; inputs have patches * patch_dim coordinates", 64)
-    input: str = _h("'gaussian' or 'mixture' (of Gaussians)", "gaussian")
-    components: int = _h("mixture components (input='mixture')", 20)
-    separation: float = _h("std of the mixture means, in units of the within-component std", 2.0)
-    teacher: str = _h("labelling network: 'linear', 'fc', 'conv' or 'residual'", "fc")
-    teacher_width: int = _h("hidden width (fc, residual) or filter count (conv) of the teacher", 64)
-    teacher_depth: int = _h("hidden layers (fc) or residual blocks (residual)", 2)
-    sampling: str = _h("'uniform' (inputs as drawn) or 'rejection' (margin and balance)", "uniform")
-    margin: float = _h("rejection: keep inputs whose teacher margin is >= this (logit std units)", 0.0)
-    balance: bool = _h("rejection: give every class an equal share of the samples", True)
-    label_noise: float = _h("fraction of labels flipped to a uniformly random other class", 0.0)
+    k: int = param("number of classes", 10)
+    patches: int = param("patches per input (P); the conv teacher filters each patch", 1)
+    patch_dim: int = param("dimension of each patch; inputs have patches * patch_dim coordinates", 64)
+    input: str = param("'gaussian' or 'mixture' (of Gaussians)", "gaussian")
+    components: int = param("mixture components (input='mixture')", 20)
+    separation: float = param("std of the mixture means, in units of the within-component std", 2.0)
+    teacher: str = param("labelling network: 'linear', 'fc', 'conv' or 'residual'", "fc")
+    teacher_width: int = param("hidden width (fc, residual) or filter count (conv) of the teacher", 64)
+    teacher_depth: int = param("hidden layers (fc) or residual blocks (residual)", 2)
+    sampling: str = param("'uniform' (inputs as drawn) or 'rejection' (margin and balance)", "uniform")
+    margin: float = param("rejection: keep inputs whose teacher margin is >= this (logit std units)", 0.0)
+    balance: bool = param("rejection: give every class an equal share of the samples", True)
+    label_noise: float = param("fraction of labels flipped to a uniformly random other class", 0.0)
 
     def __post_init__(self):
         check_int("k", self.k, 2)

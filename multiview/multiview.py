@@ -46,11 +46,12 @@ from __future__ import annotations
 import dataclasses
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from multiview._checks import check_choice, check_float, check_int
+from multiview._cli import param
 from multiview.dataset import MultiViewData
 
 MISSING_MODES = ("single", "independent")
@@ -62,37 +63,33 @@ MAX_OTHER_WEIGHT_MULTI = 0.4
 NOISE_CHUNK = 512
 
 
-def _h(text: str, default):
-    return field(default=default, metadata={"help": text})
-
-
 @dataclass(frozen=True)
 class MultiViewConfig:
     """Parameters of the multi-view distribution; every field is validated on construction."""
 
-    k: int = _h("number of classes", 10)
-    views: int = _h("views (features) per class, the paper's V = 2", 2)
-    d: int = _h("dimension of each patch; must be >= k * views", 500)
-    patches: int = _h("patches per input (P)", 50)
-    feature_patches: int = _h("patches that carry each feature of a sample (C_p)", 2)
-    missing: float = _h("feature-missing rate mu: fraction of single-view samples", 0.1)
-    missing_mode: str = _h(
+    k: int = param("number of classes", 10)
+    views: int = param("views (features) per class, the paper's V = 2", 2)
+    d: int = param("dimension of each patch; must be >= k * views", 500)
+    patches: int = param("patches per input (P)", 50)
+    feature_patches: int = param("patches that carry each feature of a sample (C_p)", 2)
+    missing: float = param("feature-missing rate mu: fraction of single-view samples", 0.1)
+    missing_mode: str = param(
         "'single': a fraction `missing` of samples keep one view; "
         "'independent': each view is missing with probability `missing` (one always kept)",
         "single",
     )
-    c_max: float = _h("a present view's total weight is U[1, c_max]", 2.0)
-    rho: float = _h("a weak (missing) view's total weight is U[rho, 2 rho]", 0.02)
-    other_features: int = _h("features of other classes written into each sample", 3)
-    other_weight_multi: float = _h(
+    c_max: float = param("a present view's total weight is U[1, c_max]", 2.0)
+    rho: float = param("a weak (missing) view's total weight is U[rho, 2 rho]", 0.02)
+    other_features: int = param("features of other classes written into each sample", 3)
+    other_weight_multi: float = param(
         "other-class feature weight in multi-view samples, U[w/2, w]; w <= 0.4", 0.1
     )
-    other_weight_single: float = _h(
+    other_weight_single: float = param(
         "other-class feature weight (Gamma) in samples with a weak view, U[w/2, w]", 0.15
     )
-    feature_noise: float = _h("per-patch feature noise gamma: U[0, gamma] of every feature", 0.0)
-    noise_std: float = _h("per-coordinate std sigma_p of the Gaussian noise on every patch", 0.067)
-    basis: str = _h("feature dictionary: 'random' orthonormal or 'identity' (e_1, e_2, ...)", "random")
+    feature_noise: float = param("per-patch feature noise gamma: U[0, gamma] of every feature", 0.0)
+    noise_std: float = param("per-coordinate std sigma_p of the Gaussian noise on every patch", 0.067)
+    basis: str = param("feature dictionary: 'random' orthonormal or 'identity' (e_1, e_2, ...)", "random")
 
     def __post_init__(self):
         check_int("k", self.k, 2)

@@ -45,29 +45,41 @@ def srelu_grad(z: torch.Tensor, q: int, rho: float) -> torch.Tensor:
 SMALL_PRODUCT = 16_000_000
 
 
-class NumbaBackend:
-    name = "numba"
+class _Backend:
+    """What both backends share: the flattened inputs, the current rows, the NTK factor D."""
 
-    def __init__(self, X: np.ndarray, dtype: torch.dtype, q: int, rho: float, model_cols: int | None = None):
-        n, P, d = X.shape
-        self.n, self.P, self.d, self.q = n, P, d, int(q)
-        self.model_cols = model_cols  # neurons per model (k*m); None: never split by model
-        self.np_dtype = torch.empty(0, dtype=dtype).numpy().dtype
-        self.rho = kernels.as_rho(rho, self.np_dtype)
-        self.X = np.ascontiguousarray(X.reshape(n * P, d), dtype=self.np_dtype)
-        self.rows = self.X
-        self._A = None
-        self.D = None
-        self._D_all = None
+    def __init__(self, X, P: int, q: int):
+        self.X = self.rows = X  # (n*P, d) in the backend's array type
+        self.P, self.q = P, int(q)
+        self._A = None  # pre-activations of the last patch_sums
+        self.D = self._D_all = None  # NTK mode: sReLU'(X W0^T) for the current rows / all rows
+
+    def _row_index(self, samples):
+        raise NotImplementedError
 
     def select(self, samples: np.ndarray | None) -> None:
         """Restrict the next steps to ``samples`` (a mini-batch), or all samples for None."""
         if samples is None:
             self.rows, self.D = self.X, self._D_all
             return
-        rows = (samples[:, None] * self.P + np.arange(self.P)).ravel()
+        rows = self._row_index(samples)
         self.rows = self.X[rows]
         self.D = None if self._D_all is None else self._D_all[rows]
+
+
+class NumbaBackend(_Backend):
+    name = "numba"
+
+    def __init__(self, X: np.ndarray, dtype: torch.dtype, q: int, rho: float, model_cols: int | None = None):
+        n, P, d = X.shape
+        self.np_dtype = torch.empty(0, dtype=dtype).numpy().dtype
+        super().__init__(np.ascontiguousarray(X.reshape(n * P, d), dtype=self.np_dtype), P, q)
+        self.d = d
+        self.model_cols = model_cols  # neurons per model (k*m); None: never split by model
+        self.rho = kernels.as_rho(rho, self.np_dtype)
+
+    def _row_index(self, samples):
+        return (samples[:, None] * self.P + np.arange(self.P)).ravel()
 
     def set_linearisation(self, W0: torch.Tensor) -> torch.Tensor:
         """NTK mode: fix D = sReLU'(X W0^T) and return F0's per-neuron sums, sum_p sReLU(X W0^T)."""
@@ -120,26 +132,17 @@ class NumbaBackend:
         return torch.from_numpy(np.concatenate([A[:, s * c : (s + 1) * c].T @ self.rows for s in range(S)]))
 
 
-class TorchBackend:
+class TorchBackend(_Backend):
     name = "torch"
 
     def __init__(self, X: np.ndarray, dtype: torch.dtype, q: int, rho: float, device: str = "cpu"):
         n, P, d = X.shape
-        self.n, self.P, self.d, self.q, self.rho = n, P, d, int(q), float(rho)
-        self.X = torch.as_tensor(X.reshape(n * P, d)).to(device=device, dtype=dtype)
-        self.rows = self.X
-        self._A = None
-        self.D = None
-        self._D_all = None
+        super().__init__(torch.as_tensor(X.reshape(n * P, d)).to(device=device, dtype=dtype), P, q)
+        self.rho = float(rho)
 
-    def select(self, samples: np.ndarray | None) -> None:
-        if samples is None:
-            self.rows, self.D = self.X, self._D_all
-            return
+    def _row_index(self, samples):
         idx = torch.as_tensor(samples, device=self.X.device)
-        rows = (idx[:, None] * self.P + torch.arange(self.P, device=self.X.device)).reshape(-1)
-        self.rows = self.X[rows]
-        self.D = None if self._D_all is None else self._D_all[rows]
+        return (idx[:, None] * self.P + torch.arange(self.P, device=self.X.device)).reshape(-1)
 
     def set_linearisation(self, W0: torch.Tensor) -> torch.Tensor:
         H0 = self.patch_sums(W0)

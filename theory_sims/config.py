@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from multiview._checks import check_choice, check_float, check_int
+from multiview._cli import param
 from theory_sims.losses import LOSSES
 
 MODES = ("full", "random_features", "ntk")
 BACKENDS = ("numba", "torch")
 DTYPES = ("float32", "float64")
 STOPS = ("steps", "fit")
-
-
-def _h(text: str, default):
-    return field(default=default, metadata={"help": text})
 
 
 @dataclass(frozen=True)
@@ -33,12 +30,12 @@ class LearnerConfig:
     its init, F(W0 + Delta) ~ F(W0) + <grad_W F(W0), Delta>.
     """
 
-    k: int = _h("number of classes (output neurons groups)", 10)
-    m: int = _h("neurons per class", 5)
-    q: int = _h("power of the smoothed ReLU's polynomial part", 3)
-    varrho: float = _h("width of the smoothed ReLU's polynomial part", 1.0)
-    sigma0: float = _h("std of the Gaussian init of the first layer", 0.05)
-    mode: str = _h("'full', 'random_features' or 'ntk'", "full")
+    k: int = param("number of classes (output neurons groups)", 10)
+    m: int = param("neurons per class", 5)
+    q: int = param("power of the smoothed ReLU's polynomial part", 3)
+    varrho: float = param("width of the smoothed ReLU's polynomial part", 1.0)
+    sigma0: float = param("std of the Gaussian init of the first layer", 0.05)
+    mode: str = param("'full', 'random_features' or 'ntk'", "full")
 
     def __post_init__(self):
         check_int("k", self.k, 2)
@@ -67,22 +64,22 @@ class TrainConfig:
     for SGD a pass over the whole training set at the end of every epoch.
     """
 
-    lr: float = _h("learning rate", 1.0)
-    steps: int = _h("training steps (the most, with stop='fit')", 400)
-    stop: str = _h("'steps' or 'fit' (100%% train accuracy, then extra_steps more)", "steps")
-    extra_steps: int = _h("stop='fit': steps to keep training after 100%% train accuracy", 0)
-    batch_size: int = _h("0 for full-batch gradient descent, else the SGD mini-batch size", 0)
-    momentum: float = _h("heavy-ball momentum in [0, 1)", 0.0)
-    batch_seed: int = _h("seed of the mini-batch order", 0)
-    loss: str = _h("'ce', 'kd' (Hinton), 'kd_truncated' (the paper's) or 'average'", "ce")
-    temperature: float = _h("KD temperature: T for 'kd', tau for 'kd_truncated'", 1.0)
-    label_weight: float = _h("KD: weight alpha of the label cross-entropy; 1 - alpha on the teacher", 0.0)
-    group_size: int = _h("'average': number of consecutive models trained as one average", 1)
-    backend: str = _h("'numba' (CPU) or 'torch' (CPU or CUDA)", "numba")
-    device: str = _h("torch device for backend='torch': 'cpu' or 'cuda'", "cpu")
-    dtype: str = _h("'float32' or 'float64'", "float32")
-    track_every: int = _h("record Lambda and noise memorisation every this many steps (0: never)", 10)
-    corr_at: tuple = _h("steps at which to store the full neuron x feature correlation matrix", ())
+    lr: float = param("learning rate", 1.0)
+    steps: int = param("training steps (the most, with stop='fit')", 400)
+    stop: str = param("'steps' or 'fit' (100%% train accuracy, then extra_steps more)", "steps")
+    extra_steps: int = param("stop='fit': steps to keep training after 100%% train accuracy", 0)
+    batch_size: int = param("0 for full-batch gradient descent, else the SGD mini-batch size", 0)
+    momentum: float = param("heavy-ball momentum in [0, 1)", 0.0)
+    batch_seed: int = param("seed of the mini-batch order", 0)
+    loss: str = param("'ce', 'kd' (Hinton), 'kd_truncated' (the paper's) or 'average'", "ce")
+    temperature: float = param("KD temperature: T for 'kd', tau for 'kd_truncated'", 1.0)
+    label_weight: float = param("KD: weight alpha of the label cross-entropy; 1 - alpha on the teacher", 0.0)
+    group_size: int = param("'average': number of consecutive models trained as one average", 1)
+    backend: str = param("'numba' (CPU) or 'torch' (CPU or CUDA)", "numba")
+    device: str = param("torch device for backend='torch': 'cpu' or 'cuda'", "cpu")
+    dtype: str = param("'float32' or 'float64'", "float32")
+    track_every: int = param("record Lambda and noise memorisation every this many steps (0: never)", 10)
+    corr_at: tuple = param("steps at which to store the full neuron x feature correlation matrix", ())
 
     def __post_init__(self):
         check_float("lr", self.lr, 0.0, lo_open=True)
