@@ -50,13 +50,15 @@ def build_parser() -> tuple[Parser, dict[str, list[str]]]:
 
 def summary(data) -> str:
     n = data.n
-    counts = data.class_counts()
+    c = data.config
+    labels = data.y if isinstance(c, MultiViewConfig) else data.clean_y
+    counts = np.bincount(labels, minlength=data.k)
+    which = "" if isinstance(c, MultiViewConfig) else " of the teacher's labels (before label noise)"
     lines = [
         f"{type(data).__name__}: n={n}, X {data.X.shape} {data.X.dtype} "
         f"({data.X.nbytes / 2**20:.1f} MiB), k={data.k}",
-        f"class balance: {counts.min()}..{counts.max()} per class (expected {n / data.k:.1f})",
+        f"class balance{which}: {counts.min()}..{counts.max()} per class (expected {n / data.k:.1f})",
     ]
-    c = data.config
     if isinstance(c, MultiViewConfig):
         p = expected_single_fraction(c)
         se = math.sqrt(p * (1 - p) / n)
