@@ -127,7 +127,7 @@ def train(
     teacher_all = None if teacher is None else torch.as_tensor(teacher).to(device=dev, dtype=dtype)
 
     # What the optimiser moves, and the fixed parts of the non-default modes.
-    H0 = phi_all = None
+    H0_all = phi_all = None
     if learner.mode == "full":
         param = model.W
     elif learner.mode == "ntk":
@@ -140,18 +140,21 @@ def train(
         param = model.U
     velocity = torch.zeros_like(param) if cfg.momentum > 0 else None
 
+    def rows(t: torch.Tensor | None, samples, dim: int = 0):
+        """``t`` restricted to the mini-batch ``samples`` along ``dim`` (all of it for None)."""
+        if t is None or samples is None:
+            return t
+        return t.index_select(dim, torch.as_tensor(samples, device=dev))
+
     def forward(samples):
-        nonlocal H0
         if phi_all is not None:
-            return model.rf_outputs(phi_all if samples is None else phi_all[:, torch.as_tensor(samples, device=dev)])
+            return model.rf_outputs(rows(phi_all, samples, dim=1))
         be.select(samples)
-        if learner.mode == "ntk":
-            H0 = H0_all if samples is None else H0_all[torch.as_tensor(samples, device=dev)]
-        return model.outputs(be.patch_sums(param.reshape(N, d)), H0)
+        return model.outputs(be.patch_sums(param.reshape(N, d)), rows(H0_all, samples))
 
     def backward(dF, samples):
         if phi_all is not None:
-            phi = phi_all if samples is None else phi_all[:, torch.as_tensor(samples, device=dev)]
+            phi = rows(phi_all, samples, dim=1)
             return torch.stack([dF[s].T @ phi[s] for s in range(S)])
         b = dF.shape[1]
         G = dF.permute(1, 0, 2).unsqueeze(-1).expand(b, S, k, m).reshape(b, N).contiguous()
@@ -189,10 +192,8 @@ def train(
     for t in bar:
         epoch_end, samples = next(batches)
         F = forward(samples)
-        yb = y_all if samples is None else y_all[torch.as_tensor(samples, device=dev)]
-        tb = None
-        if teacher_all is not None:
-            tb = teacher_all if samples is None else teacher_all[..., torch.as_tensor(samples, device=dev), :]
+        yb = rows(y_all, samples)
+        tb = rows(teacher_all, samples, dim=teacher_all.dim() - 2) if teacher_all is not None else None
         loss, dF = objective(F, yb, tb)
         acc = accuracy(F, yb)
         hist["loss"].append(loss.cpu().numpy())
