@@ -82,7 +82,7 @@ class ViewLearningConfig:
 
 PRESETS = {
     "default": {},
-    # Closer to the theory: more patches (P = k^2 / 1.5), larger d, more samples; a few minutes.
+    # Closer to the theory: P = k^2 = 100 patches, larger d, more samples; about 5 minutes here.
     "large": dict(data=dict(d=400, patches=100, noise_std=0.05), n_train=600, n_test=2000),
 }
 
