@@ -93,6 +93,7 @@ def test_table_rows_and_format():
         (["--lr", "-1"], "lr must be a number > 0.0"),
         (["--kd-loss", "mse"], "invalid choice"),
         (["--preset", "huge"], "invalid choice"),
+        (["--backend", "numba", "--device", "cpu", "--k", "1"], "k must be an integer >= 2"),
     ],
 )
 def test_bad_flags_exit_2_with_one_line(argv, needle, capsys):
@@ -120,3 +121,13 @@ def test_configure_applies_presets_and_overrides():
     assert cfg.seeds == 4
     with pytest.raises(ValueError, match="preset must be one of"):
         vl.configure("nope")
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_cuda_without_a_gpu_exits_2_before_writing(tmp_path, capsys):
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as exc:
+        vl.main(["--device", "cuda", "--out", str(out)])
+    assert exc.value.code == 2
+    assert "no CUDA device" in capsys.readouterr().err
+    assert not out.exists()

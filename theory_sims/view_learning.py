@@ -292,8 +292,9 @@ def build_parser() -> Parser:
     p.add_argument("--preset", choices=sorted(PRESETS), default="default",
                    help="starting point for every other flag (default: default; 'large' is closer to the theory)")
     p.add_argument("--out", default=None, help="run folder (default: runs/view_learning-<time>)")
-    p.add_argument("--backend", choices=("numba", "torch"), default=None, help="trainer backend (default: numba)")
-    p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="torch device (default: cpu)")
+    p.add_argument("--backend", choices=("numba", "torch"), default=None,
+                   help="trainer backend (default: numba, or torch with --device cuda)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="device of the torch backend (default: cpu)")
     p.add_argument("--no-random-features", action="store_true", help="skip the random-feature rows")
     p.add_argument("--no-figures", action="store_true", help="write no figures")
     p.add_argument("--quiet", action="store_true", help="no progress output")
@@ -324,6 +325,13 @@ def build_parser() -> Parser:
 
 
 def config_from_args(args) -> ViewLearningConfig:
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError("--device cuda: torch reports no CUDA device on this machine")
+        if args.backend is None:
+            args.backend = "torch"
     run_flags = {k: v for k, v in {"backend": args.backend, "device": args.device}.items() if v is not None}
     train = {k: v for k, v in {"lr": args.lr, "steps": args.steps, "extra_steps": args.extra_steps}.items() if v is not None}
     distill = {k: v for k, v in {"loss": args.kd_loss, "temperature": args.kd_temperature,
