@@ -15,9 +15,10 @@ networks is no more accurate than its members. This module makes such data:
   a linear read-out). Each teacher is calibrated on 4096 inputs of its own: one scale makes
   its centred logits' std 1, so ``margin`` is in units of that std, and per-class biases make
   every class the argmax for about 1/k of the inputs.
-* **sampling** ``uniform``: inputs as drawn, label = teacher argmax. ``rejection``: keep an input
-  only if the teacher's margin (top logit minus runner-up) is at least ``margin``, and, with
-  ``balance``, only while its class has fewer than its share n/k of the samples.
+* **sampling** ``uniform``: inputs as drawn, label = teacher argmax, classes as the teacher
+  makes them. ``rejection``: an input is kept, with ``balance``, only while its class has fewer
+  than its share n/k of the samples. In both, ``margin > 0`` also rejects every input whose
+  teacher margin (top logit minus runner-up) is below ``margin``.
 * **label noise**: exactly ``round(label_noise * n)`` samples, chosen uniformly, get a label
   drawn uniformly from the other k - 1 classes. ``clean_y`` keeps the teacher's label.
 """
@@ -52,8 +53,8 @@ class GaussianConfig:
     teacher: str = param("labelling network: 'linear', 'fc', 'conv' or 'residual'", "fc")
     teacher_width: int = param("hidden width (fc, residual) or filter count (conv) of the teacher", 64)
     teacher_depth: int = param("hidden layers (fc) or residual blocks (residual)", 2)
-    sampling: str = param("'uniform' (inputs as drawn) or 'rejection' (margin and balance)", "uniform")
-    margin: float = param("rejection: keep inputs whose teacher margin is >= this (logit std units)", 0.0)
+    sampling: str = param("'uniform' (classes as drawn) or 'rejection' (classes balanced)", "uniform")
+    margin: float = param("keep only inputs whose teacher margin is >= this (logit std units)", 0.0)
     balance: bool = param("rejection: give every class an equal share of the samples", True)
     label_noise: float = param("fraction of labels flipped to a uniformly random other class", 0.0)
 
@@ -69,8 +70,6 @@ class GaussianConfig:
         check_int("teacher_depth", self.teacher_depth, 1)
         check_choice("sampling", self.sampling, SAMPLINGS)
         check_float("margin", self.margin, 0.0)
-        if self.sampling == "uniform" and self.margin > 0:
-            raise ValueError(f"margin must be 0 with sampling='uniform' (a margin needs sampling='rejection'), got {self.margin}")
         if not isinstance(self.balance, bool):
             raise ValueError(f"balance must be True or False, got {self.balance!r}")
         check_float("label_noise", self.label_noise, 0.0, 1.0)
@@ -190,7 +189,7 @@ class GaussianTask:
         n = check_int("n", n, 1)
         c = self.config
         rng = np.random.default_rng(seed)
-        if c.sampling == "uniform":
+        if c.sampling == "uniform" and c.margin == 0:
             X, comp = self.draw_inputs(n, rng)
             y, margin = self.teacher.label_and_margin(X)
         else:
@@ -211,7 +210,8 @@ class GaussianTask:
 
     def _rejection(self, n: int, rng: np.random.Generator, max_draws: int):
         c = self.config
-        quota = np.full(c.k, n // c.k) + (np.arange(c.k) < n % c.k) if c.balance else None
+        balance = c.sampling == "rejection" and c.balance
+        quota = np.full(c.k, n // c.k) + (np.arange(c.k) < n % c.k) if balance else None
         kept: list[tuple] = []
         filled = np.zeros(c.k, dtype=np.int64)
         total, drawn = 0, 0

@@ -85,6 +85,13 @@ def test_same_seed_same_data_other_seed_differs():
     assert not np.array_equal(a.X, c.X)
 
 
+def test_uniform_sampling_with_a_margin_keeps_the_margin_without_balancing():
+    data = task(sampling="uniform", margin=0.7).sample(400, seed=8)
+    assert data.n == 400 and data.margin.min() >= 0.7
+    plain = task(sampling="uniform").sample(400, seed=8)
+    assert plain.margin.min() < 0.7
+
+
 def test_rejection_without_balance_keeps_margin_but_not_quota():
     data = task(sampling="rejection", margin=0.8, balance=False).sample(300, seed=7)
     assert data.n == 300 and data.margin.min() >= 0.8
@@ -103,7 +110,6 @@ def test_impossible_margin_fails_with_a_clear_message():
         (dict(teacher="transformer"), "teacher"),
         (dict(input="uniform"), "input"),
         (dict(sampling="importance"), "sampling"),
-        (dict(margin=0.5), "margin"),  # needs rejection sampling
         (dict(margin=-1.0, sampling="rejection"), "margin"),
         (dict(label_noise=1.2), "label_noise"),
         (dict(teacher_depth=0), "teacher_depth"),
