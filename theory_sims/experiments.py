@@ -72,7 +72,7 @@ class Evaluator:
         return result.model.logits(self.train_set.X, self.backend, self.device)
 
     def models(self, result: TrainResult) -> dict:
-        """Per-model scores (lists) and, for an averaged group, nothing else."""
+        """Scores of every model of the stack, as lists."""
         return {k: v.tolist() for k, v in scores(*self.logits(result), self.tests).items()}
 
     def ensemble(self, result: TrainResult) -> dict:
