@@ -77,15 +77,16 @@ class TwoLayerModel:
         N, d = self.S * c.k * c.m, self.W.shape[-1]
         if X.shape[-1] != d:
             raise ValueError(f"X must have patch dimension {d} (the model's d), got {X.shape[-1]}")
+        W = self.W.to(device).reshape(N, d)
+        delta = None if self.delta is None else self.delta.to(device).reshape(N, d)
         out = []
         for a in range(0, X.shape[0], chunk):
             be = make_backend(backend, X[a : a + chunk], self.W.dtype, c.q, c.varrho, device, c.k * c.m)
-            W = self.W.to(device).reshape(N, d)
-            if self.delta is None:
+            if delta is None:
                 out.append(self.outputs(be.patch_sums(W)))
             else:
                 H0 = be.set_linearisation(W)
-                out.append(self.outputs(be.patch_sums(self.delta.to(device).reshape(N, d)), H0))
+                out.append(self.outputs(be.patch_sums(delta), H0))
         return torch.cat(out, dim=1).cpu().numpy()
 
 

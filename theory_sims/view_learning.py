@@ -152,24 +152,12 @@ def run(cfg: ViewLearningConfig, progress: bool = False, log=print) -> tuple[dic
 
     stage.t0 = time.perf_counter()
     log(f"single models: {S} seeds, n={cfg.n_train}, k={c.k}, V={c.views}, missing={c.missing}")
-    single = ex.fit(train_set, seeds, cfg.learner, cfg.train, progress=progress)
-    results["individual"] = _single_model_row(ev, single, varrho)
-    results["individual"]["train_acc"] = single.train_acc.tolist()
-    results["individual"]["fit_step"] = single.fit_step.tolist()
-    results["ensemble"] = ev.ensemble(single)
-    extras["single"] = single
-    stage("single")
-
-    teacher = ev.train_logits(single)  # (S, n, k)
-    kd = ex.fit(train_set, fresh[:K], cfg.learner, cfg.distill, teacher=teacher.mean(axis=0), progress=progress)
-    results["kd"] = _with_means(_single_model_row(ev, kd, varrho))
-    results["kd_ensemble"] = ev.ensemble(kd)
-    extras["kd"] = kd
-    stage("kd")
-
-    self_kd = ex.fit(train_set, fresh[:K], cfg.learner, cfg.distill, teacher=teacher[:K], progress=progress)
-    results["self_kd"] = _with_means(_single_model_row(ev, self_kd, varrho))
-    stage("self_kd")
+    family, trained = _family(cfg, cfg.learner, cfg.train, cfg.distill, ev, train_set, seeds, fresh,
+                              progress, stage, views=True)
+    results.update(family)
+    results["individual"]["train_acc"] = trained["single"].train_acc.tolist()
+    results["individual"]["fit_step"] = trained["single"].fit_step.tolist()
+    extras.update(trained)
 
     # Control: the students' seeds trained on the labels alone for as many steps as the students,
     # so that what distillation adds is not mistaken for what longer training adds.
@@ -178,39 +166,46 @@ def run(cfg: ViewLearningConfig, progress: bool = False, log=print) -> tuple[dic
     results["long_single"] = _with_means(_single_model_row(ev, long, varrho))
     stage("long_single")
 
-    avg_cfg = dataclasses.replace(cfg.train, loss="average", group_size=S)
-    average = ex.fit(train_set, seeds, cfg.learner, avg_cfg, progress=progress)
-    results["average"] = ev.ensemble(average)  # the trained object is the members' mean output
-    results["average"]["views_learned"] = _views(average, varrho)
-    stage("average")
-
     if cfg.random_features:
-        results["random_features"] = _random_features(cfg, ev, train_set, seeds, fresh, progress)
+        rf = dataclasses.replace(cfg.learner, mode="random_features")
+        rf_distill = dataclasses.replace(cfg.rf_train, loss=cfg.distill.loss, temperature=cfg.distill.temperature,
+                                         label_weight=cfg.distill.label_weight)
+        results["random_features"], _ = _family(cfg, rf, cfg.rf_train, rf_distill, ev, train_set, seeds, fresh,
+                                                progress, lambda name: None, views=False)
         stage("random_features")
     timing["total"] = time.perf_counter() - t_all
     results["timing_s"] = timing
     return results, extras
 
 
-def _random_features(cfg, ev, train_set, seeds, fresh, progress) -> dict:
-    K = cfg.students
-    rf = dataclasses.replace(cfg.learner, mode="random_features")
-    single = ex.fit(train_set, seeds, rf, cfg.rf_train, progress=progress)
-    teacher = ev.train_logits(single)
-    distill = dataclasses.replace(cfg.rf_train, loss=cfg.distill.loss, temperature=cfg.distill.temperature,
-                                  label_weight=cfg.distill.label_weight)
-    kd = ex.fit(train_set, fresh[:K], rf, distill, teacher=teacher.mean(axis=0), progress=progress)
-    self_kd = ex.fit(train_set, fresh[:K], rf, distill, teacher=teacher[:K], progress=progress)
-    average = ex.fit(train_set, seeds, rf, dataclasses.replace(cfg.rf_train, loss="average", group_size=cfg.seeds),
-                     progress=progress)
-    return {
-        "individual": ev.models(single),
-        "ensemble": ev.ensemble(single),
-        "kd": _with_means(ev.models(kd)),
-        "self_kd": _with_means(ev.models(self_kd)),
-        "average": ev.ensemble(average),
-        "kd_ensemble": ev.ensemble(kd),
-    }
+def _family(cfg, learner, train_cfg, distill_cfg, ev, train_set, seeds, fresh, progress, stage, views):
+    """Single models, their ensemble, KD, self-KD, the KD students' ensemble and training the
+    average, for one learner. ``views``: also report which views each model learned."""
+    K, varrho = cfg.students, learner.varrho
+    row = (lambda r: _single_model_row(ev, r, varrho)) if views else ev.models
+    out = {}
+    single = ex.fit(train_set, seeds, learner, train_cfg, progress=progress)
+    out["individual"] = row(single)
+    out["ensemble"] = ev.ensemble(single)
+    stage("single")
+
+    teacher = ev.train_logits(single)  # (S, n, k)
+    kd = ex.fit(train_set, fresh[:K], learner, distill_cfg, teacher=teacher.mean(axis=0), progress=progress)
+    out["kd"] = _with_means(row(kd))
+    out["kd_ensemble"] = ev.ensemble(kd)
+    stage("kd")
+
+    self_kd = ex.fit(train_set, fresh[:K], learner, distill_cfg, teacher=teacher[:K], progress=progress)
+    out["self_kd"] = _with_means(row(self_kd))
+    stage("self_kd")
+
+    avg_cfg = dataclasses.replace(train_cfg, loss="average", group_size=cfg.seeds)
+    average = ex.fit(train_set, seeds, learner, avg_cfg, progress=progress)
+    out["average"] = ev.ensemble(average)  # the trained object is the members' mean output
+    if views:
+        out["average"]["views_learned"] = _views(average, varrho)
+    stage("average")
+    return out, {"single": single, "kd": kd}
 
 
 ROWS = [
@@ -332,20 +327,20 @@ def config_from_args(args) -> ViewLearningConfig:
             raise ValueError("--device cuda: torch reports no CUDA device on this machine")
         if args.backend is None:
             args.backend = "torch"
-    run_flags = {k: v for k, v in {"backend": args.backend, "device": args.device}.items() if v is not None}
-    train = {k: v for k, v in {"lr": args.lr, "steps": args.steps, "extra_steps": args.extra_steps}.items() if v is not None}
-    distill = {k: v for k, v in {"loss": args.kd_loss, "temperature": args.kd_temperature,
-                                 "label_weight": args.kd_label_weight, "lr": args.kd_lr,
-                                 "steps": args.kd_steps}.items() if v is not None}
-    rf = {k: v for k, v in {"lr": args.rf_lr, "steps": args.rf_steps}.items() if v is not None}
-    overrides = {name: getattr(args, name) for name in EXPERIMENT_FLAGS if getattr(args, name) is not None}
+    def set_only(**values):  # the flags the user gave
+        return {k: v for k, v in values.items() if v is not None}
+
+    run_flags = set_only(backend=args.backend, device=args.device)
+    train = set_only(lr=args.lr, steps=args.steps, extra_steps=args.extra_steps)
+    distill = set_only(loss=args.kd_loss, temperature=args.kd_temperature, label_weight=args.kd_label_weight,
+                       lr=args.kd_lr, steps=args.kd_steps)
+    rf = set_only(lr=args.rf_lr, steps=args.rf_steps)
+    overrides = given(args, list(EXPERIMENT_FLAGS))
     if args.no_random_features:
         overrides["random_features"] = False
-    data = given(args, args._data)
-    preset_data = PRESETS[args.preset].get("data", {})
     return configure(
         args.preset,
-        data={**preset_data, **data},
+        data=given(args, args._data),
         learner=given(args, args._learner),
         train={**train, **run_flags},
         distill={**distill, **run_flags},
