@@ -83,3 +83,15 @@ def new_run_dir(root: str | os.PathLike, name: str) -> Path:
         path = base.with_name(f"{base.name}-{i}")
     path.mkdir(parents=True)
     return path
+
+
+def out_dir(path: str | os.PathLike | None, name: str) -> Path:
+    """The run folder a CLI writes to: ``path`` (created if missing), or a fresh
+    ``runs/name-<time>`` when ``path`` is None. A ``path`` that is a file is a ValueError."""
+    if path is None:
+        return new_run_dir("runs", name)
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out must be a folder, got the file {out}")
+    out.mkdir(parents=True, exist_ok=True)
+    return out

@@ -357,10 +357,13 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         parser.error(str(err))
     from theory_sims import figures
-    from theory_sims.results import new_run_dir, write_csv, write_json
+    from theory_sims.results import out_dir, write_csv, write_json
 
     log = (lambda *a, **k: None) if args.quiet else (lambda *a, **k: print(*a, **k, flush=True))
-    out = new_run_dir("runs", "view_learning") if args.out is None else _make_out(args.out, parser)
+    try:
+        out = out_dir(args.out, "view_learning")
+    except ValueError as err:
+        parser.error(str(err))
     write_json(out / "config.json", cfg.to_dict())
     results, extras = run(cfg, progress=not args.quiet, log=log)
     rows = table_rows(results)
@@ -372,16 +375,6 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(rows))
     print(f"total {results['timing_s']['total']:.1f} s; results in {out}")
     return 0
-
-
-def _make_out(path, parser):
-    from pathlib import Path
-
-    out = Path(path)
-    if out.exists() and not out.is_dir():
-        parser.error(f"--out must be a folder, got the file {out}")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
 
 
 if __name__ == "__main__":
