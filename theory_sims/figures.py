@@ -113,3 +113,54 @@ def view_learning_figures(out: Path, cfg, results: dict, extras: dict, rows: lis
     corr = lambda result: (result.model.weights[0] @ result.model.weights.new_tensor(features).T).cpu().numpy()  # noqa: E731
     written += save_figure(correlation_heatmaps(corr(single), corr(kd), V), out / "correlations.png")
     return written
+
+
+def gain_heatmap(cells: list[dict]):
+    """Ensemble gains (percentage points) over the grid: rows input x teacher, columns
+    sampling x margin x label noise. Cells not run stay blank."""
+    yes_no = lambda flag: "yes" if flag else "no"  # noqa: E731
+    row = lambda c: f"{c['input']} / {c['teacher']}"  # noqa: E731
+    col = lambda c: f"{c['sampling']}\nmargin {yes_no(c['margin'])}\nnoise {yes_no(c['label_noise'])}"  # noqa: E731
+    rows = list(dict.fromkeys(row(r["cell"]) for r in cells))
+    cols = list(dict.fromkeys(col(r["cell"]) for r in cells))
+    grid = np.full((len(rows), len(cols)), np.nan)
+    for r in cells:
+        grid[rows.index(row(r["cell"])), cols.index(col(r["cell"]))] = 100 * r["gain"]
+    fig, ax = plt.subplots(figsize=(1.1 * len(cols) + 2.5, 0.5 * len(rows) + 1.8))
+    bound = max(1.0, float(np.nanmax(np.abs(grid))))
+    sns.heatmap(grid, annot=True, fmt="+.1f", cmap="RdBu_r", vmin=-bound, vmax=bound, ax=ax,
+                xticklabels=cols, yticklabels=rows, cbar_kws={"label": "ensemble gain (pts)"})
+    ax.set_title("ensemble minus mean single model, test accuracy (percentage points)")
+    ax.tick_params(axis="x", labelsize=7, rotation=0)
+    return fig
+
+
+def gains_vs_multiview(cells: list[dict], reference: dict | None):
+    """Every Gaussian cell's gain (points with 95% intervals, by teacher) beside the ensemble gain
+    on multi-view data (on its test mixture and on its single-view samples)."""
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    labels = [f"Gaussian-like\n{t}" for t in dict.fromkeys(c["cell"]["teacher"] for c in cells)]
+    for c in cells:
+        x = labels.index(f"Gaussian-like\n{c['cell']['teacher']}")
+        jitter = (hash(str(sorted(c["cell"].items()))) % 1000 / 1000 - 0.5) * 0.5
+        lo, hi = (100 * v for v in c["gain_ci"])
+        ax.errorbar(x + jitter, 100 * c["gain"], yerr=[[100 * c["gain"] - lo], [hi - 100 * c["gain"]]],
+                    fmt="o", ms=3, lw=0.7, color="tab:blue" if not c["cell"]["label_noise"] else "tab:orange")
+    if reference is not None:
+        for name, key in (("multi-view\ntest mixture", "test_acc"), ("multi-view\nsingle-view", "single_view_acc")):
+            labels.append(name)
+            ax.bar(len(labels) - 1, 100 * reference[key]["gain"], width=0.6, color="tab:green")
+    ax.set_xticks(range(len(labels)), labels, fontsize=8)
+    ax.axhline(0, color="grey", lw=0.6)
+    ax.axhline(1, color="grey", lw=0.6, ls="--")
+    ax.set_ylabel("ensemble gain (percentage points)")
+    ax.set_title("ensembles help on multi-view data, not on Gaussian-like data\n"
+                 "(blue: clean labels, orange: label noise; dashed: 1 point)", fontsize=10)
+    return fig
+
+
+def gaussian_negative_figures(out: Path, cells: list[dict], reference: dict | None) -> list[Path]:
+    sns.set_theme(style="whitegrid", context="notebook")
+    out = Path(out)
+    return (save_figure(gain_heatmap(cells), out / "gains_heatmap.png")
+            + save_figure(gains_vs_multiview(cells, reference), out / "gains_vs_multiview.png"))

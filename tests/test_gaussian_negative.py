@@ -1,0 +1,138 @@
+"""The Gaussian-like negative-result grid: its bookkeeping, one cell end to end, the CLI."""
+
+import collections
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from theory_sims import gaussian_negative as gn
+from theory_sims.config import LearnerConfig, TrainConfig
+
+TINY = gn.NegativeConfig(
+    k=3, dim=8, conv_patches=2, components=4, teacher_width=8, n_train=90, n_test=150, seeds=3, n_boot=50,
+    learner=LearnerConfig(k=3, m=4, q=1, sigma0=0.1), train=TrainConfig(lr=2.0, steps=30, track_every=0),
+)
+TINY_FLAGS = ["--k", "3", "--dim", "8", "--conv-patches", "2", "--n-train", "90", "--n-test", "150",
+              "--seeds", "3", "--n-boot", "50", "--m", "4", "--steps", "30", "--quiet"]
+
+
+def test_grid_has_64_distinct_cells_with_every_axis_balanced():
+    cells = gn.grid()
+    assert len(cells) == 64
+    assert len({tuple(sorted(c.items())) for c in cells}) == 64
+    for axis, values in [("input", ("gaussian", "mixture")), ("sampling", ("uniform", "rejection")),
+                         ("teacher", ("linear", "fc", "conv", "residual")), ("margin", (False, True)),
+                         ("label_noise", (False, True))]:
+        counts = collections.Counter(c[axis] for c in cells)
+        assert set(counts) == set(values)
+        assert set(counts.values()) == {64 // len(values)}
+
+
+def test_quick_cells_are_grid_cells_covering_every_input_and_teacher():
+    full = {tuple(sorted(c.items())) for c in gn.grid()}
+    quick = gn.grid(quick=True)
+    assert all(tuple(sorted(c.items())) in full for c in quick)
+    assert {(c["input"], c["teacher"]) for c in quick} == {(i, t) for i in ("gaussian", "mixture")
+                                                           for t in ("linear", "fc", "conv", "residual")}
+    assert any(c["margin"] for c in quick) and any(c["label_noise"] for c in quick)
+
+
+def test_task_config_maps_cells_to_tasks():
+    conv = gn.task_config(TINY, dict(input="mixture", sampling="rejection", teacher="conv", margin=True,
+                                     label_noise=True))
+    assert (conv.patches, conv.patch_dim, conv.margin, conv.label_noise) == (2, 4, TINY.margin, TINY.label_noise)
+    assert (conv.input, conv.sampling, conv.components) == ("mixture", "rejection", 4)
+    fc = gn.task_config(TINY, dict(input="gaussian", sampling="uniform", teacher="fc", margin=False,
+                                   label_noise=False))
+    assert (fc.patches, fc.patch_dim, fc.margin, fc.label_noise) == (1, 8, 0.0, 0.0)
+
+
+@pytest.fixture(scope="module")
+def cell_result():
+    cell = dict(input="gaussian", sampling="rejection", teacher="fc", margin=True, label_noise=True)
+    return gn.run_cell(TINY, cell)
+
+
+def test_cell_result_is_consistent(cell_result):
+    r = cell_result
+    assert len(r["individual_acc"]) == len(r["train_acc"]) == 3
+    assert r["individual_mean"] == pytest.approx(np.mean(r["individual_acc"]))
+    assert r["gain"] == pytest.approx(r["ensemble_acc"] - r["individual_mean"])
+    lo, hi = r["gain_ci"]
+    assert lo <= hi and -1 <= lo and hi <= 1
+    assert r["train_label_noise"] == pytest.approx(TINY.label_noise)  # exactly round(0.1 * 90) flips
+    assert r["train_acc_mean"] > 1 / TINY.k  # it learned something
+
+
+def test_a_cell_is_reproducible_and_cells_differing_in_sampling_share_the_teacher(cell_result):
+    again = gn.run_cell(TINY, cell_result["cell"])
+    assert again["individual_acc"] == cell_result["individual_acc"]
+    assert again["gain_ci"] == cell_result["gain_ci"]
+    a = dict(input="gaussian", sampling="uniform", teacher="residual", margin=False, label_noise=False)
+    b = dict(a, sampling="rejection", margin=True, label_noise=True)
+    teacher = lambda cell: gn.GaussianTask(gn.task_config(TINY, cell), seed=np.random.SeedSequence(  # noqa: E731
+        [TINY.seed, 0, gn.TEACHERS.index(cell["teacher"])])).teacher.weights
+    for wa, wb in zip(teacher(a), teacher(b)):
+        np.testing.assert_array_equal(wa, wb)
+
+
+def test_summary_counts_cells_above_the_threshold():
+    cells = [{"cell": dict(input="gaussian", sampling="uniform", teacher=t, margin=False, label_noise=False),
+              "gain": g} for t, g in zip(("linear", "fc", "conv"), (0.0, 0.005, 0.03))]
+    s = gn.summarise(cells)
+    assert s["fraction_at_or_below_threshold"] == pytest.approx(2 / 3)
+    assert s["cells_above_threshold"] == ["gaussian/uniform/conv"]
+    assert s["max_gain"] == 0.03
+
+
+def test_cli_end_to_end_with_a_multiview_results_file(tmp_path):
+    mv = tmp_path / "mv.json"
+    mv.write_text(json.dumps({
+        "individual": {"test_acc": [0.9, 0.92], "single_view_acc": [0.6, 0.7], "multi_view_acc": [1.0, 1.0]},
+        "ensemble": {"test_acc": 0.99, "single_view_acc": 0.95, "multi_view_acc": 1.0},
+    }))
+    out = tmp_path / "run"
+    assert gn.main(TINY_FLAGS + ["--quick", "--out", str(out), "--multiview-results", str(mv)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert len(res["cells"]) == len(gn.QUICK)
+    for entry in res["cells"]:
+        assert set(entry) >= {"cell", "individual_acc", "ensemble_acc", "gain", "gain_ci"}
+    assert res["multiview"]["single_view_acc"]["gain"] == pytest.approx(0.95 - 0.65)
+    rows = (out / "table.csv").read_text().splitlines()
+    assert len(rows) == 1 + len(gn.QUICK) and rows[0].startswith("input,sampling,teacher")
+    for name in ("gains_heatmap.png", "gains_vs_multiview.png", "gains_heatmap.pdf"):
+        assert (out / name).exists()
+    for png in out.glob("*.png"):
+        img = np.asarray(Image.open(png).convert("L"), dtype=float)
+        assert img.shape[0] > 100 and img.std() > 5
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [(["--seeds", "1"], "seeds must be an integer >= 2, got 1"),
+     (["--label-noise", "1.5"], "label_noise must be a number in (0.0, 1.0), got 1.5"),
+     (["--margin", "0"], "margin must be a number > 0.0, got 0.0"),
+     (["--conv-patches", "3"], "conv_patches must divide dim=64, got 3"),
+     (["--multiview-results", "/nonexistent/results.json"], "multiview_results must be a view_learning results.json"),
+     (["--m", "0"], "m must be an integer >= 1, got 0")],
+)
+def test_bad_flags_exit_2_with_one_line(flags, message, capsys, tmp_path):
+    with pytest.raises(SystemExit) as exc:
+        gn.main(flags + ["--out", str(tmp_path / "never")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err
+    assert not (tmp_path / "never").exists()  # nothing written before the flags are checked
+
+
+def test_cli_help_and_a_bad_flag_in_a_subprocess():
+    helped = subprocess.run([sys.executable, "-m", "theory_sims.gaussian_negative", "--help"],
+                            capture_output=True, text=True)
+    assert helped.returncode == 0 and "--quick" in helped.stdout and "label noise" in helped.stdout
+    bad = subprocess.run([sys.executable, "-m", "theory_sims.gaussian_negative", "--n-train", "x"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1

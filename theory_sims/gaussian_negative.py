@@ -1,0 +1,357 @@
+"""The paper's negative results: on Gaussian-like inputs an ensemble is no better than its members.
+
+Allen-Zhu & Li report that when inputs have no view structure (Gaussians or mixtures of
+Gaussians, labelled by linear, fully connected, convolutional or residual teacher networks, with or
+without a margin, with or without label noise) an ensemble of independently trained networks is
+no more accurate than the networks themselves. This experiment runs that grid:
+
+    input {gaussian, mixture} x sampling {uniform, rejection} x teacher {linear, fc, conv, residual}
+    x margin {no, yes} x label noise {no, yes}                                    (64 cells)
+
+In every cell it draws a task (input distribution and teacher; see :mod:`multiview.gaussian`),
+a training set and a test set, trains ``--seeds`` learners stacked, and reports the single models'
+test accuracy (mean +- std), the ensemble's (the argmax of the mean of the models' logits), the
+gain (ensemble minus mean member) with a 95% bootstrap interval over seeds and test samples
+(:mod:`theory_sims.stats`), and train accuracy. Test accuracy is measured against the teacher's
+clean labels (label noise corrupts the training labels only).
+
+The learner is the theory's two-layer network, F_i(X) = sum_r sum_p sReLU(<w_{i,r}, x_p>), with
+the same settings in every cell (nothing is tuned per cell): the input is one patch of dimension
+``dim`` for the linear, fc and residual teachers and ``conv_patches`` patches for the
+convolutional teacher (whose filters act on patches). ``--m`` gives a wider learner.
+
+For contrast, the multi-view gain of :mod:`theory_sims.view_learning` at its defaults (single
+models and their ensemble only) is measured in the same run, or read from a ``results.json``
+of that experiment (``--multiview-results``).
+
+Example::
+
+    python -m theory_sims.gaussian_negative --quick
+    python -m theory_sims.gaussian_negative --out runs/negative
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+import theory_sims  # noqa: F401  (sets the thread-spin environment before numpy work starts)
+from multiview._checks import check_float, check_int
+from multiview._cli import Parser, param
+from multiview.gaussian import INPUTS, SAMPLINGS, TEACHERS, GaussianConfig, GaussianTask
+from theory_sims import stats
+from theory_sims.config import LearnerConfig, TrainConfig
+from theory_sims.train import train
+
+DEFAULT_LEARNER = LearnerConfig(k=10, m=10, q=1, varrho=1.0, sigma0=0.1)
+DEFAULT_TRAIN = TrainConfig(lr=5.0, steps=300, track_every=0)
+
+# The representative subset of --quick: every input x teacher with neither margin nor noise,
+# plus margin and label noise on the fc and conv teachers.
+QUICK = [dict(input=i, sampling="uniform", teacher=t, margin=False, label_noise=False)
+         for i in INPUTS for t in TEACHERS] + [
+    dict(input="gaussian", sampling="rejection", teacher="fc", margin=True, label_noise=True),
+    dict(input="gaussian", sampling="uniform", teacher="conv", margin=False, label_noise=True),
+]
+
+
+@dataclass(frozen=True)
+class NegativeConfig:
+    """Everything one run of the grid depends on; serialised to config.json."""
+
+    k: int = param("number of classes", 10)
+    dim: int = param("input dimension (patches x patch dimension)", 64)
+    conv_patches: int = param("patches of the input for the convolutional teacher (must divide dim)", 4)
+    components: int = param("mixture components (input 'mixture')", 20)
+    teacher_width: int = param("hidden width / filters of the teachers", 64)
+    margin: float = param("the margin of the 'yes' cells, in units of the teacher's logit std", 0.5)
+    label_noise: float = param("the fraction of flipped training labels in the 'yes' cells", 0.1)
+    n_train: int = param("training samples per cell", 2000)
+    n_test: int = param("test samples per cell", 5000)
+    seeds: int = param("learners per cell (stacked), ensembled", 10)
+    n_boot: int = param("bootstrap resamples of the gain interval", 2000)
+    seed: int = param("seed of the tasks, data and learners", 0)
+    learner: LearnerConfig = DEFAULT_LEARNER
+    train: TrainConfig = DEFAULT_TRAIN
+
+    def __post_init__(self):
+        check_int("k", self.k, 2)
+        check_int("dim", self.dim, 1)
+        check_int("conv_patches", self.conv_patches, 1, self.dim)
+        if self.dim % self.conv_patches:
+            raise ValueError(f"conv_patches must divide dim={self.dim}, got {self.conv_patches}")
+        check_int("components", self.components, 1)
+        check_int("teacher_width", self.teacher_width, 1)
+        check_float("margin", self.margin, 0.0, lo_open=True)
+        check_float("label_noise", self.label_noise, 0.0, 1.0, lo_open=True, hi_open=True)
+        check_int("n_train", self.n_train, self.k)
+        check_int("n_test", self.n_test, 1)
+        check_int("seeds", self.seeds, 2)
+        check_int("n_boot", self.n_boot, 1)
+        check_int("seed", self.seed, 0)
+        if self.learner.k != self.k:
+            raise ValueError(f"learner k must equal k={self.k}, got {self.learner.k}")
+        if self.train.loss != "ce":
+            raise ValueError(f"train loss must be 'ce' (single models on labels), got {self.train.loss!r}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def grid(quick: bool = False) -> list[dict]:
+    """The cells to run, as dicts of input, sampling, teacher, margin (bool), label_noise (bool)."""
+    if quick:
+        return [dict(c) for c in QUICK]
+    axes = dict(input=INPUTS, sampling=SAMPLINGS, teacher=TEACHERS, margin=(False, True), label_noise=(False, True))
+    return [dict(zip(axes, values)) for values in itertools.product(*axes.values())]
+
+
+def task_config(cfg: NegativeConfig, cell: dict) -> GaussianConfig:
+    """The Gaussian-like task of a cell; the conv teacher sees ``conv_patches`` patches."""
+    patches = cfg.conv_patches if cell["teacher"] == "conv" else 1
+    return GaussianConfig(
+        k=cfg.k, patches=patches, patch_dim=cfg.dim // patches, input=cell["input"], components=cfg.components,
+        teacher=cell["teacher"], teacher_width=cfg.teacher_width, sampling=cell["sampling"],
+        margin=cfg.margin if cell["margin"] else 0.0, label_noise=cfg.label_noise if cell["label_noise"] else 0.0,
+    )
+
+
+def run_cell(cfg: NegativeConfig, cell: dict) -> dict:
+    """Train the cell's seeds and score them and their ensemble.
+
+    The task (its mixture means and teacher) depends on the seed, the input and the teacher
+    only, so cells that differ in sampling, margin or noise share a teacher.
+    """
+    t0 = time.perf_counter()
+    gc = task_config(cfg, cell)
+    task_seed = [cfg.seed, INPUTS.index(cell["input"]), TEACHERS.index(cell["teacher"])]
+    task = GaussianTask(gc, seed=np.random.SeedSequence(task_seed))
+    train_set = task.sample(cfg.n_train, seed=np.random.SeedSequence(task_seed + [1]))
+    test_set = task.sample(cfg.n_test, seed=np.random.SeedSequence(task_seed + [2]))
+    seeds = range(cfg.seed * 1000, cfg.seed * 1000 + cfg.seeds)
+    result = train(train_set.X, train_set.y, seeds, cfg.learner, cfg.train)
+    logits = result.model.logits(test_set.X, cfg.train.backend, cfg.train.device)
+    y = test_set.clean_y
+    individual = (logits.argmax(-1) == y).mean(axis=1)
+    ensemble = float((logits.mean(axis=0).argmax(-1) == y).mean())
+    lo, hi = stats.gain_interval(logits, y, n_boot=cfg.n_boot, seed=cfg.seed)
+    return {
+        "cell": dict(cell),
+        "individual_acc": individual.tolist(),
+        "individual_mean": float(individual.mean()),
+        "individual_std": float(individual.std(ddof=1)),
+        "ensemble_acc": ensemble,
+        "gain": ensemble - float(individual.mean()),
+        "gain_ci": [lo, hi],
+        "train_acc": result.train_acc.tolist(),
+        "train_acc_mean": float(result.train_acc.mean()),
+        "train_label_noise": float(train_set.flipped.mean()),
+        "wall_s": time.perf_counter() - t0,
+    }
+
+
+def multiview_reference(seeds: int = 10, backend: str = "numba", device: str = "cpu") -> dict:
+    """Single models and their ensemble on :mod:`theory_sims.view_learning`'s default data."""
+    from theory_sims import experiments as ex
+    from theory_sims import view_learning as vl
+
+    cfg = vl.configure(seeds=seeds, students=1, random_features=False,
+                       train=dict(backend=backend, device=device))
+    world = vl.MultiViewDistribution(cfg.data, seed=cfg.seed)
+    train_set = world.sample(cfg.n_train, seed=cfg.seed + 1)
+    tests = ex.TestSets(
+        multi=world.variant(missing=0.0).sample(cfg.n_test, seed=cfg.seed + 2),
+        single=world.variant(missing=1.0, missing_mode="single").sample(cfg.n_test, seed=cfg.seed + 3),
+        mu=vl.expected_single_fraction(cfg.data),
+    )
+    ev = ex.Evaluator(train_set, tests, backend, device)
+    single = ex.fit(train_set, range(cfg.seed * 1000, cfg.seed * 1000 + seeds), cfg.learner, cfg.train)
+    return _multiview_gains(ev.models(single), ev.ensemble(single), "measured in this run")
+
+
+def multiview_from_results(path) -> dict:
+    """The multi-view gains from a ``results.json`` written by ``theory_sims.view_learning``."""
+    try:
+        res = json.loads(Path(path).read_text())
+        return _multiview_gains(res["individual"], res["ensemble"], f"read from {path}")
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"multiview_results must be a view_learning results.json, {path}: {err}") from None
+
+
+def _multiview_gains(individual: dict, ensemble: dict, source: str) -> dict:
+    out = {"source": source}
+    for key in ("test_acc", "single_view_acc", "multi_view_acc"):
+        out[key] = {"individual_mean": float(np.mean(individual[key])), "ensemble": float(ensemble[key]),
+                    "gain": float(ensemble[key] - np.mean(individual[key]))}
+    return out
+
+
+def summarise(cells: list[dict], threshold: float = 0.01) -> dict:
+    gains = np.array([c["gain"] for c in cells])
+    return {
+        "cells": len(cells),
+        "threshold": threshold,
+        "fraction_at_or_below_threshold": float(np.mean(gains <= threshold)),
+        "median_gain": float(np.median(gains)),
+        "max_gain": float(gains.max()),
+        "min_gain": float(gains.min()),
+        "cells_above_threshold": [_cell_name(c["cell"]) for c in cells if c["gain"] > threshold],
+    }
+
+
+def _cell_name(cell: dict) -> str:
+    extras = [name for name in ("margin", "label_noise") if cell[name]]
+    return "/".join([cell["input"], cell["sampling"], cell["teacher"]] + extras)
+
+
+def table_rows(cells: list[dict]) -> list[dict]:
+    rows = []
+    for c in cells:
+        rows.append({**c["cell"], "train_acc": c["train_acc_mean"], "single_mean": c["individual_mean"],
+                     "single_std": c["individual_std"], "ensemble": c["ensemble_acc"], "gain": c["gain"],
+                     "gain_lo": c["gain_ci"][0], "gain_hi": c["gain_ci"][1], "wall_s": c["wall_s"]})
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    head = (f"{'input':9} {'sampling':9} {'teacher':8} {'margin':6} {'noise':5} {'train':>6} "
+            f"{'single':>13} {'ensemble':>8} {'gain (pts)':>10} {'95% interval':>16}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(
+            f"{r['input']:9} {r['sampling']:9} {r['teacher']:8} {'yes' if r['margin'] else 'no':6} "
+            f"{'yes' if r['label_noise'] else 'no':5} {r['train_acc']:6.3f} "
+            f"{r['single_mean']:.3f} ± {r['single_std']:.3f} {r['ensemble']:8.3f} {100 * r['gain']:+10.2f} "
+            f"  [{100 * r['gain_lo']:+5.2f}, {100 * r['gain_hi']:+5.2f}]"
+        )
+    return "\n".join(lines)
+
+
+def run(cfg: NegativeConfig, cells: list[dict], progress: bool = False, log=print) -> list[dict]:
+    from tqdm.auto import tqdm
+
+    out = []
+    bar = tqdm(cells, desc="cells", disable=not progress)
+    for cell in bar:
+        bar.set_postfix_str(_cell_name(cell))
+        res = run_cell(cfg, cell)
+        out.append(res)
+        line = (f"  {_cell_name(cell):42} single {res['individual_mean']:.3f} ensemble {res['ensemble_acc']:.3f} "
+                f"gain {100 * res['gain']:+.2f} pts ({res['wall_s']:.1f} s)")
+        bar.write(line) if progress else log(line)
+    return out
+
+
+# --------------------------------------------------------------------------------------------- CLI
+
+FLAGS = {  # NegativeConfig fields offered on the command line
+    "seeds": int, "n_train": int, "n_test": int, "dim": int, "conv_patches": int, "k": int,
+    "margin": float, "label_noise": float, "n_boot": int, "seed": int,
+}
+
+
+def build_parser() -> Parser:
+    p = Parser(prog="python -m theory_sims.gaussian_negative", description=__doc__)
+    p.add_argument("--quick", action="store_true",
+                   help=f"run {len(QUICK)} representative cells instead of the 64 of the grid")
+    p.add_argument("--out", default=None, help="run folder (default: runs/gaussian_negative-<time>)")
+    p.add_argument("--multiview-results", default=None, metavar="PATH",
+                   help="results.json of a theory_sims.view_learning run to compare with "
+                        "(default: train its default single models and ensemble in this run)")
+    p.add_argument("--no-multiview", action="store_true", help="skip the multi-view comparison")
+    p.add_argument("--backend", choices=("numba", "torch"), default=None,
+                   help="trainer backend (default: numba, or torch with --device cuda)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="device of the torch backend (default: cpu)")
+    p.add_argument("--no-figures", action="store_true", help="write no figures")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    g = p.add_argument_group("grid and data")
+    fields = {f.name: f for f in dataclasses.fields(NegativeConfig)}
+    for name, kind in FLAGS.items():
+        f = fields[name]
+        g.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, default=None, metavar=kind.__name__.upper(),
+                       help=f"{f.metadata['help']} (default: {f.default})")
+    lr = p.add_argument_group("learner (the same in every cell)")
+    lr.add_argument("--m", type=int, default=None, help=f"neurons per class; more is a wider learner (default: {DEFAULT_LEARNER.m})")
+    lr.add_argument("--q", type=int, default=None, help=f"power of the smoothed ReLU; 1 is the ReLU (default: {DEFAULT_LEARNER.q})")
+    lr.add_argument("--sigma0", type=float, default=None, help=f"init std (default: {DEFAULT_LEARNER.sigma0})")
+    lr.add_argument("--lr", type=float, default=None, help=f"learning rate of full-batch GD (default: {DEFAULT_TRAIN.lr})")
+    lr.add_argument("--steps", type=int, default=None, help=f"training steps (default: {DEFAULT_TRAIN.steps})")
+    return p
+
+
+def config_from_args(args) -> NegativeConfig:
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError("--device cuda: torch reports no CUDA device on this machine")
+        args.backend = args.backend or "torch"
+    pick = lambda **kw: {k: v for k, v in kw.items() if v is not None}  # noqa: E731
+    top = pick(**{name: getattr(args, name) for name in FLAGS})
+    k = top.get("k", NegativeConfig.k)
+    learner = dataclasses.replace(DEFAULT_LEARNER, k=k, **pick(m=args.m, q=args.q, sigma0=args.sigma0))
+    train_cfg = dataclasses.replace(DEFAULT_TRAIN, **pick(lr=args.lr, steps=args.steps, backend=args.backend,
+                                                         device=args.device))
+    return NegativeConfig(learner=learner, train=train_cfg, **top)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+        if args.multiview_results is not None and args.no_multiview:
+            raise ValueError("--multiview-results and --no-multiview exclude each other")
+        reference = (multiview_from_results(args.multiview_results)
+                     if args.multiview_results is not None else None)
+    except ValueError as err:
+        parser.error(str(err))
+    from theory_sims.results import out_dir, write_csv, write_json
+
+    log = (lambda *a, **k: None) if args.quiet else (lambda *a, **k: print(*a, **k, flush=True))
+    try:
+        out = out_dir(args.out, "gaussian_negative")
+    except ValueError as err:
+        parser.error(str(err))
+    cells = grid(args.quick)
+    write_json(out / "config.json", {**cfg.to_dict(), "quick": args.quick, "cells": cells})
+    t0 = time.perf_counter()
+    log(f"{len(cells)} cells, {cfg.seeds} seeds each, n_train={cfg.n_train}, n_test={cfg.n_test}")
+    results = run(cfg, cells, progress=not args.quiet, log=log)
+    timing = {"grid": time.perf_counter() - t0}
+    if reference is None and not args.no_multiview:
+        log("multi-view reference: theory_sims.view_learning defaults, single models and ensemble")
+        t1 = time.perf_counter()
+        reference = multiview_reference(cfg.seeds, cfg.train.backend, cfg.train.device)
+        timing["multiview"] = time.perf_counter() - t1
+    timing["total"] = time.perf_counter() - t0
+    summary = summarise(results)
+    rows = table_rows(results)
+    write_json(out / "results.json", {"cells": results, "summary": summary, "multiview": reference,
+                                      "timing_s": timing})
+    write_csv(out / "table.csv", rows)
+    if not args.no_figures:
+        from theory_sims import figures
+
+        figures.gaussian_negative_figures(out, results, reference)
+    print(format_table(rows))
+    print(f"gain <= {100 * summary['threshold']:.0f} pt in {summary['fraction_at_or_below_threshold']:.0%} of "
+          f"{summary['cells']} cells; median {100 * summary['median_gain']:+.2f} pts, "
+          f"max {100 * summary['max_gain']:+.2f} pts")
+    if reference is not None:
+        sv, ta = reference["single_view_acc"], reference["test_acc"]
+        print(f"multi-view data ({reference['source']}): ensemble gain {100 * ta['gain']:+.2f} pts on its test "
+              f"mixture, {100 * sv['gain']:+.2f} pts on single-view samples")
+    print(f"total {timing['total']:.1f} s; results in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
