@@ -1,0 +1,332 @@
+"""Ensemble, knowledge distillation, self-distillation and training the average on CIFAR.
+
+The real-data side of Allen-Zhu & Li (arXiv 2012.09816). One run:
+
+1. trains ``--seeds`` single models from different random inits (and batch orders);
+2. scores each on the test set (no test-time augmentation) and their **ensemble**: the argmax of
+   the mean of the models' softmax outputs;
+3. **KD**: ``--students`` fresh models distilled from the whole ensemble; **self-KD**: fresh model
+   s distilled from single model s (s < students); the KD loss is
+   ``alpha * CE + (1 - alpha) * T^2 * KL(teacher || student)`` with batchmean reduction, the
+   teacher being the mean of its members' ``softmax(z / T)`` on the same augmented batch;
+4. **training the average**: ``--average-members`` models trained jointly as one model whose
+   output is the mean of their logits;
+5. the **ensemble of the KD students**;
+6. prints the table next to the paper's numbers and writes ``config.json``, ``results.json``,
+   ``table.csv`` and ``accuracy.png`` (and per-job checkpoints) to the run folder.
+
+Every job checkpoints after each epoch; ``--resume RUN_FOLDER`` continues a killed run with the
+config saved there and gives the result the uninterrupted run would have given.
+
+Example::
+
+    python -m real_data.reproduce --dataset cifar10 --data ../shared/data/cifar10-jpg.tar.gz --preset cpu
+    python -m real_data.reproduce --dataset cifar10 --data PATH --model fast --seeds 10 --device cuda
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from multiview._checks import check_choice, check_int
+from multiview._cli import Parser, add_config_flags, fail, given, param
+from real_data.data import ENV_VAR, OFFICIAL, DataError
+from real_data.baselines import MODES
+from real_data.models import MODELS
+from real_data.train import TrainSpec
+
+# The paper's WideResNet-28-10 numbers and a fast public replication (../shared/DESIGN.md).
+PAPER = {
+    "cifar10": {"individual": 96.70, "ensemble": 97.20, "kd": 97.22, "self_kd": 97.13, "average": 96.46},
+    "cifar100": {"individual": 81.51, "ensemble": 84.69, "kd": 83.81, "self_kd": 83.56, "average": 81.83},
+}
+FAST_REPLICATION = {"cifar10": {"individual": 93.33, "ensemble": 95.01, "self_kd": 93.46, "kd": 93.73}}
+
+
+CALIBRATION_IMAGES = 1024  # batch-norm statistics of the random-feature and linearised networks
+
+
+@dataclass(frozen=True)
+class ReproduceConfig:
+    dataset: str = param("'cifar10' or 'cifar100'", "cifar10")
+    labels: str = param("CIFAR-100 labels: 'fine' (100 classes) or 'coarse' (20)", "fine")
+    model: str = param("'fast' (airbench-style) or 'wrn' (WideResNet)", "fast")
+    mode: str = param("'full' (train the network), 'random_features' (frozen random network, trained "
+                      "linear read-out) or 'ntk' (the network linearised around its init)", "full")
+    depth: int = param("WideResNet depth (6n + 4)", 28)
+    width: float = param("WideResNet widening factor k, or the fast net's channel multiplier", 1.0)
+    dropout: float = param("WideResNet dropout", 0.0)
+    seeds: int = param("single models (ensemble members)", 10)
+    students: int = param("KD students (from the ensemble) and self-KD students (seed s -> fresh seed)", 3)
+    average_members: int = param("models trained jointly as their average", 10)
+    n_train: int = param("training images used (0: all)", 0)
+    n_test: int = param("test images used (0: all)", 0)
+    seed: int = param("base seed; model s uses seed + s, students seed + 500 + s", 0)
+    spec: TrainSpec = dataclasses.field(default_factory=TrainSpec)
+
+    def __post_init__(self):
+        check_choice("dataset", self.dataset, tuple(OFFICIAL))
+        check_choice("labels", self.labels, ("fine", "coarse"))
+        check_choice("model", self.model, MODELS)
+        check_choice("mode", self.mode, MODES)
+        check_int("seeds", self.seeds, 1)
+        check_int("students", self.students, 1, self.seeds)
+        check_int("average_members", self.average_members, 1)
+        check_int("n_train", self.n_train, 0)
+        check_int("n_test", self.n_test, 0)
+        check_int("seed", self.seed, 0)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ReproduceConfig":
+        d = dict(d)
+        return cls(spec=TrainSpec(**d.pop("spec")), **d)
+
+
+PRESETS = {
+    # The whole experiment on a tiny subset with a tiny net: the CPU end-to-end test.
+    "smoke": dict(model="fast", width=0.125, seeds=2, students=1, average_members=2, n_train=256, n_test=200,
+                  spec=dict(epochs=2, batch_size=64, lr=0.2)),
+    # A real ensemble gain on a 2-core CPU: a narrow fast net on 10k training images.
+    "cpu": dict(model="fast", width=0.25, seeds=5, students=2, average_members=5, n_train=10000,
+                spec=dict(epochs=6, batch_size=256, lr=0.2, label_smoothing=0.1)),
+    # The GPU recipe: the full fast net on all of CIFAR.
+    "fast": dict(model="fast", width=1.0, seeds=10, students=3, average_members=10,
+                 spec=dict(epochs=16, batch_size=512, lr=0.2, label_smoothing=0.2)),
+    # The paper's WRN-28-10 schedule (days of GPU time for the whole experiment).
+    "paper": dict(model="wrn", depth=28, width=10, seeds=10, students=1, average_members=10,
+                  spec=dict(epochs=200, batch_size=128, lr=0.1, weight_decay=5e-4, schedule="step")),
+}
+
+
+def configure(preset: str = "fast", **overrides) -> ReproduceConfig:
+    check_choice("preset", preset, PRESETS)
+    spec_over = overrides.pop("spec", {})
+    base = {**PRESETS[preset], **overrides}
+    spec = TrainSpec(**{**base.pop("spec", {}), **spec_over})
+    return ReproduceConfig(spec=spec, **base)
+
+
+def run(cfg: ReproduceConfig, data_path, out: Path, device: str = "cpu", cache_dir=None, progress: bool = False,
+        log=print) -> dict:
+    """Run (or continue, from the checkpoints in ``out``) the whole experiment; return the results."""
+    import torch
+
+    from real_data import data as rd
+    from real_data import train as rt
+    from real_data.baselines import wrap
+    from real_data.models import make_model
+
+    timing: dict[str, float] = {}
+    t_all = time.perf_counter()
+    images = rd.load(data_path, cfg.dataset, cfg.labels, cache_dir=cache_dir)
+    images = images.subset(cfg.n_train or None, cfg.n_test or None, seed=cfg.seed)
+    dd = rt.DeviceData(images, device)
+    timing["data"] = time.perf_counter() - t_all
+    log(f"{images.source}: {len(dd.y_train)} train / {len(dd.y_test)} test images, {dd.num_classes} classes, "
+        f"on {device}")
+    ckpt = out / "checkpoints"
+    ckpt.mkdir(parents=True, exist_ok=True)
+    k = dd.num_classes
+    calibration = dd.x_train[:CALIBRATION_IMAGES] if cfg.mode != "full" else None
+    meta = {"model": cfg.model, "mode": cfg.mode, "num_classes": k, "depth": cfg.depth, "width": cfg.width, "dropout": cfg.dropout,
+            "mean": dd.mean.flatten().tolist(), "std": dd.std.flatten().tolist(), "classes": list(images.classes)}
+
+    def new(seed):
+        torch.manual_seed(seed)
+        return wrap(make_model(cfg.model, k, cfg.depth, cfg.width, cfg.dropout), cfg.mode, k, calibration)
+
+    def job(name, models, seed, objective="ce", teachers=None):
+        t0 = time.perf_counter()
+        rec = rt.fit(models, dd, cfg.spec, seed, objective, teachers, ckpt / f"{name}.pt", progress, desc=name,
+                     meta=meta)
+        timing[name] = time.perf_counter() - t0
+        return rec
+
+    def acc(logits, y=dd.y_test):
+        return (logits.argmax(-1) == y).float().mean(-1).cpu().numpy()
+
+    def ens_acc(logits):
+        return float(acc(torch.softmax(logits, -1).mean(0)))
+
+    results: dict = {"jobs": {}}
+    S, K = cfg.seeds, cfg.students
+    singles = []
+    for s in range(S):
+        m = new(cfg.seed + s)
+        results["jobs"][f"single-{s}"] = job(f"single-{s}", [m], cfg.seed + s)
+        singles.append(m)
+        log(f"  single {s}: {100 * float(acc(rt.predict([m], dd.x_test))[0]):.2f}%")
+    single_logits = rt.predict(singles, dd.x_test)
+    individual = acc(single_logits)
+    results["individual"] = {"test_acc": individual.tolist(), "mean": float(individual.mean()),
+                             "std": float(individual.std(ddof=1)) if S > 1 else 0.0}
+    results["ensemble"] = {"test_acc": ens_acc(single_logits), "members": S}
+
+    kd = []
+    for s in range(K):
+        m = new(cfg.seed + 500 + s)
+        results["jobs"][f"kd-{s}"] = job(f"kd-{s}", [m], cfg.seed + 500 + s, "kd", singles)
+        kd.append(m)
+    kd_logits = rt.predict(kd, dd.x_test)
+    kd_acc = acc(kd_logits)
+    results["kd"] = {"test_acc": float(kd_acc.mean()), "per_model": kd_acc.tolist()}
+    results["kd_ensemble"] = {"test_acc": ens_acc(kd_logits), "members": K}
+    log(f"  KD: {100 * kd_acc.mean():.2f}%, ensemble of KD students {100 * results['kd_ensemble']['test_acc']:.2f}%")
+
+    self_kd = []
+    for s in range(K):
+        m = new(cfg.seed + 700 + s)
+        results["jobs"][f"self_kd-{s}"] = job(f"self_kd-{s}", [m], cfg.seed + 700 + s, "kd", [singles[s]])
+        self_kd.append(m)
+    self_acc = acc(rt.predict(self_kd, dd.x_test))
+    results["self_kd"] = {"test_acc": float(self_acc.mean()), "per_model": self_acc.tolist()}
+    log(f"  self-KD: {100 * self_acc.mean():.2f}%")
+
+    members = [new(cfg.seed + 900 + s) for s in range(cfg.average_members)]
+    results["jobs"]["average"] = job("average", members, cfg.seed + 900, "average")
+    avg_logits = rt.predict(members, dd.x_test).mean(0)
+    results["average"] = {"test_acc": float(acc(avg_logits)), "members": cfg.average_members}
+    log(f"  training the average: {100 * results['average']['test_acc']:.2f}%")
+
+    timing["total"] = time.perf_counter() - t_all
+    results["timing_s"] = timing
+    first = results["jobs"]["single-0"]
+    results["throughput"] = {"images_per_s_single_model": first.get("images_per_s"), "device": _device_name(device)}
+    return results
+
+
+def _device_name(device: str) -> str:
+    import platform
+
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(0)
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores"
+
+
+ROWS = [("single model", "individual"), ("ensemble", "ensemble"), ("knowledge distillation", "kd"),
+        ("self-distillation", "self_kd"), ("training the average", "average"),
+        ("ensemble of KD students", "kd_ensemble")]
+
+
+def table_rows(results: dict, dataset: str) -> list[dict]:
+    rows = []
+    for name, key in ROWS:
+        r = results[key]
+        acc = r["mean"] if key == "individual" else r["test_acc"]
+        rows.append({"row": name, "key": key, "test_acc": 100 * acc,
+                     "std": 100 * r["std"] if key == "individual" else None,
+                     "gain_over_single": 100 * (acc - results["individual"]["mean"]),
+                     "paper_wrn28_10": PAPER[dataset].get(key),
+                     "fast_replication": FAST_REPLICATION.get(dataset, {}).get(key)})
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    fmt = lambda v: "" if v is None else f"{v:.2f}"  # noqa: E731
+    head = f"{'':26} {'test acc %':>14} {'vs single':>9}   {'paper WRN-28-10':>15} {'fast replication':>16}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        acc = f"{r['test_acc']:.2f}" + (f" ± {r['std']:.2f}" if r["std"] is not None else "")
+        lines.append(f"{r['row']:26} {acc:>14} {r['gain_over_single']:+9.2f}   {fmt(r['paper_wrn28_10']):>15} "
+                     f"{fmt(r['fast_replication']):>16}")
+    return "\n".join(lines)
+
+
+def accuracy_figure(rows: list[dict], title: str):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid")
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    names = [r["row"] for r in rows]
+    sns.barplot(x=[r["gain_over_single"] for r in rows], y=names, ax=ax, orient="h", color="tab:blue")
+    ax.axvline(0, color="grey", lw=0.8)
+    ax.set(xlabel="test accuracy minus the single models' mean (percentage points)", ylabel="", title=title)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------- CLI
+
+
+def build_parser() -> Parser:
+    p = Parser(prog="python -m real_data.reproduce", description=__doc__)
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                   help="starting point for the other flags (default: fast; smoke: tiny CPU test; cpu: a real "
+                        "ensemble gain on 2 CPU cores; paper: WRN-28-10, 200 epochs)")
+    p.add_argument("--data", default=None,
+                   help=f"CIFAR archive, extracted folder or image-folder tree/.tar.gz (default: ${ENV_VAR})")
+    p.add_argument("--cache-dir", default=None, help="where decoded images are cached as .npz (default: no cache)")
+    p.add_argument("--out", default=None, help="run folder (default: runs/reproduce-<time>)")
+    p.add_argument("--resume", default=None, metavar="RUN_FOLDER",
+                   help="continue the run in this folder with its saved config (other experiment flags ignored)")
+    p.add_argument("--device", default=None, help="'cpu' or 'cuda' (default: cuda if available, else cpu)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    e = p.add_argument_group("experiment")
+    exp_flags = add_config_flags(e, ReproduceConfig, skip=("spec",))
+    t = p.add_argument_group("training (every job)")
+    spec_flags = add_config_flags(t, TrainSpec)
+    p.set_defaults(_exp=exp_flags, _spec=spec_flags)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    import torch
+
+    from theory_sims.results import out_dir, save_figure, write_csv, write_json
+
+    try:
+        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        check_choice("device", device, ("cpu", "cuda"))
+        if device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("--device cuda: torch reports no CUDA device on this machine")
+        if args.resume is not None:
+            out = Path(args.resume)
+            saved = out / "config.json"
+            if not saved.exists():
+                raise ValueError(f"--resume must be a run folder holding config.json, got {out}")
+            cfg = ReproduceConfig.from_dict(json.loads(saved.read_text())["experiment"])
+        else:
+            cfg = configure(args.preset or "fast", **given(args, args._exp), spec=given(args, args._spec))
+        data_path = args.data or os.environ.get(ENV_VAR)
+        if data_path is None:
+            raise ValueError(f"--data must name the CIFAR data (or set ${ENV_VAR})")
+        if not Path(data_path).exists():
+            raise ValueError(f"--data: no such file or folder: {data_path}")
+        if args.resume is None:
+            out = out_dir(args.out, "reproduce")
+    except (ValueError, TypeError) as err:
+        parser.error(str(err))
+    log = (lambda *a, **k: None) if args.quiet else (lambda *a, **k: print(*a, **k, flush=True))
+    if args.resume is None:
+        write_json(out / "config.json", {"experiment": cfg.to_dict(), "data": str(data_path), "device": device})
+    try:
+        results = run(cfg, data_path, out, device, args.cache_dir, progress=not args.quiet, log=log)
+    except DataError as err:
+        fail(parser.prog, str(err))
+    rows = table_rows(results, cfg.dataset)
+    write_json(out / "results.json", results)
+    write_csv(out / "table.csv", rows)
+    save_figure(accuracy_figure(rows, f"{cfg.dataset}, {cfg.model} x{cfg.seeds}"), out / "accuracy.png")
+    print(format_table(rows))
+    print(f"total {results['timing_s']['total']:.1f} s on {results['throughput']['device']}; results in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,307 @@
+"""real_data: loaders (official format, image folders, corrupt inputs, cache), augmentation, the KD
+loss by hand, the networks, resume equals uninterrupted, and a smoke run of the whole experiment."""
+
+import hashlib
+import io
+import json
+import pickle
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import assert_png_has_content, random_images
+from PIL import Image
+
+from real_data import data as rd
+from real_data import train as rt
+from real_data.models import (
+    FastNet,
+    WideResNet,
+    count_parameters,
+    macs_per_image,
+    make_model,
+)
+from real_data.reproduce import main as reproduce_main
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpg.tar.gz"
+
+
+def batch_bytes(x, y, label_key="labels"):
+    flat = x.transpose(0, 3, 1, 2).reshape(len(x), -1)
+    return pickle.dumps({"data": flat, label_key: [int(v) for v in y]})
+
+
+def write_official_cifar10(root: Path, as_tar: bool) -> tuple[Path, dict]:
+    """A small archive in the official layout: 5 train batches of 4 images and a test batch of 6."""
+    parts, expected = {}, {"train": [], "test": None}
+    for i in range(1, 6):
+        x, y = random_images(4, i)
+        parts[f"data_batch_{i}"] = batch_bytes(x, y)
+        expected["train"].append((x, y))
+    x, y = random_images(6, 9)
+    parts["test_batch"] = batch_bytes(x, y)
+    expected["test"] = (x, y)
+    parts["batches.meta"] = pickle.dumps({"label_names": [f"c{i}" for i in range(10)]})
+    if not as_tar:
+        folder = root / "cifar-10-batches-py"
+        folder.mkdir(parents=True)
+        for name, raw in parts.items():
+            (folder / name).write_bytes(raw)
+        return folder, expected
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / "cifar-10-python.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        for name, raw in parts.items():
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size = len(raw)
+            tar.addfile(info, io.BytesIO(raw))
+    return path, expected
+
+
+@pytest.mark.parametrize("as_tar", [True, False])
+def test_official_format_is_read_in_order(tmp_path, as_tar):
+    path, expected = write_official_cifar10(tmp_path, as_tar)
+    d = rd.load(path, "cifar10", verify=False)
+    np.testing.assert_array_equal(d.x_train, np.concatenate([x for x, _ in expected["train"]]))
+    np.testing.assert_array_equal(d.y_train, np.concatenate([y for _, y in expected["train"]]))
+    np.testing.assert_array_equal(d.x_test, expected["test"][0])
+    assert d.classes == [f"c{i}" for i in range(10)] and d.x_train.dtype == np.uint8
+
+
+def test_md5_is_checked_against_the_published_sums(tmp_path):
+    path, _ = write_official_cifar10(tmp_path, as_tar=True)
+    with pytest.raises(rd.DataError, match=r"cifar-10-python.tar.gz: md5 .* does not match the published archive md5"):
+        rd.load(path, "cifar10")
+    folder, _ = write_official_cifar10(tmp_path / "f", as_tar=False)
+    with pytest.raises(rd.DataError, match=r"data_batch_1: md5 .* does not match the published md5 c99cafc1"):
+        rd.load(folder, "cifar10")
+
+
+def test_cifar100_fine_and_coarse_labels(tmp_path):
+    folder = tmp_path / "cifar-100-python"
+    folder.mkdir()
+    x, y = random_images(5, 0)
+    for split in ("train", "test"):
+        (folder / split).write_bytes(pickle.dumps({"data": x.transpose(0, 3, 1, 2).reshape(5, -1),
+                                                   "fine_labels": list(range(5)), "coarse_labels": [7] * 5}))
+    (folder / "meta").write_bytes(pickle.dumps({"fine_label_names": [f"f{i}" for i in range(100)],
+                                                "coarse_label_names": [f"c{i}" for i in range(20)]}))
+    fine = rd.load(folder, "cifar100", verify=False)
+    coarse = rd.load(folder, "cifar100", labels="coarse", verify=False)
+    assert fine.y_train.tolist() == [0, 1, 2, 3, 4] and fine.num_classes == 100
+    assert coarse.y_test.tolist() == [7] * 5 and coarse.num_classes == 20
+    np.testing.assert_array_equal(fine.x_train, x)
+
+
+def write_image_folder(root: Path, fmt="PNG", corrupt: str | None = None) -> dict:
+    expected = {}
+    for split, n in (("train", 3), ("test", 2)):
+        for c, cls in enumerate(("cat", "airplane")):  # sorted: airplane = 0, cat = 1
+            d = root / split / cls
+            d.mkdir(parents=True)
+            x, _ = random_images(n, 100 * (split == "test") + c)
+            for i in range(n):
+                Image.fromarray(x[i]).save(d / f"{i:04d}.png", format=fmt)
+            expected[(split, cls)] = x
+    if corrupt:
+        (root / corrupt).write_bytes(b"\xff\xd8 this is not an image")
+    return expected
+
+
+def test_image_folder_and_its_tar_gz_give_the_same_arrays(tmp_path):
+    expected = write_image_folder(tmp_path / "tree" / "cifar")
+    folder = rd.load(tmp_path / "tree" / "cifar")
+    assert folder.classes == ["airplane", "cat"]
+    np.testing.assert_array_equal(folder.x_train[:3], expected[("train", "airplane")])  # lossless PNG
+    assert folder.y_train.tolist() == [0, 0, 0, 1, 1, 1] and folder.y_test.tolist() == [0, 0, 1, 1]
+    archive = tmp_path / "tree.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tmp_path / "tree" / "cifar", arcname="cifar")
+    packed = rd.load(archive)
+    np.testing.assert_array_equal(packed.x_train, folder.x_train)
+    np.testing.assert_array_equal(packed.y_test, folder.y_test)
+
+
+def test_corrupt_truncated_and_missing_inputs_name_the_file(tmp_path):
+    write_image_folder(tmp_path / "bad", corrupt="train/cat/0001.png")
+    with pytest.raises(rd.DataError, match=r"train/cat/0001.png: cannot decode the image"):
+        rd.load(tmp_path / "bad")
+    path, _ = write_official_cifar10(tmp_path / "t", as_tar=True)
+    raw = path.read_bytes()
+    cut = tmp_path / "cut.tar.gz"
+    cut.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(rd.DataError, match=r"cut.tar.gz: truncated or corrupt archive"):
+        rd.load(cut, verify=False)
+    with pytest.raises(rd.DataError, match=r"nowhere.tar.gz: no such file or folder"):
+        rd.load(tmp_path / "nowhere.tar.gz")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(rd.DataError, match=r"empty: neither the official CIFAR python format nor an image folder"):
+        rd.load(tmp_path / "empty")
+
+
+def test_cache_is_used_and_a_half_written_cache_is_rebuilt(tmp_path, monkeypatch):
+    write_image_folder(tmp_path / "tree")
+    cache = tmp_path / "cache"
+    first = rd.load(tmp_path / "tree", cache_dir=cache)
+    files = list(cache.glob("*.npz"))
+    assert len(files) == 1 and not list(cache.glob("*.tmp"))
+    calls = []
+    monkeypatch.setattr(rd, "_load_uncached", lambda *a: calls.append(a) or first)
+    again = rd.load(tmp_path / "tree", cache_dir=cache)
+    assert calls == [] and again.classes == first.classes
+    np.testing.assert_array_equal(again.x_train, first.x_train)
+    files[0].write_bytes(files[0].read_bytes()[:100])  # a cache cut short is never used
+    rd.load(tmp_path / "tree", cache_dir=cache)
+    assert len(calls) == 1
+
+
+@pytest.mark.skipif(not SHARED.exists(), reason="the shared CIFAR-10 JPEG archive is not here")
+def test_shared_cifar10_jpeg_archive(tmp_path):
+    assert hashlib.sha256(SHARED.read_bytes()).hexdigest().startswith("45b041e867f5a40f")
+    d = rd.load(SHARED, cache_dir=tmp_path)
+    assert d.x_train.shape == (50000, 32, 32, 3) and d.x_test.shape == (10000, 32, 32, 3)
+    assert np.bincount(d.y_train).tolist() == [5000] * 10 and d.classes[0] == "airplane"
+    np.testing.assert_allclose(d.x_train.reshape(-1, 3).mean(0), [125.27, 122.93, 113.86], atol=0.01)
+
+
+def test_augment_translates_flips_and_cuts_out():
+    x = torch.arange(2 * 1 * 6 * 6, dtype=torch.float32).view(2, 1, 6, 6) + 1
+    gen = torch.Generator().manual_seed(0)
+    out = rt.augment(x, gen, crop_pad=2, flip=False)
+    for i in range(2):  # every output is a window of the zero-padded input
+        padded = torch.nn.functional.pad(x[i, 0], (2, 2, 2, 2))
+        assert any(torch.equal(out[i, 0], padded[a : a + 6, b : b + 6]) for a in range(5) for b in range(5))
+    flipped = rt.augment(x, torch.Generator().manual_seed(1), crop_pad=0, flip=True)
+    for i in range(2):
+        assert torch.equal(flipped[i], x[i]) or torch.equal(flipped[i], x[i].flip(-1))
+    holes = rt.augment(torch.ones(50, 3, 8, 8), torch.Generator().manual_seed(2), crop_pad=0, flip=False, cutout=4)
+    zeros = (holes[:, 0] == 0).sum(dim=(1, 2))
+    assert zeros.max() == 16 and zeros.min() >= 4  # a 4x4 hole, clipped at the border
+    assert torch.equal(holes[:, 0], holes[:, 2])  # the same hole in every channel
+    again = rt.augment(x, torch.Generator().manual_seed(0), crop_pad=2, flip=False)
+    assert torch.equal(again, out)
+
+
+def test_kd_loss_matches_a_hand_computation():
+    s = torch.tensor([[1.0, 2.0, 0.5]])
+    p = torch.tensor([[0.2, 0.5, 0.3]])
+    y = torch.tensor([1])
+    T, alpha = 2.0, 0.3
+    q = np.exp(np.array([0.5, 1.0, 0.25])) / np.exp(np.array([0.5, 1.0, 0.25])).sum()
+    kl = float(np.sum([0.2, 0.5, 0.3] * (np.log([0.2, 0.5, 0.3]) - np.log(q))))
+    ce = -np.log(np.exp(2.0) / np.exp([1.0, 2.0, 0.5]).sum())
+    want = alpha * ce + (1 - alpha) * T**2 * kl
+    assert float(rt.kd_loss(s, p, y, T, alpha)) == pytest.approx(want, rel=1e-6)
+    # batchmean: the mean of per-sample losses
+    two = rt.kd_loss(torch.cat([s, s * 0]), torch.cat([p, p]), torch.tensor([1, 0]), T, alpha)
+    one_b = rt.kd_loss(s * 0, p, torch.tensor([0]), T, alpha)
+    assert float(two) == pytest.approx((want + float(one_b)) / 2, rel=1e-6)
+
+
+def test_ensemble_probs_average_softmax_at_temperature():
+    a, b = torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)
+    x = torch.randn(5, 4)
+    want = (torch.softmax(a(x) / 3, -1) + torch.softmax(b(x) / 3, -1)) / 2
+    torch.testing.assert_close(rt.ensemble_probs([a, b], x, 3.0), want)
+
+
+def test_schedules():
+    step = rt.TrainSpec(lr=0.1, schedule="step")
+    assert [rt.lr_at(s, 100, step) for s in (0, 29, 30, 60, 80, 99)] == pytest.approx([0.1, 0.1, 0.02, 0.004, 0.0008, 0.0008])
+    one = rt.TrainSpec(lr=1.0, schedule="onecycle", warmup=0.2)
+    assert [rt.lr_at(s, 100, one) for s in (0, 10, 20, 60, 100)] == pytest.approx([0.0, 0.5, 1.0, 0.5, 0.0])
+
+
+def test_networks_shapes_and_sizes():
+    x = torch.randn(2, 3, 32, 32)
+    assert make_model("fast", 10, width=0.25)(x).shape == (2, 10)
+    wrn = WideResNet(16, 2, num_classes=100)
+    assert wrn(x).shape == (2, 100) and wrn.features(x).shape == (2, 128, 8, 8)
+    # WRN-28-10 has 36.5M parameters (Zagoruyko & Komodakis report 36.5M)
+    assert count_parameters(WideResNet(28, 10)) == pytest.approx(36.5e6, rel=0.01)
+    assert macs_per_image(WideResNet(28, 10)) == pytest.approx(5.25e9, rel=0.02)
+    with pytest.raises(ValueError, match="depth must be 6n \\+ 4"):
+        WideResNet(27, 10)
+    with pytest.raises(ValueError, match="model must be one of 'fast', 'wrn'"):
+        make_model("resnet", 10)
+    assert count_parameters(FastNet(width=1.0)) > 10 * count_parameters(FastNet(width=0.25))
+
+
+def tiny_data(n=64):
+    x, y = random_images(n, 3)
+    xt, yt = random_images(32, 4)
+    return rt.DeviceData(rd.ImageData(x, y % 4, xt, yt % 4, ["a", "b", "c", "d"], "synthetic"))
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    data = tiny_data()
+    spec = rt.TrainSpec(epochs=3, batch_size=16, lr=0.1, cutout=4)
+
+    def model():
+        torch.manual_seed(0)
+        return FastNet(4, width=0.125)
+
+    whole = model()
+    rt.fit([whole], data, spec, seed=5)
+    killed = model()
+    ckpt = tmp_path / "job.pt"
+    rec = rt.fit([killed], data, spec, seed=5, checkpoint=ckpt, stop_after=1)
+    assert rec["epochs_done"] == 1 and ckpt.exists()
+    resumed = model()  # a fresh process: the model is rebuilt, then the checkpoint restores it
+    rec = rt.fit([resumed], data, spec, seed=5, checkpoint=ckpt)
+    assert rec["epochs_done"] == 3 and len(rec["train_loss"]) == 3
+    for a, b in zip(whole.state_dict().values(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_average_objective_trains_the_mean_of_the_members():
+    data = tiny_data()
+    members = [FastNet(4, width=0.125) for _ in range(2)]
+    before = [p.detach().clone() for p in members[1].parameters()]
+    rec = rt.fit(members, data, rt.TrainSpec(epochs=1, batch_size=32), seed=0, objective="average")
+    assert rec["epochs_done"] == 1
+    assert any(not torch.equal(a, b) for a, b in zip(before, members[1].parameters()))  # both move
+    with pytest.raises(ValueError, match="trains one model per job"):
+        rt.fit(members, data, rt.TrainSpec(epochs=1), seed=0, objective="ce")
+    with pytest.raises(ValueError, match="teachers must be given"):
+        rt.fit(members[:1], data, rt.TrainSpec(epochs=1), seed=0, objective="kd")
+
+
+def test_smoke_preset_runs_the_whole_experiment(tmp_path, image_tree):
+    out = tmp_path / "run"
+    assert reproduce_main(["--preset", "smoke", "--data", str(image_tree), "--out", str(out),
+                           "--quiet", "--device", "cpu"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert len(res["individual"]["test_acc"]) == 2
+    for key in ("ensemble", "kd", "self_kd", "average", "kd_ensemble"):
+        assert 0.0 <= res[key]["test_acc"] <= 1.0
+    assert res["timing_s"]["total"] > 0
+    assert (out / "table.csv").exists() and (out / "checkpoints" / "single-0.pt").exists()
+    assert_png_has_content(out / "accuracy.png")
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["experiment"]["seeds"] == 2 and cfg["experiment"]["spec"]["epochs"] == 2
+    # --resume on a finished run retrains nothing and gives the same numbers
+    assert reproduce_main(["--resume", str(out), "--data", str(image_tree), "--quiet",
+                           "--device", "cpu"]) == 0
+    assert json.loads((out / "results.json").read_text())["individual"] == res["individual"]
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [(["--seeds", "0"], "seeds must be an integer >= 1, got 0"),
+     (["--dataset", "mnist"], "dataset must be one of 'cifar10', 'cifar100'"),
+     (["--epochs", "0"], "epochs must be an integer >= 1, got 0"),
+     (["--students", "5", "--seeds", "2"], "students must be an integer in [1, 2], got 5"),
+     (["--data", "/nonexistent/cifar"], "--data: no such file or folder"),
+     (["--device", "cuda"] if not torch.cuda.is_available() else ["--device", "tpu"], "device")],
+)
+def test_bad_flags_exit_2_with_one_line(flags, message, capsys, tmp_path):
+    argv = flags + ([] if "--data" in flags else ["--data", str(tmp_path)]) + ["--out", str(tmp_path / "never")]
+    with pytest.raises(SystemExit) as exc:
+        reproduce_main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err
+    assert not (tmp_path / "never").exists()
