@@ -83,7 +83,7 @@ class ImageData:
         return len(self.classes)
 
     def subset(self, n_train: int | None = None, n_test: int | None = None, seed: int = 0) -> "ImageData":
-        """A class-stratified random subset (the first n of a seeded permutation of each split)."""
+        """A random subset of each split (the first n of a seeded permutation, kept in the original order)."""
         rng = np.random.default_rng(seed)
 
         def pick(x, y, n):

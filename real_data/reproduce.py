@@ -275,9 +275,9 @@ def build_parser() -> Parser:
                    help="continue the run in this folder with its saved config (other experiment flags ignored)")
     p.add_argument("--device", default=None, help="'cpu' or 'cuda' (default: cuda if available, else cpu)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
-    e = p.add_argument_group("experiment")
+    e = p.add_argument_group("experiment (defaults shown before --preset, which sets some of them)")
     exp_flags = add_config_flags(e, ReproduceConfig, skip=("spec",))
-    t = p.add_argument_group("training (every job)")
+    t = p.add_argument_group("training of every job (defaults shown before --preset)")
     spec_flags = add_config_flags(t, TrainSpec)
     p.set_defaults(_exp=exp_flags, _spec=spec_flags)
     return p

@@ -45,7 +45,7 @@ class TrainSpec:
     lr: float = param("peak learning rate", 0.2)
     momentum: float = param("Nesterov momentum", 0.9)
     weight_decay: float = param("L2 weight decay (not on batch-norm and bias parameters)", 5e-4)
-    schedule: str = param("'step' (x0.2 at 30%, 60%, 80% of training: the WRN schedule) or "
+    schedule: str = param("'step' (x0.2 at 30%%, 60%%, 80%% of training: the WRN schedule) or "
                           "'onecycle' (linear warm-up, then linear decay to 0)", "onecycle")
     warmup: float = param("onecycle: fraction of training spent warming up", 0.2)
     label_smoothing: float = param("label smoothing of the CE terms", 0.0)

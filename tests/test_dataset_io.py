@@ -4,7 +4,12 @@ import numpy as np
 import pytest
 
 import multiview
-from multiview import GaussianConfig, GaussianTask, MultiViewConfig, MultiViewDistribution
+from multiview import (
+    GaussianConfig,
+    GaussianTask,
+    MultiViewConfig,
+    MultiViewDistribution,
+)
 
 
 def assert_same(a, b):

@@ -153,3 +153,15 @@ def test_reproduce_in_ntk_mode_resumes_to_the_same_result(tmp_path, image_tree):
     assert cfg["experiment"]["mode"] == "ntk"
     models, meta = rt.load_models(whole / "checkpoints" / "single-0.pt")
     assert isinstance(models[0], LinearisedNet) and meta["mode"] == "ntk"
+
+
+@pytest.mark.parametrize("module", ["real_data.reproduce", "real_data.visualize"])
+def test_help_documents_every_flag(module):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True)
+    assert done.returncode == 0 and "Traceback" not in done.stderr
+    for flag in (["--preset", "--resume", "--mode", "--epochs", "--kd-temperature", "--schedule"]
+                 if module.endswith("reproduce") else ["--checkpoint", "--auto", "--compare", "--ablation"]):
+        assert flag in done.stdout
