@@ -165,3 +165,16 @@ def test_help_documents_every_flag(module):
     for flag in (["--preset", "--resume", "--mode", "--epochs", "--kd-temperature", "--schedule"]
                  if module.endswith("reproduce") else ["--checkpoint", "--auto", "--compare", "--ablation"]):
         assert flag in done.stdout
+
+
+def test_table_compares_each_mode_with_the_papers_matching_row():
+    from real_data.reproduce import format_table, table_rows
+
+    res = {"individual": {"mean": 0.5, "std": 0.01}, **{k: {"test_acc": 0.6} for k in
+                                                        ("ensemble", "kd", "self_kd", "average", "kd_ensemble")}}
+    full = table_rows(res, "cifar10")
+    rf = table_rows(res, "cifar100", "random_features")
+    assert full[0]["paper"] == 96.70 and full[0]["fast_replication"] == 93.33
+    assert rf[4]["key"] == "average" and rf[4]["paper"] == 41.47 and rf[0]["fast_replication"] is None
+    assert rf[1]["gain_over_single"] == pytest.approx(10.0)
+    assert "paper RF (NTK)" in format_table(rf, "random_features")
