@@ -117,6 +117,69 @@ class FastNet(nn.Module):
         return self.fc(self.pool(self.features(x))) / self.scale
 
 
+class StackedFastNet(nn.Module):
+    """S fast nets of the same shape as one network: the stem is one convolution with S times the
+    filters (every member sees the same input), every later convolution is grouped (groups = S), batch
+    norm is per channel, and the read-out is one matrix per member. Member s computes exactly what
+    the fast net it was built from computes; ``forward`` returns logits (S, N, k).
+
+    Trained with the sum of the members' losses, each member receives the gradient it would get
+    alone on the same mini-batch, so S seeds train in one pass (sharing batch order and
+    augmentation). :meth:`unstack` gives the members back as ordinary :class:`FastNet` s.
+    """
+
+    def __init__(self, members: list[FastNet]):
+        super().__init__()
+        self.S = S = len(members)
+        ref = members[0]
+        self.scale, self.num_classes = ref.scale, ref.fc.out_features
+        convs = [[mod for mod in m.modules() if isinstance(mod, (nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d, nn.GELU))]
+                 for m in members]
+        layers = []
+        for i, mod in enumerate(convs[0]):
+            if isinstance(mod, nn.Conv2d):
+                first = i == 0
+                conv = nn.Conv2d(mod.in_channels * (1 if first else S), mod.out_channels * S, 3, padding=1, bias=False,
+                                 groups=1 if first else S)
+                conv.weight.data.copy_(torch.cat([c[i].weight.data for c in convs]))
+                layers.append(conv)
+            elif isinstance(mod, nn.BatchNorm2d):
+                bn = nn.BatchNorm2d(mod.num_features * S)
+                for name in ("weight", "bias", "running_mean", "running_var"):
+                    getattr(bn, name).data.copy_(torch.cat([getattr(c[i], name).data for c in convs]))
+                layers.append(bn)
+            else:
+                layers.append(type(mod)(2) if isinstance(mod, nn.MaxPool2d) else nn.GELU())
+        self.body = nn.Sequential(*layers)
+        self.fc = nn.Parameter(torch.stack([m.fc.weight.data.T for m in members]))  # (S, C, k)
+        self._template = members[0]
+
+    def forward(self, x):
+        f = self.body(x).amax(dim=(2, 3))  # (N, S*C)
+        return torch.einsum("nsc,sck->snk", f.view(len(x), self.S, -1), self.fc) / self.scale
+
+    def unstack(self) -> list[FastNet]:
+        """The members as separate fast nets (copies of the current weights and statistics)."""
+        import copy
+
+        out = []
+        for s in range(self.S):
+            m = copy.deepcopy(self._template)
+            mods = [mod for mod in m.modules() if isinstance(mod, (nn.Conv2d, nn.BatchNorm2d))]
+            stacked = [mod for mod in self.body if isinstance(mod, (nn.Conv2d, nn.BatchNorm2d))]
+            for mine, big in zip(mods, stacked):
+                n = mine.weight.shape[0]
+                for name in ("weight", "bias", "running_mean", "running_var"):
+                    t = getattr(mine, name, None)
+                    if t is not None:
+                        t.data.copy_(getattr(big, name).data[s * n : (s + 1) * n])
+                if isinstance(mine, nn.BatchNorm2d):
+                    mine.num_batches_tracked.copy_(big.num_batches_tracked)
+            m.fc.weight.data.copy_(self.fc.data[s].T)
+            out.append(m)
+        return out
+
+
 def make_model(name: str, num_classes: int, depth: int = 28, width: float = 10, dropout: float = 0.0) -> nn.Module:
     if name == "wrn":
         if float(width) != int(width):

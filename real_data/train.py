@@ -237,6 +237,8 @@ def fit(models: list[nn.Module], data: DeviceData, spec: TrainSpec, seed: int, o
             if objective == "kd":
                 probs = ensemble_probs(teachers, xb, spec.kd_temperature, autocast)
                 loss = kd_loss(logits, probs, yb, spec.kd_temperature, spec.kd_alpha, spec.label_smoothing)
+            elif logits.dim() == 3:  # a stacked module: the sum of its members' losses
+                loss = sum(F.cross_entropy(z, yb, label_smoothing=spec.label_smoothing) for z in logits)
             else:
                 loss = F.cross_entropy(logits, yb, label_smoothing=spec.label_smoothing)
             opt.zero_grad(set_to_none=True)

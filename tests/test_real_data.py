@@ -305,3 +305,43 @@ def test_bad_flags_exit_2_with_one_line(flags, message, capsys, tmp_path):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err
     assert not (tmp_path / "never").exists()
+
+
+def test_stacked_fast_nets_train_like_separate_ones():
+    from real_data.models import StackedFastNet
+
+    data = tiny_data()
+    spec = rt.TrainSpec(epochs=2, batch_size=16, lr=0.05)
+
+    def members():
+        torch.manual_seed(3)
+        return [FastNet(4, width=0.125) for _ in range(3)]
+
+    stacked = StackedFastNet(members())
+    x = data.x_test[:5]
+    stacked.eval()
+    for s, m in enumerate(members()):
+        torch.testing.assert_close(stacked(x)[s], m.eval()(x), rtol=1e-5, atol=1e-6)
+    rt.fit([stacked], data, spec, seed=7)
+    alone = members()
+    for m in alone:
+        rt.fit([m], data, spec, seed=7)  # the same batches and augmentation as the stack
+    for got, want in zip(stacked.unstack(), alone):
+        for (name, a), b in zip(got.state_dict().items(), want.state_dict().values()):
+            torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4, msg=name)
+
+
+def test_smoke_run_with_stacked_seeds(tmp_path, image_tree):
+    out = tmp_path / "stacked"
+    assert reproduce_main(["--preset", "smoke", "--data", str(image_tree), "--out", str(out), "--quiet",
+                           "--device", "cpu", "--stack"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert len(res["individual"]["test_acc"]) == 2 and "singles-stacked" in res["jobs"]
+    assert res["throughput"]["models_per_image"] == 2
+    assert (out / "checkpoints" / "singles-stacked.pt").exists()
+
+
+def test_stack_needs_the_fast_net_in_full_mode(capsys, tmp_path, image_tree):
+    with pytest.raises(SystemExit):
+        reproduce_main(["--preset", "smoke", "--stack", "--mode", "ntk", "--data", str(image_tree)])
+    assert "stack must be False unless model='fast' and mode='full'" in capsys.readouterr().err
