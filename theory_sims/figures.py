@@ -140,9 +140,14 @@ def gains_vs_multiview(cells: list[dict], reference: dict | None):
     on multi-view data (on its test mixture and on its single-view samples)."""
     fig, ax = plt.subplots(figsize=(8, 4.2))
     labels = [f"Gaussian-like\n{t}" for t in dict.fromkeys(c["cell"]["teacher"] for c in cells)]
+    seen: dict[str, int] = {}
+    teachers = [c["cell"]["teacher"] for c in cells]
+    per_teacher = {t: teachers.count(t) for t in teachers}
     for c in cells:
-        x = labels.index(f"Gaussian-like\n{c['cell']['teacher']}")
-        jitter = (hash(str(sorted(c["cell"].items()))) % 1000 / 1000 - 0.5) * 0.5
+        teacher = c["cell"]["teacher"]
+        x = labels.index(f"Gaussian-like\n{teacher}")
+        i = seen[teacher] = seen.get(teacher, -1) + 1  # spread a teacher's cells evenly across its slot
+        jitter = (i / max(per_teacher[teacher] - 1, 1) - 0.5) * 0.6
         lo, hi = (100 * v for v in c["gain_ci"])
         ax.errorbar(x + jitter, 100 * c["gain"], yerr=[[100 * c["gain"] - lo], [hi - 100 * c["gain"]]],
                     fmt="o", ms=3, lw=0.7, color="tab:blue" if not c["cell"]["label_noise"] else "tab:orange")
