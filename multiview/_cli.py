@@ -59,3 +59,13 @@ def fail(prog: str, message: str) -> None:
     """Print ``prog: error: message`` and exit with status 2 (for errors found after parsing)."""
     print(f"{prog}: error: {message}", file=sys.stderr)
     raise SystemExit(2)
+
+
+def require_cuda(device: str) -> None:
+    """For ``--device cuda``: raise ValueError when torch sees no CUDA device (torch imported lazily,
+    so the data package never needs it)."""
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError("--device cuda: torch reports no CUDA device on this machine")

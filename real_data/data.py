@@ -137,7 +137,21 @@ def _load_uncached(path: Path, dataset: str, labels: str, verify: bool) -> Image
 # ------------------------------------------------------------------------------------- file trees
 
 
-class _FolderTree:
+class _Tree:
+    """File names (``names``, relative, '/'-separated) and their bytes, from a folder or an archive."""
+
+    names: list[str]
+
+    def find_official(self, official: _Official) -> str | None:
+        """The prefix under which the official batches lie ('' or their folder), None if absent."""
+        present = set(self.names)
+        for prefix in ("", official.folder + "/"):
+            if prefix + official.test[0][0] in present and prefix + official.meta[0] in present:
+                return prefix
+        return None
+
+
+class _FolderTree(_Tree):
     is_archive = False
 
     def __init__(self, root: Path):
@@ -153,14 +167,8 @@ class _FolderTree:
     def where(self, name: str) -> str:
         return str(self.root / name)
 
-    def find_official(self, official: _Official) -> str | None:
-        for prefix in ("", official.folder + "/"):
-            if prefix + official.test[0][0] in self.names and prefix + official.meta[0] in self.names:
-                return prefix
-        return None
 
-
-class _TarTree:
+class _TarTree(_Tree):
     is_archive = True
 
     def __init__(self, path: Path):
@@ -181,12 +189,6 @@ class _TarTree:
     def where(self, name: str) -> str:
         return f"{self.path}::{name}"
 
-    def find_official(self, official: _Official) -> str | None:
-        for prefix in ("", official.folder + "/"):
-            if prefix + official.test[0][0] in self.members and prefix + official.meta[0] in self.members:
-                return prefix
-        return None
-
 
 def _md5_file(path: Path) -> str:
     h = hashlib.md5()
@@ -199,7 +201,7 @@ def _md5_file(path: Path) -> str:
 def _check_md5(where, got: str, want: str, what: str) -> None:
     if got != want:
         raise DataError(f"{where}: md5 {got} does not match {what} {want}; the file is corrupt or not the "
-                        f"official one (verify=False / --no-verify reads it anyway)")
+                        f"official one (real_data.data.load(..., verify=False) reads it anyway)")
 
 
 # --------------------------------------------------------------------------------- official format

@@ -102,7 +102,7 @@ class FastNet(nn.Module):
             c_in = c_out
         self.stages = nn.Sequential(*stages)
         self.fc = nn.Linear(c_in, num_classes, bias=False)
-        self.scale = scale
+        self.width, self.scale = width, scale
 
     def features(self, x):
         """The last stage's activations (N, C, 4, 4)."""
@@ -132,7 +132,8 @@ class StackedFastNet(nn.Module):
         super().__init__()
         self.S = S = len(members)
         ref = members[0]
-        self.scale, self.num_classes = ref.scale, ref.fc.out_features
+        self.scale = ref.scale
+        self._member_args = (ref.fc.out_features, ref.width, ref.scale)  # to rebuild a member in unstack
         convs = [[mod for mod in m.modules() if isinstance(mod, (nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d, nn.GELU))]
                  for m in members]
         layers = []
@@ -152,7 +153,6 @@ class StackedFastNet(nn.Module):
                 layers.append(type(mod)(2) if isinstance(mod, nn.MaxPool2d) else nn.GELU())
         self.body = nn.Sequential(*layers)
         self.fc = nn.Parameter(torch.stack([m.fc.weight.data.T for m in members]))  # (S, C, k)
-        self._template = members[0]
 
     def forward(self, x):
         f = self.body(x).amax(dim=(2, 3))  # (N, S*C)
@@ -160,13 +160,11 @@ class StackedFastNet(nn.Module):
 
     def unstack(self) -> list[FastNet]:
         """The members as separate fast nets (copies of the current weights and statistics)."""
-        import copy
-
+        stacked = [mod for mod in self.body if isinstance(mod, (nn.Conv2d, nn.BatchNorm2d))]
         out = []
         for s in range(self.S):
-            m = copy.deepcopy(self._template)
+            m = FastNet(*self._member_args).to(self.fc.device)
             mods = [mod for mod in m.modules() if isinstance(mod, (nn.Conv2d, nn.BatchNorm2d))]
-            stacked = [mod for mod in self.body if isinstance(mod, (nn.Conv2d, nn.BatchNorm2d))]
             for mine, big in zip(mods, stacked):
                 n = mine.weight.shape[0]
                 for name in ("weight", "bias", "running_mean", "running_var"):

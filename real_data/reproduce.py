@@ -35,9 +35,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from multiview._checks import check_choice, check_int
-from multiview._cli import Parser, add_config_flags, fail, given, param
-from real_data.data import ENV_VAR, OFFICIAL, DataError
+from multiview._cli import Parser, add_config_flags, fail, given, param, require_cuda
 from real_data.baselines import MODES
+from real_data.data import ENV_VAR, OFFICIAL, DataError
 from real_data.models import MODELS
 from real_data.train import TrainSpec
 
@@ -174,13 +174,15 @@ def run(cfg: ReproduceConfig, data_path, out: Path, device: str = "cpu", cache_d
         stacked = StackedFastNet([new(cfg.seed + s) for s in range(S)])
         results["jobs"]["singles-stacked"] = job("singles-stacked", [stacked], cfg.seed)
         singles = [m.to(dd.device) for m in stacked.unstack()]
+    logits = []  # each seed's test logits, computed once
     for s in range(S):
         if not cfg.stack:
             m = new(cfg.seed + s)
             results["jobs"][f"single-{s}"] = job(f"single-{s}", [m], cfg.seed + s)
             singles.append(m)
-        log(f"  single {s}: {100 * float(acc(rt.predict([singles[s]], dd.x_test))[0]):.2f}%")
-    single_logits = rt.predict(singles, dd.x_test)
+        logits.append(rt.predict([singles[s]], dd.x_test))
+        log(f"  single {s}: {100 * float(acc(logits[-1])[0]):.2f}%")
+    single_logits = torch.cat(logits)
     individual = acc(single_logits)
     results["individual"] = {"test_acc": individual.tolist(), "mean": float(individual.mean()),
                              "std": float(individual.std(ddof=1)) if S > 1 else 0.0}
@@ -314,8 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
         check_choice("device", device, ("cpu", "cuda"))
-        if device == "cuda" and not torch.cuda.is_available():
-            raise ValueError("--device cuda: torch reports no CUDA device on this machine")
+        require_cuda(device)
         if args.resume is not None:
             out = Path(args.resume)
             saved = out / "config.json"

@@ -79,17 +79,28 @@ class TrainSpec:
 # ------------------------------------------------------------------------------------ data on device
 
 
+def pixels(images, device="cpu") -> torch.Tensor:
+    """uint8 images (N, 32, 32, 3) as a float tensor (N, 3, 32, 32) in [0, 1] on ``device``."""
+    return torch.as_tensor(images).to(device).permute(0, 3, 1, 2).float().div_(255)
+
+
+def normalise(images, mean, std, device="cpu") -> torch.Tensor:
+    """uint8 images (N, 32, 32, 3) standardised per channel with ``mean``, ``std`` (3 values each)."""
+    m = torch.as_tensor(mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+    s = torch.as_tensor(std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+    return (pixels(images, device) - m) / s
+
+
 class DeviceData:
     """Both splits as normalised float tensors on ``device`` (N, 3, 32, 32), labels as int64."""
 
     def __init__(self, data, device: str = "cpu"):
         self.device = torch.device(device)
-        x_train = torch.as_tensor(data.x_train).to(self.device).permute(0, 3, 1, 2).float().div_(255)
+        x_train = pixels(data.x_train, self.device)
         self.mean = x_train.mean(dim=(0, 2, 3), keepdim=True)
         self.std = x_train.std(dim=(0, 2, 3), keepdim=True)
         self.x_train = (x_train - self.mean) / self.std
-        x_test = torch.as_tensor(data.x_test).to(self.device).permute(0, 3, 1, 2).float().div_(255)
-        self.x_test = (x_test - self.mean) / self.std
+        self.x_test = normalise(data.x_test, self.mean, self.std, self.device)
         self.y_train = torch.as_tensor(data.y_train).to(self.device)
         self.y_test = torch.as_tensor(data.y_test).to(self.device)
         self.num_classes = data.num_classes

@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from real_data import data as rd
     from real_data.data import ENV_VAR, DataError
-    from real_data.train import load_models
+    from real_data.train import load_models, normalise
     from theory_sims.results import out_dir, save_figure, write_csv, write_json
 
     try:
@@ -291,8 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as err:
         fail(parser.prog, str(err))
     mean, std = meta["mean"], meta["std"]
-    x = (torch.as_tensor(images.x_test).permute(0, 3, 1, 2).float() / 255 - torch.tensor(mean).view(1, 3, 1, 1)) \
-        / torch.tensor(std).view(1, 3, 1, 1)
+    x = normalise(images.x_test, mean, std)
     y = torch.as_tensor(images.y_test)
     maps, _ = activations(model, layer, x)
     C = maps.shape[1]

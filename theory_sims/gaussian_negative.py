@@ -44,7 +44,7 @@ import numpy as np
 
 import theory_sims  # noqa: F401  (sets the thread-spin environment before numpy work starts)
 from multiview._checks import check_float, check_int
-from multiview._cli import Parser, param
+from multiview._cli import Parser, given, param, require_cuda
 from multiview.gaussian import INPUTS, SAMPLINGS, TEACHERS, GaussianConfig, GaussianTask
 from theory_sims import stats
 from theory_sims.config import LearnerConfig, TrainConfig
@@ -164,13 +164,7 @@ def multiview_reference(seeds: int = 10, backend: str = "numba", device: str = "
 
     cfg = vl.configure(seeds=seeds, students=1, random_features=False,
                        train=dict(backend=backend, device=device))
-    world = vl.MultiViewDistribution(cfg.data, seed=cfg.seed)
-    train_set = world.sample(cfg.n_train, seed=cfg.seed + 1)
-    tests = ex.TestSets(
-        multi=world.variant(missing=0.0).sample(cfg.n_test, seed=cfg.seed + 2),
-        single=world.variant(missing=1.0, missing_mode="single").sample(cfg.n_test, seed=cfg.seed + 3),
-        mu=vl.expected_single_fraction(cfg.data),
-    )
+    train_set, tests = vl.make_data(cfg)
     ev = ex.Evaluator(train_set, tests, backend, device)
     single = ex.fit(train_set, range(cfg.seed * 1000, cfg.seed * 1000 + seeds), cfg.learner, cfg.train)
     return _multiview_gains(ev.models(single), ev.ensemble(single), "measured in this run")
@@ -245,7 +239,10 @@ def run(cfg: NegativeConfig, cells: list[dict], progress: bool = False, log=prin
         out.append(res)
         line = (f"  {_cell_name(cell):42} single {res['individual_mean']:.3f} ensemble {res['ensemble_acc']:.3f} "
                 f"gain {100 * res['gain']:+.2f} pts ({res['wall_s']:.1f} s)")
-        bar.write(line) if progress else log(line)
+        if progress:
+            bar.write(line)  # keeps the progress bar below the lines
+        else:
+            log(line)
     return out
 
 
@@ -287,18 +284,13 @@ def build_parser() -> Parser:
 
 
 def config_from_args(args) -> NegativeConfig:
+    require_cuda(args.device)
     if args.device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ValueError("--device cuda: torch reports no CUDA device on this machine")
         args.backend = args.backend or "torch"
-    pick = lambda **kw: {k: v for k, v in kw.items() if v is not None}  # noqa: E731
-    top = pick(**{name: getattr(args, name) for name in FLAGS})
+    top = given(args, list(FLAGS))
     k = top.get("k", NegativeConfig.k)
-    learner = dataclasses.replace(DEFAULT_LEARNER, k=k, **pick(m=args.m, q=args.q, sigma0=args.sigma0))
-    train_cfg = dataclasses.replace(DEFAULT_TRAIN, **pick(lr=args.lr, steps=args.steps, backend=args.backend,
-                                                         device=args.device))
+    learner = dataclasses.replace(DEFAULT_LEARNER, k=k, **given(args, ["m", "q", "sigma0"]))
+    train_cfg = dataclasses.replace(DEFAULT_TRAIN, **given(args, ["lr", "steps", "backend", "device"]))
     return NegativeConfig(learner=learner, train=train_cfg, **top)
 
 

@@ -32,7 +32,7 @@ import numpy as np
 import theory_sims  # noqa: F401  (sets the BLAS thread spin before numpy work starts)
 from multiview import MultiViewConfig, MultiViewDistribution
 from multiview._checks import check_choice, check_int
-from multiview._cli import Parser, add_config_flags, given
+from multiview._cli import Parser, add_config_flags, given, require_cuda
 from multiview.multiview import expected_single_fraction
 from theory_sims import experiments as ex
 from theory_sims.config import LearnerConfig, TrainConfig
@@ -124,19 +124,25 @@ def _with_means(per_model: dict) -> dict:
     return out
 
 
+def make_data(cfg: ViewLearningConfig) -> tuple:
+    """The run's training set and its test sets (multi-view, single-view), all from one world."""
+    world = MultiViewDistribution(cfg.data, seed=cfg.seed)
+    train_set = world.sample(cfg.n_train, seed=cfg.seed + 1)
+    tests = ex.TestSets(
+        multi=world.variant(missing=0.0).sample(cfg.n_test, seed=cfg.seed + 2),
+        single=world.variant(missing=1.0, missing_mode="single").sample(cfg.n_test, seed=cfg.seed + 3),
+        mu=expected_single_fraction(cfg.data),
+    )
+    return train_set, tests
+
+
 def run(cfg: ViewLearningConfig, progress: bool = False, log=print) -> tuple[dict, dict]:
     """Run the whole experiment. Returns (results, extras) where extras holds the trained stacks
     and test sets for figures."""
     timing: dict[str, float] = {}
     t_all = time.perf_counter()
     c = cfg.data
-    world = MultiViewDistribution(c, seed=cfg.seed)
-    train_set = world.sample(cfg.n_train, seed=cfg.seed + 1)
-    tests = ex.TestSets(
-        multi=world.variant(missing=0.0).sample(cfg.n_test, seed=cfg.seed + 2),
-        single=world.variant(missing=1.0, missing_mode="single").sample(cfg.n_test, seed=cfg.seed + 3),
-        mu=expected_single_fraction(c),
-    )
+    train_set, tests = make_data(cfg)
     ev = ex.Evaluator(train_set, tests, cfg.train.backend, cfg.train.device)
     S, K = cfg.seeds, cfg.students
     seeds = list(range(cfg.seed * 1000, cfg.seed * 1000 + S))
@@ -320,11 +326,8 @@ def build_parser() -> Parser:
 
 
 def config_from_args(args) -> ViewLearningConfig:
+    require_cuda(args.device)
     if args.device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ValueError("--device cuda: torch reports no CUDA device on this machine")
         if args.backend is None:
             args.backend = "torch"
     def set_only(**values):  # the flags the user gave
