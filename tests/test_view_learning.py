@@ -55,6 +55,28 @@ def test_results_json_has_the_documented_keys(run_dir):
     assert cfg["data"]["k"] == 4 and cfg["seeds"] == 3 and cfg["learner"]["k"] == 4
 
 
+def test_training_accuracy_is_recorded_for_every_trained_row(run_dir):
+    res = json.loads((run_dir / "results.json").read_text())
+    for row, count in (("individual", 3), ("kd", 2), ("self_kd", 2), ("long_single", 2), ("average", 1)):
+        acc = res[row]["train_acc"]
+        assert len(acc) == count and all(0.0 <= a <= 1.0 for a in acc)
+    assert len(res["random_features"]["kd"]["train_acc"]) == 2
+
+
+def test_unfitted_names_the_rows_that_stop_short_of_the_training_set():
+    results = {
+        "individual": {"train_acc": [1.0, 1.0]},
+        "kd": {"train_acc": [1.0, 0.265, 0.31]},
+        "average": {"train_acc": [1.0]},
+        "random_features": {"individual": {"train_acc": [0.4]}},  # not expected to fit: no warning
+    }
+    assert vl.unfitted(results) == [
+        "knowledge distillation: 2 of 3 models end below 100% training accuracy (0.265, 0.310)"
+    ]
+    results["kd"]["train_acc"] = [1.0, 1.0, 1.0]
+    assert vl.unfitted(results) == []
+
+
 def test_test_accuracy_is_the_mixture_of_multi_and_single_view(run_dir):
     res = json.loads((run_dir / "results.json").read_text())
     cfg = json.loads((run_dir / "config.json").read_text())

@@ -161,7 +161,6 @@ def run(cfg: ViewLearningConfig, progress: bool = False, log=print) -> tuple[dic
     family, trained = _family(cfg, cfg.learner, cfg.train, cfg.distill, ev, train_set, seeds, fresh,
                               progress, stage, views=True)
     results.update(family)
-    results["individual"]["train_acc"] = trained["single"].train_acc.tolist()
     results["individual"]["fit_step"] = trained["single"].fit_step.tolist()
     extras.update(trained)
 
@@ -170,6 +169,7 @@ def run(cfg: ViewLearningConfig, progress: bool = False, log=print) -> tuple[dic
     long_cfg = dataclasses.replace(cfg.train, stop="steps", steps=cfg.distill.steps, lr=cfg.distill.lr)
     long = ex.fit(train_set, fresh[:K], cfg.learner, long_cfg, progress=progress)
     results["long_single"] = _with_means(_single_model_row(ev, long, varrho))
+    results["long_single"]["train_acc"] = long.train_acc.tolist()
     stage("long_single")
 
     if cfg.random_features:
@@ -184,6 +184,23 @@ def run(cfg: ViewLearningConfig, progress: bool = False, log=print) -> tuple[dic
     return results, extras
 
 
+def unfitted(results: dict) -> list[str]:
+    """One line per trained row of the full learner whose models did not all reach 100% training
+    accuracy (random features are not expected to fit; their ``train_acc`` is in the results).
+
+    A student that stops short is worth knowing about: e.g. with the truncated KD loss and no
+    label term, a logit pushed above tau in one large step gets no gradient again and stays there.
+    """
+    lines = []
+    for name, key in ROWS:
+        acc = np.atleast_1d(results.get(key, {}).get("train_acc", []))
+        if acc.size and (acc < 1.0).any():
+            short = ", ".join(f"{a:.3f}" for a in acc if a < 1.0)
+            lines.append(f"{name}: {int((acc < 1.0).sum())} of {acc.size} models end below 100% "
+                         f"training accuracy ({short})")
+    return lines
+
+
 def _family(cfg, learner, train_cfg, distill_cfg, ev, train_set, seeds, fresh, progress, stage, views):
     """Single models, their ensemble, KD, self-KD, the KD students' ensemble and training the
     average, for one learner. ``views``: also report which views each model learned."""
@@ -192,22 +209,26 @@ def _family(cfg, learner, train_cfg, distill_cfg, ev, train_set, seeds, fresh, p
     out = {}
     single = ex.fit(train_set, seeds, learner, train_cfg, progress=progress)
     out["individual"] = row(single)
+    out["individual"]["train_acc"] = single.train_acc.tolist()
     out["ensemble"] = ev.ensemble(single)
     stage("single")
 
     teacher = ev.train_logits(single)  # (S, n, k)
     kd = ex.fit(train_set, fresh[:K], learner, distill_cfg, teacher=teacher.mean(axis=0), progress=progress)
     out["kd"] = _with_means(row(kd))
+    out["kd"]["train_acc"] = kd.train_acc.tolist()
     out["kd_ensemble"] = ev.ensemble(kd)
     stage("kd")
 
     self_kd = ex.fit(train_set, fresh[:K], learner, distill_cfg, teacher=teacher[:K], progress=progress)
     out["self_kd"] = _with_means(row(self_kd))
+    out["self_kd"]["train_acc"] = self_kd.train_acc.tolist()
     stage("self_kd")
 
     avg_cfg = dataclasses.replace(train_cfg, loss="average", group_size=cfg.seeds)
     average = ex.fit(train_set, seeds, learner, avg_cfg, progress=progress)
     out["average"] = ev.ensemble(average)  # the trained object is the members' mean output
+    out["average"]["train_acc"] = [float(average.train_acc[0])]  # every member holds its group's accuracy
     if views:
         out["average"]["views_learned"] = _views(average, varrho)
     stage("average")
@@ -376,6 +397,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_figures:
         figures.view_learning_figures(out, cfg, results, extras, rows)
     print(format_table(rows))
+    for line in unfitted(results):
+        print("warning: " + line, file=sys.stderr)
     print(f"total {results['timing_s']['total']:.1f} s; results in {out}")
     return 0
 
