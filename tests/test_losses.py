@@ -100,6 +100,17 @@ def test_truncation_stops_the_push_above_tau():
     assert float(dF[0, 0, 0]) == 0.0
 
 
+def test_a_wrong_class_above_tau_is_pulled_down_only_by_the_label_term():
+    F = torch.tensor([[[0.5, 3.0, 0.0]]], dtype=torch.float64)  # wrong class 1 overshot tau = 2
+    teacher = torch.tensor([[9.0, 0.0, 0.0]], dtype=torch.float64)
+    y = torch.tensor([0])
+    _, no_labels = losses.kd_truncated(F, y, teacher, 2.0, 0.0)
+    _, with_labels = losses.kd_truncated(F, y, teacher, 2.0, 0.5)
+    assert float(no_labels[0, 0, 1]) == 0.0  # nothing lowers it: the student can stay wrong
+    assert float(no_labels[0, 0, 0]) < 0.0  # the right class is still pushed up
+    assert float(with_labels[0, 0, 1]) > 0.0  # gradient descent lowers it
+
+
 def test_kd_needs_a_teacher(data):
     F, y, _ = data
     with pytest.raises(ValueError, match="needs teacher logits"):

@@ -19,7 +19,8 @@ each against torch autograd in float64.
     logit^tau(F)_i = exp(min(tau^2, tau F_i)) / sum_j exp(min(tau^2, tau F_j)), and
     L_s = alpha * CE(F_s, y) + (1 - alpha) * (1/n) sum_b KL( logit^tau(G_b) || logit^tau(F_s(X_b)) ).
     The truncation caps every logit at tau before the temperature: once the student is confident
-    (F_i >= tau) a class gets no more push. Its gradient is
+    (F_i >= tau) a class gets no more push, in either direction: a wrong class that one large step
+    pushed above tau is brought back only by the label term (alpha > 0). Its gradient is
     (1 - alpha) tau 1[F_i < tau] (logit^tau_i(F) - logit^tau_i(G)) / n.
 
 ``average_cross_entropy`` (training the average)
