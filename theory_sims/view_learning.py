@@ -112,10 +112,14 @@ def _views(result, varrho):
     return views_learned(result.history["lambda"][-1], varrho)
 
 
-def _single_model_row(ev: ex.Evaluator, result, varrho) -> dict:
+def _models_row(ev: ex.Evaluator, result, varrho=None) -> dict:
+    """Scores and training accuracy of every model of a stack; with ``varrho``, also the views
+    each learned and its final Lambda."""
     row = ev.models(result)
-    row["views_learned"] = _views(result, varrho)
-    row["lambda"] = result.history["lambda"][-1]
+    row["train_acc"] = result.train_acc.tolist()
+    if varrho is not None:
+        row["views_learned"] = _views(result, varrho)
+        row["lambda"] = result.history["lambda"][-1]
     return row
 
 
@@ -171,8 +175,7 @@ def run(cfg: ViewLearningConfig, progress: bool = False, log=print) -> tuple[dic
     # so that what distillation adds is not mistaken for what longer training adds.
     long_cfg = dataclasses.replace(cfg.train, stop="steps", steps=cfg.distill.steps, lr=cfg.distill.lr)
     long = ex.fit(train_set, fresh[:K], cfg.learner, long_cfg, progress=progress)
-    results["long_single"] = _with_means(_single_model_row(ev, long, varrho))
-    results["long_single"]["train_acc"] = long.train_acc.tolist()
+    results["long_single"] = _with_means(_models_row(ev, long, varrho))
     stage("long_single")
 
     if cfg.random_features:
@@ -208,24 +211,21 @@ def _family(cfg, learner, train_cfg, distill_cfg, ev, train_set, seeds, fresh, p
     """Single models, their ensemble, KD, self-KD, the KD students' ensemble and training the
     average, for one learner. ``views``: also report which views each model learned."""
     K, varrho = cfg.students, learner.varrho
-    row = (lambda r: _single_model_row(ev, r, varrho)) if views else ev.models
+    track = varrho if views else None  # _models_row reports views only with a varrho
     out = {}
     single = ex.fit(train_set, seeds, learner, train_cfg, progress=progress)
-    out["individual"] = row(single)
-    out["individual"]["train_acc"] = single.train_acc.tolist()
+    out["individual"] = _models_row(ev, single, track)
     out["ensemble"] = ev.ensemble(single)
     stage("single")
 
     teacher = ev.train_logits(single)  # (S, n, k)
     kd = ex.fit(train_set, fresh[:K], learner, distill_cfg, teacher=teacher.mean(axis=0), progress=progress)
-    out["kd"] = _with_means(row(kd))
-    out["kd"]["train_acc"] = kd.train_acc.tolist()
+    out["kd"] = _with_means(_models_row(ev, kd, track))
     out["kd_ensemble"] = ev.ensemble(kd)
     stage("kd")
 
     self_kd = ex.fit(train_set, fresh[:K], learner, distill_cfg, teacher=teacher[:K], progress=progress)
-    out["self_kd"] = _with_means(row(self_kd))
-    out["self_kd"]["train_acc"] = self_kd.train_acc.tolist()
+    out["self_kd"] = _with_means(_models_row(ev, self_kd, track))
     stage("self_kd")
 
     avg_cfg = dataclasses.replace(train_cfg, loss="average", group_size=cfg.seeds)
