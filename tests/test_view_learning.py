@@ -1,5 +1,6 @@
 """The view-learning experiment: a small end-to-end run, its files, its table and its flags."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -8,12 +9,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from theory_sims import experiments as ex
 from theory_sims import view_learning as vl
 
 SMALL = [
     "--k", "4", "--d", "40", "--patches", "16", "--n-train", "60", "--n-test", "80",
     "--seeds", "3", "--students", "2", "--steps", "60", "--kd-steps", "30", "--rf-steps", "30",
-    "--lr", "5", "--kd-lr", "5", "--quiet",
+    "--lr", "5", "--kd-lr", "5", "--quiet", "--ntk", "--ntk-steps", "20",
 ]
 
 
@@ -27,7 +29,7 @@ def run_dir(tmp_path_factory):
 def test_run_folder_holds_config_results_tables_and_figures(run_dir):
     names = {p.name for p in run_dir.iterdir()}
     for name in ("config.json", "results.json", "table.csv", "per_seed.csv", "views_learned.png",
-                 "lambda_trajectories.png", "accuracy.png", "correlations.png", "accuracy.pdf"):
+                 "views_learned_kd.png", "lambda_trajectories.png", "accuracy.png", "correlations.png", "accuracy.pdf"):
         assert name in names
     assert not [n for n in names if n.endswith(".tmp")]
     for png in run_dir.glob("*.png"):
@@ -48,8 +50,10 @@ def test_results_json_has_the_documented_keys(run_dir):
             assert 0.0 <= res[row][key] <= 1.0
     for row in ("kd", "self_kd", "average"):
         assert "views_learned" in res[row]
-    for row in ("individual", "ensemble", "kd", "average"):
-        assert set(res["random_features"][row]) >= {"test_acc", "multi_view_acc", "single_view_acc"}
+    for family in ("random_features", "ntk"):
+        for row in ("individual", "ensemble", "kd", "self_kd", "average", "kd_ensemble"):
+            assert set(res[family][row]) >= {"test_acc", "multi_view_acc", "single_view_acc"}
+    assert np.asarray(res["wide_single"]["views_learned"]).shape == (1, 4, 2)
     assert res["timing_s"]["total"] > 0
     cfg = json.loads((run_dir / "config.json").read_text())
     assert cfg["data"]["k"] == 4 and cfg["seeds"] == 3 and cfg["learner"]["k"] == 4
@@ -61,6 +65,27 @@ def test_training_accuracy_is_recorded_for_every_trained_row(run_dir):
         acc = res[row]["train_acc"]
         assert len(acc) == count and all(0.0 <= a <= 1.0 for a in acc)
     assert len(res["random_features"]["kd"]["train_acc"]) == 2
+
+
+def test_wide_single_is_one_single_model_with_seeds_times_the_neurons(run_dir):
+    """The row that tests the paper's reading of training the average: one model of width S*m,
+    trained like the single models from the first seed."""
+    res = json.loads((run_dir / "results.json").read_text())
+    cfg = vl.config_from_args(vl.build_parser().parse_args(SMALL))
+    train_set, tests = vl.make_data(cfg)
+    learner = dataclasses.replace(cfg.learner, m=cfg.learner.m * cfg.seeds)
+    wide = ex.fit(train_set, [0], learner, cfg.train)
+    assert wide.model.W.shape[2] == cfg.learner.m * 3
+    scores = ex.Evaluator(train_set, tests).models(wide)
+    for key in ("test_acc", "single_view_acc"):
+        assert res["wide_single"][key] == pytest.approx(scores[key][0])
+    assert "single model as wide as the average" in (run_dir / "table.csv").read_text()
+
+
+def test_ntk_rows_follow_the_random_feature_rows(run_dir):
+    names = [line.split(",")[0] for line in (run_dir / "table.csv").read_text().splitlines()[1:]]
+    assert names.index("random features: single model") < names.index("NTK: single model")
+    assert "NTK: training the average" in names and "NTK: single model as wide as the average" not in names
 
 
 def test_unfitted_names_the_rows_that_stop_short_of_the_training_set():
@@ -113,6 +138,7 @@ def test_table_rows_and_format():
         (["--students", "20"], "students must be an integer in [1, 10]"),
         (["--q", "0"], "q must be an integer >= 1"),
         (["--lr", "-1"], "lr must be a number > 0.0"),
+        (["--ntk", "--ntk-lr", "0"], "lr must be a number > 0.0"),
         (["--kd-loss", "mse"], "invalid choice"),
         (["--preset", "huge"], "invalid choice"),
         (["--backend", "numba", "--device", "cpu", "--k", "1"], "k must be an integer >= 2"),

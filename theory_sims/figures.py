@@ -14,8 +14,8 @@ import seaborn as sns  # noqa: E402
 from theory_sims.results import save_figure  # noqa: E402
 
 
-def views_heatmap(views_learned: np.ndarray, title: str):
-    """Seeds x classes: which views each seed learned (V = 2: none / view 1 / view 2 / both;
+def views_heatmap(views_learned: np.ndarray, title: str, ylabel: str = "seed"):
+    """Models x classes: which views each seed learned (V = 2: none / view 1 / view 2 / both;
     other V: how many)."""
     vl = np.asarray(views_learned, dtype=bool)  # (S, k, V)
     S, k, V = vl.shape
@@ -30,7 +30,7 @@ def views_heatmap(views_learned: np.ndarray, title: str):
     else:
         sns.heatmap(vl.sum(axis=-1), ax=ax, cmap="viridis", vmin=0, vmax=V, annot=True, fmt="d",
                     cbar_kws={"label": "views learned"})
-    ax.set(xlabel="class", ylabel="seed", title=title)
+    ax.set(xlabel="class", ylabel=ylabel, title=title)
     return fig
 
 
@@ -102,6 +102,11 @@ def view_learning_figures(out: Path, cfg, results: dict, extras: dict, rows: lis
     written = []
     written += save_figure(views_heatmap(results["individual"]["views_learned"], "views learned by each seed"),
                            out / "views_learned.png")
+    # The students' own lotteries: the (class, view) pairs a student misses differ from student to
+    # student, which is what an ensemble of students still gains.
+    written += save_figure(views_heatmap(results["kd"]["views_learned"], "views learned by each KD student",
+                                         ylabel="student"),
+                           out / "views_learned_kd.png")
     S, k = single.history["lambda"].shape[1:3]
     written += save_figure(
         lambda_trajectories(single.history["step"], single.history["lambda"],
