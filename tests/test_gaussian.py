@@ -122,6 +122,14 @@ def test_invalid_configs_name_the_parameter(overrides, name):
         GaussianConfig(**overrides)
 
 
+def test_rejection_sampling_gives_up_with_a_clear_error_when_a_class_never_has_the_margin():
+    # Found by hypothesis: this random fc teacher almost never makes class 1 win by 0.5.
+    cfg = GaussianConfig(k=5, patches=1, patch_dim=6, teacher="fc", input="gaussian", teacher_width=8,
+                         sampling="rejection", margin=0.5)
+    with pytest.raises(ValueError, match=r"gave up after \d+ draws: class 1 has 0 of its 1 samples; lower margin"):
+        GaussianTask(cfg, seed=120).sample(2, seed=120)
+
+
 @settings(max_examples=25, deadline=None)
 @given(
     teacher=st.sampled_from(TEACHERS),
@@ -136,7 +144,11 @@ def test_invalid_configs_name_the_parameter(overrides, name):
 def test_property_rejection_samples_are_balanced_with_margin(teacher, input_kind, k, patches, margin, noise, n, seed):
     cfg = GaussianConfig(k=k, patches=patches, patch_dim=6, teacher=teacher, input=input_kind,
                          teacher_width=8, sampling="rejection", margin=margin, label_noise=noise)
-    data = GaussianTask(cfg, seed=seed).sample(n, seed=seed)
+    try:
+        data = GaussianTask(cfg, seed=seed).sample(n, seed=seed)
+    except ValueError as err:  # a teacher that (almost) never gives some class with this margin
+        assert "rejection sampling gave up" in str(err) and "lower margin" in str(err)
+        return
     counts = np.bincount(data.clean_y, minlength=k)  # balance holds for the teacher's labels
     assert counts.sum() == n and counts.max() - counts.min() <= 1
     assert data.margin.min() >= margin
