@@ -15,7 +15,7 @@ from theory_sims.results import save_figure  # noqa: E402
 
 
 def views_heatmap(views_learned: np.ndarray, title: str, ylabel: str = "seed"):
-    """Models x classes: which views each seed learned (V = 2: none / view 1 / view 2 / both;
+    """Models x classes: which views each model learned (V = 2: none / view 1 / view 2 / both;
     other V: how many)."""
     vl = np.asarray(views_learned, dtype=bool)  # (S, k, V)
     S, k, V = vl.shape
