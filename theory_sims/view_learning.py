@@ -194,17 +194,16 @@ def run(cfg: ViewLearningConfig, progress: bool = False, log=print) -> tuple[dic
     results["wide_single"] = _with_means(_models_row(ev, wide, varrho))
     stage("wide_single")
 
-    # The same experiment for learners whose features do not move: random features (first layer
-    # frozen) and, on request, the network linearised around its init (NTK).
-    for key, mode, train_cfg in (("random_features", "random_features", cfg.rf_train), ("ntk", "ntk", cfg.ntk_train)):
-        if not getattr(cfg, key):
+    for mode, _, train_name in FROZEN_FAMILIES:
+        if not getattr(cfg, mode):
             continue
         learner = dataclasses.replace(cfg.learner, mode=mode)
+        train_cfg = getattr(cfg, train_name)
         distill = dataclasses.replace(train_cfg, loss=cfg.distill.loss, temperature=cfg.distill.temperature,
                                       label_weight=cfg.distill.label_weight)
-        results[key], _ = _family(cfg, learner, train_cfg, distill, ev, train_set, seeds, fresh,
+        results[mode], _ = _family(cfg, learner, train_cfg, distill, ev, train_set, seeds, fresh,
                                   progress, lambda name: None, views=False)
-        stage(key)
+        stage(mode)
     timing["total"] = time.perf_counter() - t_all
     results["timing_s"] = timing
     return results, extras
@@ -212,7 +211,7 @@ def run(cfg: ViewLearningConfig, progress: bool = False, log=print) -> tuple[dic
 
 def unfitted(results: dict) -> list[str]:
     """One line per trained row of the full learner whose models did not all reach 100% training
-    accuracy (random features are not expected to fit; their ``train_acc`` is in the results).
+    accuracy (random features and NTK are not expected to fit; their ``train_acc`` is in the results).
 
     A student that stops short is worth knowing about: e.g. with the truncated KD loss and no
     label term, a logit pushed above tau in one large step gets no gradient again and stays there.
@@ -258,6 +257,13 @@ def _family(cfg, learner, train_cfg, distill_cfg, ev, train_set, seeds, fresh, p
     return out, {"single": single, "kd": kd}
 
 
+# The same experiment for learners whose features do not move, each run when its config flag
+# (named like the mode) is on: (mode and results key, table prefix, name of its TrainConfig).
+FROZEN_FAMILIES = (
+    ("random_features", "random features: ", "rf_train"),  # first layer frozen at init
+    ("ntk", "NTK: ", "ntk_train"),  # the network linearised around its init
+)
+
 ROWS = [
     ("single model", "individual"),
     ("single model, trained as long as KD", "long_single"),
@@ -288,7 +294,7 @@ def table_rows(results: dict) -> list[dict]:
     for name, key in ROWS:
         if key in results:
             add(name, results[key])
-    for family, prefix in (("random_features", "random features: "), ("ntk", "NTK: ")):
+    for family, prefix, _ in FROZEN_FAMILIES:
         for name, key in ROWS:
             if key in results.get(family, {}):
                 add(name, results[family][key], prefix=prefix)
