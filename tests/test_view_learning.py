@@ -54,6 +54,7 @@ def test_results_json_has_the_documented_keys(run_dir):
         for row in ("individual", "ensemble", "kd", "self_kd", "average", "kd_ensemble"):
             assert set(res[family][row]) >= {"test_acc", "multi_view_acc", "single_view_acc"}
     assert np.asarray(res["wide_single"]["views_learned"]).shape == (1, 4, 2)
+    assert np.asarray(res["average"]["views_learned"]).shape == (1, 4, 2)
     assert res["timing_s"]["total"] > 0
     cfg = json.loads((run_dir / "config.json").read_text())
     assert cfg["data"]["k"] == 4 and cfg["seeds"] == 3 and cfg["learner"]["k"] == 4
@@ -80,6 +81,20 @@ def test_wide_single_is_one_single_model_with_seeds_times_the_neurons(run_dir):
     for key in ("test_acc", "single_view_acc"):
         assert res["wide_single"][key] == pytest.approx(scores[key][0])
     assert "single model as wide as the average" in (run_dir / "table.csv").read_text()
+
+
+def test_average_views_are_those_of_the_whole_network(run_dir):
+    """The trained average is one network of S*m neurons per class: its Lambda is the max over
+    every member's neurons, so a view counts when any member learned it, not per member."""
+    res = json.loads((run_dir / "results.json").read_text())
+    cfg = vl.config_from_args(vl.build_parser().parse_args(SMALL))
+    train_set, _ = vl.make_data(cfg)
+    avg_cfg = dataclasses.replace(cfg.train, loss="average", group_size=cfg.seeds)
+    average = ex.fit(train_set, range(cfg.seeds), cfg.learner, avg_cfg)
+    per_member = average.views_learned()  # (S, k, V)
+    assert np.array_equal(np.asarray(res["average"]["views_learned"])[0], per_member.any(axis=0))
+    np.testing.assert_allclose(np.asarray(res["average"]["lambda"])[0],
+                               average.history["lambda"][-1].max(axis=0), rtol=1e-6)
 
 
 def test_ntk_rows_follow_the_random_feature_rows(run_dir):

@@ -252,7 +252,11 @@ def _family(cfg, learner, train_cfg, distill_cfg, ev, train_set, seeds, fresh, p
     out["average"] = ev.ensemble(average)  # the trained object is the members' mean output
     out["average"]["train_acc"] = [float(average.train_acc[0])]  # every member holds its group's accuracy
     if views:
-        out["average"]["views_learned"] = _views(average, varrho)
+        # The trained object is one network with S*m neurons per class, so its Lambda is the max
+        # over all members' neurons and a view counts as learned if any member's neuron learned it.
+        lam = np.asarray(average.history["lambda"][-1]).max(axis=0, keepdims=True)  # (1, k, V)
+        out["average"]["lambda"] = lam
+        out["average"]["views_learned"] = views_learned(lam, varrho)
     stage("average")
     return out, {"single": single, "kd": kd}
 
