@@ -63,8 +63,9 @@ def test_results_json_has_the_documented_keys(run_dir):
 def test_training_accuracy_is_recorded_for_every_trained_row(run_dir):
     res = json.loads((run_dir / "results.json").read_text())
     for row, count in (("individual", 3), ("kd", 2), ("self_kd", 2), ("long_single", 2), ("average", 1)):
-        acc = res[row]["train_acc"]
+        acc, fit = res[row]["train_acc"], res[row]["fit_step"]
         assert len(acc) == count and all(0.0 <= a <= 1.0 for a in acc)
+        assert len(fit) == count and all(isinstance(f, int) and f >= -1 for f in fit)  # -1: never at 100%
     assert len(res["random_features"]["kd"]["train_acc"]) == 2
 
 
@@ -95,6 +96,7 @@ def test_average_views_are_those_of_the_whole_network(run_dir):
     assert np.array_equal(np.asarray(res["average"]["views_learned"])[0], per_member.any(axis=0))
     np.testing.assert_allclose(np.asarray(res["average"]["lambda"])[0],
                                average.history["lambda"][-1].max(axis=0), rtol=1e-6)
+    assert res["average"]["fit_step"] == [int(average.fit_step[0])]
 
 
 def test_ntk_rows_follow_the_random_feature_rows(run_dir):

@@ -125,6 +125,7 @@ def _models_row(ev: ex.Evaluator, result, varrho=None) -> dict:
     each learned and its final Lambda."""
     row = ev.models(result)
     row["train_acc"] = result.train_acc.tolist()
+    row["fit_step"] = result.fit_step.tolist()  # first step at 100% training accuracy, -1 if never
     if varrho is not None:
         row["views_learned"] = _views(result, varrho)
         row["lambda"] = result.history["lambda"][-1]
@@ -176,7 +177,6 @@ def run(cfg: ViewLearningConfig, progress: bool = False, log=print) -> tuple[dic
     family, trained = _family(cfg, cfg.learner, cfg.train, cfg.distill, ev, train_set, seeds, fresh,
                               progress, stage, views=True)
     results.update(family)
-    results["individual"]["fit_step"] = trained["single"].fit_step.tolist()
     extras.update(trained)
 
     # Control: the students' seeds trained on the labels alone for as many steps as the students,
@@ -251,6 +251,7 @@ def _family(cfg, learner, train_cfg, distill_cfg, ev, train_set, seeds, fresh, p
     average = ex.fit(train_set, seeds, learner, avg_cfg, progress=progress)
     out["average"] = ev.ensemble(average)  # the trained object is the members' mean output
     out["average"]["train_acc"] = [float(average.train_acc[0])]  # every member holds its group's accuracy
+    out["average"]["fit_step"] = [int(average.fit_step[0])]
     if views:
         # The trained object is one network with S*m neurons per class, so its Lambda is the max
         # over all members' neurons and a view counts as learned if any member's neuron learned it.
