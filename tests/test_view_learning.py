@@ -20,6 +20,13 @@ SMALL = [
 
 
 @pytest.fixture(scope="module")
+def small():
+    """The SMALL run's config and its data (training set, test sets)."""
+    cfg = vl.config_from_args(vl.build_parser().parse_args(SMALL))
+    return cfg, *vl.make_data(cfg)
+
+
+@pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("vl")
     assert vl.main(SMALL + ["--out", str(out)]) == 0
@@ -69,12 +76,11 @@ def test_training_accuracy_is_recorded_for_every_trained_row(run_dir):
     assert len(res["random_features"]["kd"]["train_acc"]) == 2
 
 
-def test_wide_single_is_one_single_model_with_seeds_times_the_neurons(run_dir):
+def test_wide_single_is_one_single_model_with_seeds_times_the_neurons(run_dir, small):
     """The row that tests the paper's reading of training the average: one model of width S*m,
     trained like the single models from the first seed."""
     res = json.loads((run_dir / "results.json").read_text())
-    cfg = vl.config_from_args(vl.build_parser().parse_args(SMALL))
-    train_set, tests = vl.make_data(cfg)
+    cfg, train_set, tests = small
     learner = dataclasses.replace(cfg.learner, m=cfg.learner.m * cfg.seeds)
     wide = ex.fit(train_set, [0], learner, cfg.train)
     assert wide.model.W.shape[2] == cfg.learner.m * 3
@@ -84,12 +90,11 @@ def test_wide_single_is_one_single_model_with_seeds_times_the_neurons(run_dir):
     assert "single model as wide as the average" in (run_dir / "table.csv").read_text()
 
 
-def test_average_views_are_those_of_the_whole_network(run_dir):
+def test_average_views_are_those_of_the_whole_network(run_dir, small):
     """The trained average is one network of S*m neurons per class: its Lambda is the max over
     every member's neurons, so a view counts when any member learned it, not per member."""
     res = json.loads((run_dir / "results.json").read_text())
-    cfg = vl.config_from_args(vl.build_parser().parse_args(SMALL))
-    train_set, _ = vl.make_data(cfg)
+    cfg, train_set, _ = small
     avg_cfg = dataclasses.replace(cfg.train, loss="average", group_size=cfg.seeds)
     average = ex.fit(train_set, range(cfg.seeds), cfg.learner, avg_cfg)
     per_member = average.views_learned()  # (S, k, V)

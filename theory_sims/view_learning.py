@@ -116,10 +116,6 @@ def configure(preset: str = "default", **overrides) -> ViewLearningConfig:
     return ViewLearningConfig(**parts, **spec)
 
 
-def _views(result, varrho):
-    return views_learned(result.history["lambda"][-1], varrho)
-
-
 def _models_row(ev: ex.Evaluator, result, varrho=None) -> dict:
     """Scores and training accuracy of every model of a stack; with ``varrho``, also the views
     each learned and its final Lambda."""
@@ -127,8 +123,8 @@ def _models_row(ev: ex.Evaluator, result, varrho=None) -> dict:
     row["train_acc"] = result.train_acc.tolist()
     row["fit_step"] = result.fit_step.tolist()  # first step at 100% training accuracy, -1 if never
     if varrho is not None:
-        row["views_learned"] = _views(result, varrho)
         row["lambda"] = result.history["lambda"][-1]
+        row["views_learned"] = views_learned(row["lambda"], varrho)
     return row
 
 
