@@ -63,6 +63,7 @@ def test_results_json_has_the_documented_keys(run_dir):
     assert np.asarray(res["wide_single"]["views_learned"]).shape == (1, 4, 2)
     assert np.asarray(res["average"]["views_learned"]).shape == (1, 4, 2)
     assert res["timing_s"]["total"] > 0
+    assert res["predictions"] == vl.predictions(res)  # which of the paper's predictions held, as booleans
     cfg = json.loads((run_dir / "config.json").read_text())
     assert cfg["data"]["k"] == 4 and cfg["seeds"] == 3 and cfg["learner"]["k"] == 4
 

@@ -174,3 +174,39 @@ def gaussian_negative_figures(out: Path, cells: list[dict], reference: dict | No
     out = Path(out)
     return (save_figure(gain_heatmap(cells), out / "gains_heatmap.png")
             + save_figure(gains_vs_multiview(cells, reference), out / "gains_vs_multiview.png"))
+
+
+def sweep_figure(path_png, rows: list[dict], paths: list[str]) -> list[Path]:
+    """A regime sweep (:mod:`theory_sims.sweep`): single-view accuracy of every row, views learned
+    per class, and the gains the paper predicts (ensemble) or says vanish (average, KD students'
+    ensemble) against the point, with their thresholds; bars are the spread over data seeds."""
+    from theory_sims.sweep import ACCURACY_ROWS, VIEW_ROWS
+
+    sns.set_theme(style="whitegrid", context="notebook")
+    # one line per varied parameter in the tick labels, top to bottom in the order of the x label
+    label = lambda r: "\n".join(f"{r[p]:g}" if isinstance(r[p], float) else str(r[p]) for p in paths) or "base"  # noqa: E731
+    order = list(dict.fromkeys(label(r) for r in rows))
+
+    def long(prefix, names):
+        return {"x": [label(r) for r in rows for _ in names],
+                "y": [r[prefix + key] for r in rows for key in names],
+                "row": [text for _ in rows for text in names.values()]}
+
+    gains = {"ensemble": "ensemble - single (>= 0.25)", "average": "training the average - single (<= 0.10)",
+             "kd_ensemble": "KD students' ensemble - KD (<= 0.03)"}
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4.6))
+    panels = ((long("sv_", ACCURACY_ROWS), "single-view test accuracy"),
+              (long("views_", VIEW_ROWS), "views learned per class"),
+              (long("gain_", gains), "single-view gain"))
+    for ax, (data, ylabel) in zip(axes, panels):
+        sns.pointplot(x=data["x"], y=data["y"], hue=data["row"], order=order, errorbar=("pi", 100),
+                      dodge=0.3, ax=ax, markersize=4, linewidth=1.2)
+        ax.set(xlabel="\n".join(paths) or "point", ylabel=ylabel)
+        ax.legend(fontsize=7, loc="best")
+    axes[0].axhspan(0.40, 0.70, color="grey", alpha=0.12, lw=0)  # the single models' target band
+    for y, color in ((0.25, sns.color_palette()[0]), (0.10, sns.color_palette()[1]), (0.03, sns.color_palette()[2])):
+        axes[2].axhline(y, color=color, ls="--", lw=0.8)
+    fig.suptitle("the paper's predictions across the sweep (grey band: the single models' target; "
+                 "dashed: each gain's threshold)", fontsize=11)
+    fig.tight_layout()
+    return save_figure(fig, path_png)
