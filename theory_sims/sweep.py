@@ -33,8 +33,6 @@ import numpy as np
 import theory_sims  # noqa: F401  (sets the BLAS thread spin before numpy work starts)
 from theory_sims import view_learning as vl
 
-SECTIONS = ("data", "learner", "train", "distill", "rf_train", "ntk_train")
-
 # Rows of the full learner whose single-view accuracy the sweep records, and their labels.
 ACCURACY_ROWS = {
     "individual": "single model", "ensemble": "ensemble", "kd": "KD", "self_kd": "self-KD",
@@ -68,15 +66,15 @@ def parse_vary(spec: str, base: vl.ViewLearningConfig) -> tuple[str, list]:
         raise ValueError(f"--vary must look like SECTION.FIELD=V1,V2,..., got {spec!r}")
     head, _, field = path.partition(".")
     if field:
-        if head not in SECTIONS:
-            raise ValueError(f"--vary {path}: the section must be one of {', '.join(SECTIONS)}, got {head!r}")
+        if head not in vl.PARTS:
+            raise ValueError(f"--vary {path}: the section must be one of {', '.join(vl.PARTS)}, got {head!r}")
         owner = getattr(base, head)
     else:
         owner, field = base, head
     names = [f.name for f in dataclasses.fields(owner)]
-    if field not in names or field in SECTIONS:
+    if field not in names or field in vl.PARTS:
         raise ValueError(f"--vary {path}: no such field; {head if owner is not base else 'the experiment'} "
-                         f"has {', '.join(n for n in names if n not in SECTIONS)}")
+                         f"has {', '.join(n for n in names if n not in vl.PARTS)}")
     if path == "seed":
         raise ValueError("--vary seed: use --data-seeds to repeat every point on other data")
     default = getattr(owner, field)
@@ -208,9 +206,10 @@ def main(argv: list[str] | None = None) -> int:
         write_json(out / "sweep.json", {"predictions": vl.PREDICTIONS, "runs": rows})
 
     rows = run(runs, on_result=save, log=log)
+    paths = [path for path, _ in varied]
     if not args.no_figures:
-        figures.sweep_figure(out / "sweep.png", rows, [path for path, _ in varied])
-    print(format_summary(rows, [path for path, _ in varied]))
+        figures.sweep_figure(out / "sweep.png", rows, paths)
+    print(format_summary(rows, paths))
     print(f"results in {out}")
     return 0
 

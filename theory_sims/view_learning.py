@@ -91,6 +91,9 @@ class ViewLearningConfig:
         return dataclasses.asdict(self)
 
 
+# The config's parts, each a dataclass of its own (presets and overrides take dicts of their fields).
+PARTS = ("data", "learner", "train", "distill", "rf_train", "ntk_train")
+
 PRESETS = {
     "default": {},
     # Closer to the theory: P = k^2 = 100 patches, larger d, more samples; about 5 minutes here.
@@ -109,7 +112,7 @@ def configure(preset: str = "default", **overrides) -> ViewLearningConfig:
             spec[key] = value
     base = ViewLearningConfig()
     parts = {}
-    for name in ("data", "learner", "train", "distill", "rf_train", "ntk_train"):
+    for name in PARTS:
         parts[name] = dataclasses.replace(getattr(base, name), **spec.pop(name, {}))
     if parts["data"].k != parts["learner"].k:
         parts["learner"] = dataclasses.replace(parts["learner"], k=parts["data"].k)
