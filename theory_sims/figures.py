@@ -202,11 +202,17 @@ def sweep_figure(path_png, rows: list[dict], paths: list[str]) -> list[Path]:
         sns.pointplot(x=data["x"], y=data["y"], hue=data["row"], order=order, errorbar=("pi", 100),
                       dodge=0.3, ax=ax, markersize=4, linewidth=1.2)
         ax.set(xlabel="\n".join(paths) or "point", ylabel=ylabel)
-        ax.legend(fontsize=7, loc="best")
     axes[0].axhspan(0.40, 0.70, color="grey", alpha=0.12, lw=0)  # the single models' target band
     for y, color in ((0.25, sns.color_palette()[0]), (0.10, sns.color_palette()[1]), (0.03, sns.color_palette()[2])):
         axes[2].axhline(y, color=color, ls="--", lw=0.8)
     fig.suptitle("the paper's predictions across the sweep (grey band: the single models' target; "
                  "dashed: each gain's threshold)", fontsize=11)
     fig.tight_layout()
+    # legends under the x labels, clear of the points (the x labels grow with the varied parameters)
+    fig.canvas.draw()
+    to_fig = fig.transFigure.inverted()
+    for ax in axes:
+        box = ax.xaxis.label.get_window_extent().transformed(to_fig)
+        ax.legend(fontsize=8, ncol=2, frameon=False, loc="upper center", bbox_transform=fig.transFigure,
+                  bbox_to_anchor=((box.x0 + box.x1) / 2, box.y0 - 0.01))
     return save_figure(fig, path_png)
