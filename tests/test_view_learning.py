@@ -11,6 +11,7 @@ from PIL import Image
 
 from theory_sims import experiments as ex
 from theory_sims import view_learning as vl
+from theory_sims.tracking import second_views
 
 SMALL = [
     "--k", "4", "--d", "40", "--patches", "16", "--n-train", "60", "--n-test", "80",
@@ -75,6 +76,17 @@ def test_training_accuracy_is_recorded_for_every_trained_row(run_dir):
         assert len(acc) == count and all(0.0 <= a <= 1.0 for a in acc)
         assert len(fit) == count and all(isinstance(f, int) and f >= -1 for f in fit)  # -1: never at 100%
     assert len(res["random_features"]["kd"]["train_acc"]) == 2
+
+
+def test_learned_steps_agree_with_the_views_and_the_fit_steps(run_dir):
+    """Every learned view has the step it was first learned at; second_views recounts them."""
+    res = json.loads((run_dir / "results.json").read_text())
+    for row, count in (("individual", 3), ("kd", 2), ("self_kd", 2), ("long_single", 2), ("wide_single", 1)):
+        steps = np.asarray(res[row]["learned_step"])
+        views = np.asarray(res[row]["views_learned"], dtype=bool)
+        assert steps.shape == (count, 4, 2) and steps.dtype.kind == "i"
+        assert (steps[views] >= 0).all()  # learned at the end: learned at some tracked step
+        assert res[row]["second_views"] == second_views(steps, np.asarray(res[row]["fit_step"]))
 
 
 def test_wide_single_is_one_single_model_with_seeds_times_the_neurons(run_dir, small):
@@ -202,3 +214,12 @@ def test_cuda_without_a_gpu_exits_2_before_writing(tmp_path, capsys):
     assert exc.value.code == 2
     assert "no CUDA device" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_second_views_line_reports_the_counts():
+    res = {"individual": {"second_views": {"pairs": 100, "several_views": 41, "last_view_by_fit": 39,
+                                           "median_lag_steps": 12.0}}}
+    line = vl.format_second_views(res)
+    assert "41 of 100" in line and "39 of them" in line and "median 12 steps" in line
+    res["individual"]["second_views"].update(several_views=0, last_view_by_fit=0, median_lag_steps=None)
+    assert "at most one view" in vl.format_second_views(res)

@@ -12,6 +12,7 @@ import numpy as np  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from theory_sims.results import save_figure  # noqa: E402
+from theory_sims.tracking import LEARNED_THRESHOLD  # noqa: E402
 
 
 def views_heatmap(views_learned: np.ndarray, title: str, ylabel: str = "seed"):
@@ -34,9 +35,12 @@ def views_heatmap(views_learned: np.ndarray, title: str, ylabel: str = "seed"):
     return fig
 
 
-def lambda_trajectories(steps: np.ndarray, lam: np.ndarray, seeds=(0, 1, 2), classes=(0, 1, 2)):
+def lambda_trajectories(steps: np.ndarray, lam: np.ndarray, seeds=(0, 1, 2), classes=(0, 1, 2),
+                        fit_step=None, threshold=None):
     """Lambda_{j,l}(t) for a few seeds (columns) and classes (rows); the view that ends larger
-    (the winner) is drawn solid, the others dashed."""
+    (the winner) is drawn solid, the others dashed. With ``fit_step`` (S,) a grey vertical line marks
+    the step at which each seed first fitted its training set; with ``threshold`` a dotted
+    horizontal line marks the level at which a view counts as learned."""
     fig, axes = plt.subplots(len(classes), len(seeds), figsize=(3.2 * len(seeds), 2.4 * len(classes)),
                              sharex=True, squeeze=False)
     V = lam.shape[-1]
@@ -48,6 +52,10 @@ def lambda_trajectories(steps: np.ndarray, lam: np.ndarray, seeds=(0, 1, 2), cla
             for l in range(V):
                 ax.plot(steps, lam[:, s, j, l], color=colors[l], lw=2 if l == winner else 1.2,
                         ls="-" if l == winner else "--", label=f"view {l + 1}")
+            if fit_step is not None and fit_step[s] >= 0:
+                ax.axvline(fit_step[s], color="grey", lw=1, label="fitted")
+            if threshold is not None:
+                ax.axhline(threshold, color="black", lw=0.8, ls=":", label="learned")
             ax.set_yscale("symlog", linthresh=0.1)
             ax.set_title(f"seed {s}, class {j}", fontsize=9)
             if c == 0:
@@ -55,7 +63,7 @@ def lambda_trajectories(steps: np.ndarray, lam: np.ndarray, seeds=(0, 1, 2), cla
             if i == len(classes) - 1:
                 ax.set_xlabel("step")
     axes[0, 0].legend(fontsize=8)
-    fig.suptitle("view correlations during training (solid: the view that wins)")
+    fig.suptitle("view correlations during training (solid: the view that wins; grey: 100% training accuracy)")
     fig.tight_layout()
     return fig
 
@@ -110,7 +118,8 @@ def view_learning_figures(out: Path, cfg, results: dict, extras: dict, rows: lis
     S, k = single.history["lambda"].shape[1:3]
     written += save_figure(
         lambda_trajectories(single.history["step"], single.history["lambda"],
-                            seeds=tuple(range(min(3, S))), classes=tuple(range(min(3, k)))),
+                            seeds=tuple(range(min(3, S))), classes=tuple(range(min(3, k))),
+                            fit_step=single.fit_step, threshold=LEARNED_THRESHOLD * cfg.learner.varrho),
         out / "lambda_trajectories.png",
     )
     written += save_figure(accuracy_bars(rows), out / "accuracy.png")

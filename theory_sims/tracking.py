@@ -80,3 +80,45 @@ def noise_memorisation(W: torch.Tensor, noise: torch.Tensor, labels: torch.Tenso
 def views_learned(lam: np.ndarray, varrho: float, threshold: float = LEARNED_THRESHOLD) -> np.ndarray:
     """Boolean array of the same shape as ``lam``: Lambda >= threshold * varrho."""
     return np.asarray(lam) >= threshold * varrho
+
+
+def learned_step(steps: np.ndarray, lam: np.ndarray, varrho: float, threshold: float = LEARNED_THRESHOLD) -> np.ndarray:
+    """(S, k, V) integers: the first tracked step at which Lambda_{j,l} reached ``threshold * varrho``,
+    -1 for a view that never did. ``steps`` (T,) and ``lam`` (T, S, k, V) as in a training history.
+
+    Set against a model's ``fit_step`` it says whether a view was learned in the race before the
+    model fitted its training set or afterwards, while it was trained on."""
+    lam = np.asarray(lam)
+    steps = np.asarray(steps)
+    if lam.ndim != 4 or lam.shape[0] != steps.shape[0]:
+        raise ValueError(f"lam must have shape (T, S, k, V) with T = len(steps) = {steps.shape[0]}, got {lam.shape}")
+    reached = lam >= threshold * varrho
+    first = reached.argmax(axis=0)
+    return np.where(reached.any(axis=0), steps[first], -1)
+
+
+def second_views(learned: np.ndarray, fit_step: np.ndarray) -> dict:
+    """How the (model, class) pairs that learned more than one view learned the extra ones.
+
+    ``learned``: (S, k, V) steps from :func:`learned_step`; ``fit_step``: (S,) first step at 100%
+    training accuracy (-1 if never). Returns the number of pairs, how many learned more than one
+    view, how many of those learned their last view at or before the model fitted its training set
+    (so during the race, not from training on after the fit), and the median number of steps
+    between a pair's first and last learned view."""
+    learned = np.asarray(learned)
+    fit = np.asarray(fit_step)
+    if learned.ndim != 3 or fit.shape != learned.shape[:1]:
+        raise ValueError(f"learned must be (S, k, V) and fit_step (S,), got {learned.shape} and {fit.shape}")
+    got = learned >= 0
+    several = got.sum(axis=-1) > 1  # (S, k)
+    last = np.where(got, learned, -1).max(axis=-1)
+    first = np.where(got, learned, np.iinfo(learned.dtype).max).min(axis=-1)
+    fitted = np.broadcast_to(fit[:, None], several.shape)
+    before = several & (fitted >= 0) & (last <= fitted)
+    lags = (last - first)[several]
+    return {
+        "pairs": int(several.size),
+        "several_views": int(several.sum()),
+        "last_view_by_fit": int(before.sum()),
+        "median_lag_steps": float(np.median(lags)) if lags.size else None,
+    }

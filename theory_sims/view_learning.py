@@ -39,7 +39,7 @@ from multiview._cli import Parser, add_config_flags, given, require_cuda
 from multiview.multiview import expected_single_fraction
 from theory_sims import experiments as ex
 from theory_sims.config import LearnerConfig, TrainConfig
-from theory_sims.tracking import views_learned
+from theory_sims.tracking import learned_step, second_views, views_learned
 
 # The regime; see "Why these defaults" in the README.
 DEFAULT_DATA = MultiViewConfig(
@@ -128,6 +128,10 @@ def _models_row(ev: ex.Evaluator, result, varrho=None) -> dict:
     if varrho is not None:
         row["lambda"] = result.history["lambda"][-1]
         row["views_learned"] = views_learned(row["lambda"], varrho)
+        # When each view was learned (first tracked step at Lambda >= varrho, -1 never), and
+        # whether a class's extra views came before the model fitted its training set.
+        row["learned_step"] = learned_step(result.history["step"], result.history["lambda"], varrho)
+        row["second_views"] = second_views(row["learned_step"], result.fit_step)
     return row
 
 
@@ -246,6 +250,16 @@ def predictions(results: dict) -> dict[str, bool]:
 
 def format_predictions(held: dict[str, bool]) -> str:
     return "\n".join(f"  [{'holds' if ok else 'FAILS'}] {name}: {PREDICTIONS[name]}" for name, ok in held.items())
+
+
+def format_second_views(results: dict) -> str:
+    """One line on when the single models learned the views beyond one per class."""
+    sv = results["individual"]["second_views"]
+    if not sv["several_views"]:
+        return f"single models: every one of the {sv['pairs']} (seed, class) pairs learned at most one view"
+    return (f"single models: {sv['several_views']} of {sv['pairs']} (seed, class) pairs learned more than one view, "
+            f"{sv['last_view_by_fit']} of them all before the model fitted its training set "
+            f"(median {sv['median_lag_steps']:g} steps between a pair's first and last view)")
 
 
 def unfitted(results: dict) -> list[str]:
@@ -482,6 +496,7 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(rows))
     print("the paper's predictions, at this project's thresholds:")
     print(format_predictions(results["predictions"]))
+    print(format_second_views(results))
     for line in unfitted(results):
         print("warning: " + line, file=sys.stderr)
     print(f"total {results['timing_s']['total']:.1f} s; results in {out}")
