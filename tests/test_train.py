@@ -43,6 +43,7 @@ def assert_same_model(a, b, index):
         (LEARNER, dict(dtype="float64")),
         (LEARNER, dict(batch_size=16, momentum=0.9, batch_seed=3)),
         (LEARNER, dict(stop="fit", extra_steps=3, steps=60)),
+        (LEARNER, dict(lr=20.0, max_step=0.3)),
         (LearnerConfig(k=4, m=3, q=3, sigma0=0.5, mode="ntk"), {}),
         (LearnerConfig(k=4, m=3, q=3, sigma0=0.5, mode="random_features"), dict(lr=5.0)),
     ],
@@ -63,6 +64,35 @@ def test_stacked_kd_with_per_model_teachers_is_bit_identical():
     stacked = run_kd([1, 2], teacher)
     for i, seed in enumerate([1, 2]):
         assert_same_model(stacked, run_kd([seed], teacher[i]), [i])
+
+
+def test_max_step_shortens_long_steps_and_keeps_their_direction():
+    """One step from the init: capped at max_step it is the uncapped step scaled to that length;
+    a cap longer than the step changes nothing; step_length records the uncapped length."""
+    init = run([4], lr=50.0, steps=0).model.W.numpy()
+    free = run([4], lr=50.0, steps=1)
+    step = free.model.W.numpy() - init
+    length = np.linalg.norm(step)
+    np.testing.assert_allclose(free.history["step_length"][0, 0], length, rtol=1e-4)
+    capped = run([4], lr=50.0, steps=1, max_step=length / 4)
+    np.testing.assert_allclose(capped.model.W.numpy() - init, step / 4, rtol=1e-3, atol=1e-7)
+    np.testing.assert_array_equal(capped.history["step_length"], free.history["step_length"])
+    loose = run([4], lr=50.0, steps=1, max_step=2 * length)
+    np.testing.assert_array_equal(loose.model.W.numpy(), free.model.W.numpy())
+
+
+def test_max_step_caps_an_average_group_as_one_model():
+    """Members of a group trained as one average share one cap: the group's whole step is shortened
+    to max_step, every member by the same factor; another group is scaled on its own."""
+    seeds = [1, 2, 3, 4]
+    init = run(seeds, steps=0).model.W.numpy()
+    free = run(seeds, lr=50.0, steps=1, loss="average", group_size=2).model.W.numpy() - init
+    group = [np.linalg.norm(free[:2]), np.linalg.norm(free[2:])]
+    cap = min(group) / 2
+    capped = run(seeds, lr=50.0, steps=1, loss="average", group_size=2, max_step=cap).model.W.numpy() - init
+    for g, sl in enumerate((slice(0, 2), slice(2, 4))):
+        np.testing.assert_allclose(capped[sl], free[sl] * (cap / group[g]), rtol=1e-3, atol=1e-7)
+        assert np.linalg.norm(capped[sl]) == pytest.approx(cap, rel=1e-4)
 
 
 @pytest.mark.parametrize("mode", ["full", "ntk", "random_features"])
@@ -166,6 +196,7 @@ def test_bad_input_raises_a_clear_error(kwargs, message):
     [
         (TrainConfig, dict(lr=0), "lr"),
         (TrainConfig, dict(momentum=1.0), "momentum"),
+        (TrainConfig, dict(max_step=-0.5), "max_step"),
         (TrainConfig, dict(loss="mse"), "loss"),
         (TrainConfig, dict(stop="never"), "stop"),
         (TrainConfig, dict(group_size=2), "group_size"),

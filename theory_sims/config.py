@@ -56,7 +56,12 @@ class TrainConfig:
     Optimiser: full-batch gradient descent by default (``batch_size=0``); with ``batch_size > 0``
     mini-batch SGD over epochs shuffled by ``batch_seed`` (the same for every model, so a model's
     trajectory does not depend on the others stacked with it). ``momentum`` is heavy-ball:
-    v <- momentum v + grad, w <- w - lr v.
+    v <- momentum v + grad, w <- w - lr v. ``max_step > 0`` caps the length of every step: a model
+    whose step lr v would be longer than ``max_step`` (L2 norm over all of its parameters; over the
+    whole group for ``loss="average"``, which is one model) takes lr v scaled down to that length.
+    This is gradient-norm clipping: a clipped step points where the unclipped one does, so the path
+    is that of gradient descent with a smaller learning rate on those steps, and a large ``lr`` can
+    cross the slow stretches (tiny gradients) without overshooting where the gradient is large.
 
     Stop rule: ``stop="steps"`` runs ``steps`` steps. ``stop="fit"`` stops each model (each group
     for ``loss="average"``) ``extra_steps`` steps after its training accuracy first reaches 100%,
@@ -70,6 +75,7 @@ class TrainConfig:
     extra_steps: int = param("stop='fit': steps to keep training after 100%% train accuracy", 0)
     batch_size: int = param("0 for full-batch gradient descent, else the SGD mini-batch size", 0)
     momentum: float = param("heavy-ball momentum in [0, 1)", 0.0)
+    max_step: float = param("the longest step a model may take (L2 norm over its parameters); 0: no limit", 0.0)
     batch_seed: int = param("seed of the mini-batch order", 0)
     loss: str = param("'ce', 'kd' (Hinton), 'kd_truncated' (the paper's) or 'average'", "ce")
     temperature: float = param("KD temperature: T for 'kd', tau for 'kd_truncated'", 1.0)
@@ -88,6 +94,7 @@ class TrainConfig:
         check_int("extra_steps", self.extra_steps, 0)
         check_int("batch_size", self.batch_size, 0)
         check_float("momentum", self.momentum, 0.0, 1.0, hi_open=True)
+        check_float("max_step", self.max_step, 0.0)
         check_int("batch_seed", self.batch_seed)
         check_choice("loss", self.loss, LOSSES)
         check_float("temperature", self.temperature, 0.0, lo_open=True)

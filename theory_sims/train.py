@@ -41,7 +41,8 @@ class TrainResult:
         updates: (S,) number of updates each model made before its stop rule ended it.
         train_acc, train_loss: (S,) on the whole training set after training.
         history: ``loss`` and ``acc`` (steps, S) of every step's forward pass (the batch for
-            SGD); ``step`` (T,) the tracked steps with ``lambda`` (T, S, k, V) and, with noise in
+            SGD); ``step_length`` (updates, S) how far each update would move each model, lr times
+            the norm of its step, before any ``max_step`` cap; ``step`` (T,) the tracked steps with ``lambda`` (T, S, k, V) and, with noise in
             the probe, ``noise_memorisation`` (T, S, n); ``corr`` {step: (S, k, m, F)}.
         wall_s: training time in seconds.
     """
@@ -81,6 +82,15 @@ def _check_inputs(X, y, seeds, learner: LearnerConfig, cfg: TrainConfig, teacher
         raise ValueError(f"batch_size must be <= n = {n}, got {cfg.batch_size}")
     if cfg.backend == "torch" and cfg.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device must be 'cpu': torch reports no CUDA device here")
+
+
+def _model_norms(step: torch.Tensor, group_size: int) -> torch.Tensor:
+    """(S,) L2 norm of each model's step; members of a group trained as one average share the
+    group's norm."""
+    sq = step.reshape(step.shape[0], -1).pow(2).sum(dim=1)
+    if group_size > 1:
+        sq = sq.view(-1, group_size).sum(dim=1).repeat_interleave(group_size)
+    return sq.sqrt()
 
 
 def _batches(n: int, batch_size: int, seed: int):
@@ -174,7 +184,7 @@ def train(
         feats = torch.as_tensor(probe.features).to(device=dev, dtype=dtype)
         noise = None if probe.noise is None else torch.as_tensor(probe.noise).to(device=dev, dtype=dtype)
         labels = None if probe.labels is None else torch.as_tensor(probe.labels, device=dev)
-    hist = {"loss": [], "acc": [], "step": [], "lambda": [], "noise_memorisation": [], "corr": {}}
+    hist = {"loss": [], "acc": [], "step_length": [], "step": [], "lambda": [], "noise_memorisation": [], "corr": {}}
 
     def record(t):
         W = model.weights
@@ -213,8 +223,12 @@ def train(
         if not bool(active.any()):
             break
         step = grad if velocity is None else velocity.mul_(cfg.momentum).add_(grad)
-        mask = active.to(dtype).view(S, *([1] * (param.dim() - 1)))
-        param.sub_(cfg.lr * step * mask)
+        scale = active.to(dtype)
+        length = cfg.lr * _model_norms(step, cfg.group_size)
+        hist["step_length"].append(length.cpu().numpy())
+        if cfg.max_step > 0:
+            scale = scale * torch.clamp(cfg.max_step / length.clamp(min=torch.finfo(dtype).tiny), max=1.0)
+        param.sub_(cfg.lr * step * scale.view(S, *([1] * (param.dim() - 1))))
         updates += active.cpu().numpy()
         if progress and t % 10 == 0:
             bar.set_postfix(loss=f"{float(loss.mean()):.3g}", acc=f"{float(acc.mean()):.3f}")
