@@ -175,6 +175,7 @@ def test_table_rows_and_format():
         (["--lr", "-1"], "lr must be a number > 0.0"),
         (["--ntk", "--ntk-lr", "0"], "lr must be a number > 0.0"),
         (["--kd-loss", "mse"], "invalid choice"),
+        (["--kd-max-step", "-1"], "max_step must be a number >= 0.0"),
         (["--preset", "huge"], "invalid choice"),
         (["--backend", "numba", "--device", "cpu", "--k", "1"], "k must be an integer >= 2"),
     ],
@@ -195,6 +196,13 @@ def test_cli_help_and_bad_flag_have_no_traceback():
                                capture_output=True, text=True, check=True).stdout
     for flag in ("--views", "--missing", "--seeds", "--kd-temperature", "--preset", "--backend", "--sigma0"):
         assert flag in help_text
+
+
+def test_the_distillation_control_trains_on_labels_on_the_students_schedule():
+    cfg = vl.configure(distill={"lr": 7.0, "steps": 11, "max_step": 2.5})
+    control = vl.control_config(cfg)
+    assert (control.lr, control.steps, control.max_step) == (7.0, 11, 2.5)
+    assert control.loss == "ce" and control.stop == "steps"
 
 
 def test_configure_applies_presets_and_overrides():
