@@ -130,6 +130,15 @@ def test_fit_stop_rule_stops_each_model_extra_steps_after_fitting():
         assert (acc[: result.fit_step[s], s] < 1.0).all()
 
 
+def test_fixed_step_training_records_its_fit_step_and_runs_every_step():
+    """stop='steps' still says when a model first fitted its training set (full batch), and does
+    not stop there; the fit step is the one the 'fit' rule finds."""
+    fixed = run([0, 1, 2], lr=5.0, steps=300)
+    by_fit = run([0, 1, 2], lr=5.0, steps=300, stop="fit", extra_steps=7)
+    np.testing.assert_array_equal(fixed.fit_step, by_fit.fit_step)
+    assert (fixed.updates == 300).all()
+
+
 def test_fit_rule_with_sgd_checks_at_epoch_ends():
     result = run([0], lr=5.0, steps=400, stop="fit", batch_size=20)
     assert result.fit_step[0] % 3 == 2  # 60 samples, 3 batches per epoch

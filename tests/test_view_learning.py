@@ -228,6 +228,8 @@ def test_second_views_line_reports_the_counts():
     res = {"individual": {"second_views": {"pairs": 100, "several_views": 41, "last_view_by_fit": 39,
                                            "median_lag_steps": 12.0}}}
     line = vl.format_second_views(res)
-    assert "41 of 100" in line and "39 of them" in line and "median 12 steps" in line
+    assert line.startswith("single models: 41 of 100") and "39 of them" in line and "median 12 steps" in line
+    res["kd"] = {"second_views": {"pairs": 50, "several_views": 49, "last_view_by_fit": 2, "median_lag_steps": 30.0}}
+    assert vl.format_second_views(res, "kd", "KD students").startswith("KD students: 49 of 50")
     res["individual"]["second_views"].update(several_views=0, last_view_by_fit=0, median_lag_steps=None)
     assert "at most one view" in vl.format_second_views(res)

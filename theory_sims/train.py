@@ -37,7 +37,8 @@ class TrainResult:
     Attributes:
         model: the trained :class:`TwoLayerModel` stack.
         fit_step: (S,) first step whose forward pass had 100% training accuracy, -1 if none
-            (checked at every step for full-batch GD, at epoch ends for SGD).
+            (checked at every step for full-batch GD, whatever the stop rule; for SGD at epoch
+            ends, and only with ``stop="fit"``).
         updates: (S,) number of updates each model made before its stop rule ended it.
         train_acc, train_loss: (S,) on the whole training set after training.
         history: ``loss`` and ``acc`` (steps, S) of every step's forward pass (the batch for
@@ -214,11 +215,14 @@ def train(
             record(t)
 
         grad = backward(dF, samples)  # before a full-set check below reuses the backend
-        if cfg.stop == "fit" and (samples is None or epoch_end):
+        # Full-batch GD checks the fit on the step's own forward pass, whatever the stop rule;
+        # SGD needs a pass over the whole set, made only where the fit stops training.
+        if samples is None or (cfg.stop == "fit" and epoch_end):
             full_acc = acc if samples is None else accuracy(forward(None), y_all)
             newly = (full_acc.cpu().numpy() >= 1.0) & (fit_step < 0)
             fit_step[newly] = t
-            stop_at[newly] = np.minimum(stop_at[newly], t + cfg.extra_steps)
+            if cfg.stop == "fit":
+                stop_at[newly] = np.minimum(stop_at[newly], t + cfg.extra_steps)
         active &= torch.as_tensor(stop_at > t, device=dev)
         if not bool(active.any()):
             break

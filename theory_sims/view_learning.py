@@ -261,13 +261,13 @@ def format_predictions(held: dict[str, bool]) -> str:
     return "\n".join(f"  [{'holds' if ok else 'FAILS'}] {name}: {PREDICTIONS[name]}" for name, ok in held.items())
 
 
-def format_second_views(results: dict) -> str:
-    """One line on when the single models learned the views beyond one per class."""
-    sv = results["individual"]["second_views"]
+def format_second_views(results: dict, key: str = "individual", who: str = "single models") -> str:
+    """One line on when the models of row ``key`` learned the views beyond one per class."""
+    sv = results[key]["second_views"]
     if not sv["several_views"]:
-        return f"single models: every one of the {sv['pairs']} (seed, class) pairs learned at most one view"
-    return (f"single models: {sv['several_views']} of {sv['pairs']} (seed, class) pairs learned more than one view, "
-            f"{sv['last_view_by_fit']} of them all before the model fitted its training set "
+        return f"{who}: every one of the {sv['pairs']} (model, class) pairs learned at most one view"
+    return (f"{who}: {sv['several_views']} of {sv['pairs']} (model, class) pairs learned more than one view, "
+            f"{sv['last_view_by_fit']} of them all by the step the model fitted its training set "
             f"(median {sv['median_lag_steps']:g} steps between a pair's first and last view)")
 
 
@@ -509,6 +509,7 @@ def main(argv: list[str] | None = None) -> int:
     print("the paper's predictions, at this project's thresholds:")
     print(format_predictions(results["predictions"]))
     print(format_second_views(results))
+    print(format_second_views(results, "kd", "KD students"))
     for line in unfitted(results):
         print("warning: " + line, file=sys.stderr)
     print(f"total {results['timing_s']['total']:.1f} s; results in {out}")
