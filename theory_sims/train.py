@@ -42,9 +42,10 @@ class TrainResult:
         updates: (S,) number of updates each model made before its stop rule ended it.
         train_acc, train_loss: (S,) on the whole training set after training.
         history: ``loss`` and ``acc`` (steps, S) of every step's forward pass (the batch for
-            SGD); ``step_length`` (updates, S) how far each update would move each model, lr times
-            the norm of its step, before any ``max_step`` cap; ``step`` (T,) the tracked steps with ``lambda`` (T, S, k, V) and, with noise in
-            the probe, ``noise_memorisation`` (T, S, n); ``corr`` {step: (S, k, m, F)}.
+            SGD); ``step_length`` (updates, S) how far each update would move each model, lr
+            times the norm of its step, before any ``max_step`` cap; ``step`` (T,) the tracked
+            steps with ``lambda`` (T, S, k, V) and, with noise in the probe,
+            ``noise_memorisation`` (T, S, n); ``corr`` {step: (S, k, m, F)}.
         wall_s: training time in seconds.
     """
 

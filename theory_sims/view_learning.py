@@ -50,10 +50,11 @@ DEFAULT_LEARNER = LearnerConfig(k=10, m=5, q=5, varrho=1.0, sigma0=0.1)
 DEFAULT_TRAIN = TrainConfig(lr=20.0, steps=600, stop="fit", extra_steps=10, track_every=2)
 # The paper's truncated-temperature KD (tau = 2) with half weight on the labels: the label term
 # keeps a logit that one large step pushed above tau (no KD gradient there) from staying wrong.
-# A student learns its missing views slowly, long after it fits the training set (at lr 30: KD
-# 0.885 after 400 steps, 0.955 after 2400). Steps capped at length 4 (gradient-norm clipping)
-# let a large learning rate cover that stretch in 400 steps without overshooting where the
-# gradient is large (at lr 90 uncapped, students break); see "How the KD settings were chosen".
+# A student learns the views it lost in its own lottery slowly, about half of them after it fits
+# the training set (at lr 30: KD 0.885 after 400 steps, 0.955 after 2400). Steps capped at
+# length 4 (gradient-norm clipping) let a large learning rate cover that stretch in 400 steps
+# without overshooting where the gradient is large (uncapped, students break at lr 90); see
+# "How the KD settings were chosen" in the README.
 DEFAULT_DISTILL = TrainConfig(lr=200.0, steps=400, max_step=4.0, loss="kd_truncated", temperature=2.0,
                               label_weight=0.5, track_every=5)
 DEFAULT_RF = TrainConfig(lr=20.0, steps=300, track_every=0)
