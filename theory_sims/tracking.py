@@ -92,7 +92,7 @@ def learned_step(steps: np.ndarray, lam: np.ndarray, varrho: float, threshold: f
     steps = np.asarray(steps)
     if lam.ndim != 4 or lam.shape[0] != steps.shape[0]:
         raise ValueError(f"lam must have shape (T, S, k, V) with T = len(steps) = {steps.shape[0]}, got {lam.shape}")
-    reached = lam >= threshold * varrho
+    reached = views_learned(lam, varrho, threshold)
     first = reached.argmax(axis=0)
     return np.where(reached.any(axis=0), steps[first], -1)
 
@@ -111,7 +111,7 @@ def second_views(learned: np.ndarray, fit_step: np.ndarray) -> dict:
         raise ValueError(f"learned must be (S, k, V) and fit_step (S,), got {learned.shape} and {fit.shape}")
     got = learned >= 0
     several = got.sum(axis=-1) > 1  # (S, k)
-    last = np.where(got, learned, -1).max(axis=-1)
+    last = learned.max(axis=-1)  # unlearned views hold -1
     first = np.where(got, learned, np.iinfo(learned.dtype).max).min(axis=-1)
     fitted = np.broadcast_to(fit[:, None], several.shape)
     before = several & (fitted >= 0) & (last <= fitted)
