@@ -2,7 +2,8 @@
 
 Both kinds keep ``X`` as float32 of shape ``(n, P, d)`` (P patches of dimension d; Gaussian-like
 inputs without patches have P = 1) and integer labels ``y`` in ``[0, k)``. They save to one
-``.npz`` file (arrays as they are, the config as JSON) and load back identically.
+``.npz`` file (arrays as they are, the config as JSON); :func:`multiview.loading.load` reads them
+back identically. This module knows nothing of the generators that fill these objects.
 """
 
 from __future__ import annotations
@@ -116,19 +117,3 @@ class GaussianData(_Data):
     flipped: np.ndarray = None
     margin: np.ndarray = None
     component: np.ndarray = None
-
-
-def load(path: str | os.PathLike) -> MultiViewData | GaussianData:
-    """Load a dataset written by ``save``; the result equals what was saved, array for array."""
-    from multiview.gaussian import GaussianConfig
-    from multiview.multiview import MultiViewConfig
-
-    kinds = {"MultiViewData": (MultiViewData, MultiViewConfig), "GaussianData": (GaussianData, GaussianConfig)}
-    with np.load(path, allow_pickle=False) as f:
-        kind = str(f["_kind"])
-        if kind not in kinds:
-            raise ValueError(f"{path}: unknown dataset kind {kind!r}")
-        data_cls, config_cls = kinds[kind]
-        config = config_cls(**json.loads(str(f["_config"])))
-        arrays = {name: f[name] for name in f.files if not name.startswith("_")}
-    return data_cls(config=config, **arrays)

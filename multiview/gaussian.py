@@ -30,8 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from multiview._checks import check_choice, check_float, check_int
-from multiview._cli import param
+from multiview.checks import check_choice, check_float, check_int
+from multiview.cli import param
 from multiview.dataset import GaussianData
 
 INPUTS = ("gaussian", "mixture")

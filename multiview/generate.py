@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from multiview._cli import Parser, add_config_flags, given
+from multiview.cli import Parser, add_config_flags, given
 from multiview.gaussian import GaussianConfig, GaussianTask
 from multiview.multiview import MultiViewConfig, MultiViewDistribution, expected_single_fraction
 

@@ -34,8 +34,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from multiview._checks import check_choice, check_int
-from multiview._cli import Parser, add_config_flags, fail, given, param, require_cuda
+from multiview.checks import check_choice, check_int
+from multiview.cli import Parser, add_config_flags, fail, given, param, require_cuda
 from real_data.baselines import MODES
 from real_data.data import ENV_VAR, OFFICIAL, DataError
 from real_data.models import MODELS

@@ -29,8 +29,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from multiview._checks import check_choice, check_float, check_int
-from multiview._cli import param
+from multiview.checks import check_choice, check_float, check_int
+from multiview.cli import param
 
 SCHEDULES = ("step", "onecycle")
 OBJECTIVES = ("ce", "kd", "average")

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from multiview._cli import Parser, fail
+from multiview.cli import Parser, fail
 
 
 def layer_names(model: nn.Module) -> list[str]:

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from multiview._checks import check_choice, check_float, check_int
+from multiview.checks import check_choice, check_float, check_int
 
 
 def test_check_int():

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from theory_sims import sweep
+from theory_sims import report
 from theory_sims import view_learning as vl
 
 SMALL = [
@@ -40,8 +41,8 @@ def results_with(single=0.6, views=0.5, ens=0.95, kd=0.9, kd_both=0.8, self_kd=0
 
 
 def test_predictions_hold_or_fail_at_their_thresholds():
-    assert all(vl.predictions(results_with()).values())
-    assert set(vl.predictions(results_with())) == set(vl.PREDICTIONS)
+    assert all(report.predictions(results_with()).values())
+    assert set(report.predictions(results_with())) == set(report.PREDICTIONS)
     broken = {
         "lottery": [dict(single=0.72, ens=0.98, self_kd=0.81, average=0.8), dict(single=0.38, average=0.45),
                     dict(views=0.8), dict(multi=0.97), dict(train=0.99)],
@@ -53,9 +54,9 @@ def test_predictions_hold_or_fail_at_their_thresholds():
     }
     for name, cases in broken.items():
         for case in cases:
-            held = vl.predictions(results_with(**case))
+            held = report.predictions(results_with(**case))
             assert [n for n, ok in held.items() if not ok] == [name], (name, case)
-    assert vl.predictions(results_with(average=0.69))["average"]  # +0.09 is within +0.10
+    assert report.predictions(results_with(average=0.69))["average"]  # +0.09 is within +0.10
 
 
 def test_parse_vary_reads_each_field_as_its_type():
@@ -131,7 +132,7 @@ def test_a_sweep_point_is_the_experiment_run_with_that_config(sweep_dir):
     results, _ = vl.run(vl.dataclasses.replace(cfg, seed=1), log=lambda *a, **k: None)
     assert row["sv_individual"] == pytest.approx(np.mean(results["individual"]["single_view_acc"]))
     assert row["sv_kd_ensemble"] == pytest.approx(results["kd_ensemble"]["single_view_acc"])
-    assert row["holds_lottery"] == vl.predictions(results)["lottery"]
+    assert row["holds_lottery"] == report.predictions(results)["lottery"]
 
 
 @pytest.mark.parametrize(

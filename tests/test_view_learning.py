@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from theory_sims import experiments as ex
+from theory_sims import report
 from theory_sims import view_learning as vl
 from theory_sims.tracking import second_views
 
@@ -64,7 +65,7 @@ def test_results_json_has_the_documented_keys(run_dir):
     assert np.asarray(res["wide_single"]["views_learned"]).shape == (1, 4, 2)
     assert np.asarray(res["average"]["views_learned"]).shape == (1, 4, 2)
     assert res["timing_s"]["total"] > 0
-    assert res["predictions"] == vl.predictions(res)  # which of the paper's predictions held, as booleans
+    assert res["predictions"] == report.predictions(res)  # which of the paper's predictions held, as booleans
     cfg = json.loads((run_dir / "config.json").read_text())
     assert cfg["data"]["k"] == 4 and cfg["seeds"] == 3 and cfg["learner"]["k"] == 4
 
@@ -130,11 +131,11 @@ def test_unfitted_names_the_rows_that_stop_short_of_the_training_set():
         "average": {"train_acc": [1.0]},
         "random_features": {"individual": {"train_acc": [0.4]}},  # not expected to fit: no warning
     }
-    assert vl.unfitted(results) == [
+    assert report.unfitted(results) == [
         "knowledge distillation: 2 of 3 models end below 100% training accuracy (0.265, 0.310)"
     ]
     results["kd"]["train_acc"] = [1.0, 1.0, 1.0]
-    assert vl.unfitted(results) == []
+    assert report.unfitted(results) == []
 
 
 def test_test_accuracy_is_the_mixture_of_multi_and_single_view(run_dir):
@@ -156,11 +157,11 @@ def test_table_rows_and_format():
     results["individual"] = per_model
     results["kd"] = vl._with_means(per_model)
     results["self_kd"] = vl._with_means(per_model)
-    rows = vl.table_rows(results)
+    rows = report.table_rows(results)
     assert [r["row"] for r in rows][:2] == ["single model", "ensemble"]
     assert rows[0]["single_view_acc"] == pytest.approx(0.3) and rows[0]["single_view_acc_std"] == pytest.approx(0.1)
     assert rows[0]["views_per_class"] == 2.0
-    text = vl.format_table(rows)
+    text = report.format_table(rows)
     assert "0.300 ± 0.100" in text and "training the average" in text
 
 
@@ -227,9 +228,9 @@ def test_cuda_without_a_gpu_exits_2_before_writing(tmp_path, capsys):
 def test_second_views_line_reports_the_counts():
     res = {"individual": {"second_views": {"pairs": 100, "several_views": 41, "last_view_by_fit": 39,
                                            "median_lag_steps": 12.0}}}
-    line = vl.format_second_views(res)
+    line = report.format_second_views(res)
     assert line.startswith("single models: 41 of 100") and "39 of them" in line and "median 12 steps" in line
     res["kd"] = {"second_views": {"pairs": 50, "several_views": 49, "last_view_by_fit": 2, "median_lag_steps": 30.0}}
-    assert vl.format_second_views(res, "kd", "KD students").startswith("KD students: 49 of 50")
+    assert report.format_second_views(res, "kd", "KD students").startswith("KD students: 49 of 50")
     res["individual"]["second_views"].update(several_views=0, last_view_by_fit=0, median_lag_steps=None)
-    assert "at most one view" in vl.format_second_views(res)
+    assert "at most one view" in report.format_second_views(res)

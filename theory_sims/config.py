@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from multiview._checks import check_choice, check_float, check_int
-from multiview._cli import param
+from multiview.checks import check_choice, check_float, check_int
+from multiview.cli import param
 from theory_sims.losses import LOSSES
 
 MODES = ("full", "random_features", "ntk")

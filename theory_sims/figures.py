@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from theory_sims.report import ACCURACY_ROWS, VIEW_ROWS  # noqa: E402
 from theory_sims.results import save_figure  # noqa: E402
 from theory_sims.tracking import LEARNED_THRESHOLD  # noqa: E402
 
@@ -189,8 +190,6 @@ def sweep_figure(path_png, rows: list[dict], paths: list[str]) -> list[Path]:
     """A regime sweep (:mod:`theory_sims.sweep`): single-view accuracy of every row, views learned
     per class, and the gains the paper predicts (ensemble) or says vanish (average, KD students'
     ensemble) against the point, with their thresholds; bars are the spread over data seeds."""
-    from theory_sims.sweep import ACCURACY_ROWS, VIEW_ROWS
-
     sns.set_theme(style="whitegrid", context="notebook")
     # one line per varied parameter in the tick labels, top to bottom in the order of the x label
     label = lambda r: "\n".join(f"{r[p]:g}" if isinstance(r[p], float) else str(r[p]) for p in paths) or "base"  # noqa: E731

@@ -43,8 +43,8 @@ from pathlib import Path
 import numpy as np
 
 import theory_sims  # noqa: F401  (sets the thread-spin environment before numpy work starts)
-from multiview._checks import check_float, check_int
-from multiview._cli import Parser, given, param, require_cuda
+from multiview.checks import check_float, check_int
+from multiview.cli import Parser, given, param, require_cuda
 from multiview.gaussian import INPUTS, SAMPLINGS, TEACHERS, GaussianConfig, GaussianTask
 from theory_sims import stats
 from theory_sims.config import LearnerConfig, TrainConfig

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from multiview._checks import check_float, check_int
+from multiview.checks import check_float, check_int
 
 RESAMPLE = ("seeds", "tests")
 

@@ -16,7 +16,7 @@ experiment itself (n_train, seeds, ...) is given without a section.
 
 For every run it records the single-view test accuracy of every row, the views learned per class,
 the two gains the paper says vanish (training the average over the single models, the KD
-students' ensemble over one student) and which of ``view_learning.PREDICTIONS`` hold. It writes
+students' ensemble over one student) and which of ``report.PREDICTIONS`` hold. It writes
 ``sweep.csv`` and ``sweep.json`` after every run (a stopped sweep keeps what it finished), the
 sweep's ``config.json``, and ``sweep.png`` / ``sweep.pdf``: single-view accuracy, views per class
 and the gains against the point, with the thresholds drawn in.
@@ -28,20 +28,10 @@ import dataclasses
 import sys
 import time
 
-import numpy as np
 
 import theory_sims  # noqa: F401  (sets the BLAS thread spin before numpy work starts)
+from theory_sims import report
 from theory_sims import view_learning as vl
-
-# Rows of the full learner whose single-view accuracy the sweep records, and their labels.
-ACCURACY_ROWS = {
-    "individual": "single model", "ensemble": "ensemble", "kd": "KD", "self_kd": "self-KD",
-    "long_single": "single, trained as long as KD", "average": "training the average",
-    "wide_single": "single as wide as the average", "kd_ensemble": "KD students' ensemble",
-}
-VIEW_ROWS = {"individual": "single model", "kd": "KD", "self_kd": "self-KD",
-             "average": "training the average (whole network)", "wide_single": "single as wide as the average"}
-
 
 def _parse_value(text: str, default, name: str):
     """``text`` as the type of the field's ``default``."""
@@ -113,24 +103,6 @@ def points(base: vl.ViewLearningConfig, varied: list[tuple[str, list]], data_see
     return runs
 
 
-def summary(results: dict) -> dict:
-    """One run's numbers: single-view accuracy of every row, views per class, the gains and
-    which predictions hold."""
-    out = {"multi_view_single": float(np.mean(results["individual"]["multi_view_acc"])),
-           "train_acc_min": float(np.min(results["individual"]["train_acc"]))}
-    for key in ACCURACY_ROWS:
-        out["sv_" + key] = vl.single_view(results, key)
-    for key in VIEW_ROWS:
-        out["views_" + key] = float(np.asarray(results[key]["views_learned"]).sum(axis=-1).mean())
-    single = out["sv_individual"]
-    out["gain_ensemble"] = out["sv_ensemble"] - single
-    out["gain_average"] = out["sv_average"] - single
-    out["gain_kd_ensemble"] = out["sv_kd_ensemble"] - out["sv_kd"]
-    for name, held in vl.predictions(results).items():
-        out["holds_" + name] = held
-    return out
-
-
 def run(runs: list[dict], on_result=None, log=print) -> list[dict]:
     """Run every entry of ``runs``; ``on_result(rows)`` is called after each with the rows so far."""
     rows = []
@@ -139,10 +111,10 @@ def run(runs: list[dict], on_result=None, log=print) -> list[dict]:
         label = ", ".join(f"{p}={v}" for p, v in r["values"].items()) or "base"
         log(f"[{n}/{len(runs)}] {label}, data seed {r['data_seed']}")
         results, _ = vl.run(r["config"], log=lambda *a, **k: None)
-        row = {"point": r["point"], **r["values"], "data_seed": r["data_seed"], **summary(results),
+        row = {"point": r["point"], **r["values"], "data_seed": r["data_seed"], **report.summary(results),
                "wall_s": time.perf_counter() - t0}
         rows.append(row)
-        failed = [name for name in vl.PREDICTIONS if not row["holds_" + name]]
+        failed = [name for name in report.PREDICTIONS if not row["holds_" + name]]
         log(f"    single {row['sv_individual']:.3f} ({row['views_individual']:.2f} views), ensemble "
             f"{row['sv_ensemble']:.3f}, KD {row['sv_kd']:.3f}, average {row['gain_average']:+.3f}, "
             f"KD ensemble {row['gain_kd_ensemble']:+.3f}; fails: {', '.join(failed) or 'none'} "
@@ -203,32 +175,15 @@ def main(argv: list[str] | None = None) -> int:
 
     def save(rows):
         write_csv(out / "sweep.csv", rows)
-        write_json(out / "sweep.json", {"predictions": vl.PREDICTIONS, "runs": rows})
+        write_json(out / "sweep.json", {"predictions": report.PREDICTIONS, "runs": rows})
 
     rows = run(runs, on_result=save, log=log)
     paths = [path for path, _ in varied]
     if not args.no_figures:
         figures.sweep_figure(out / "sweep.png", rows, paths)
-    print(format_summary(rows, paths))
+    print(report.format_summary(rows, paths))
     print(f"results in {out}")
     return 0
-
-
-def format_summary(rows: list[dict], paths: list[str]) -> str:
-    """One line per point (means over its data seeds): the varied values, single-view accuracy of
-    the main rows, the two gains and on how many data seeds each prediction held."""
-    head = (f"{' / '.join(paths) or 'point':28s} {'single':>6s} {'views':>5s} {'ens':>6s} {'KD':>6s} "
-            f"{'selfKD':>6s} {'avg-1':>6s} {'KDe-KD':>6s}  predictions held")
-    lines = [head, "-" * len(head)]
-    for point in dict.fromkeys(r["point"] for r in rows):
-        rs = [r for r in rows if r["point"] == point]
-        mean = lambda key: float(np.mean([r[key] for r in rs]))  # noqa: E731
-        held = " ".join(f"{name} {sum(r['holds_' + name] for r in rs)}/{len(rs)}" for name in vl.PREDICTIONS)
-        label = " / ".join(str(rs[0][p]) for p in paths) or str(point)
-        lines.append(f"{label:28s} {mean('sv_individual'):6.3f} {mean('views_individual'):5.2f} "
-                     f"{mean('sv_ensemble'):6.3f} {mean('sv_kd'):6.3f} {mean('sv_self_kd'):6.3f} "
-                     f"{mean('gain_average'):+6.3f} {mean('gain_kd_ensemble'):+6.3f}  {held}")
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

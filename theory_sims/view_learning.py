@@ -34,8 +34,8 @@ import numpy as np
 
 import theory_sims  # noqa: F401  (sets the BLAS thread spin before numpy work starts)
 from multiview import MultiViewConfig, MultiViewDistribution
-from multiview._checks import check_choice, check_int
-from multiview._cli import Parser, add_config_flags, given, require_cuda
+from multiview.checks import check_choice, check_int
+from multiview.cli import Parser, add_config_flags, given, require_cuda
 from multiview.multiview import expected_single_fraction
 from theory_sims import experiments as ex
 from theory_sims.config import LearnerConfig, TrainConfig
@@ -207,7 +207,7 @@ def run(cfg: ViewLearningConfig, progress: bool = False, log=print) -> tuple[dic
     results["wide_single"] = _with_means(_models_row(ev, wide, varrho))
     stage("wide_single")
 
-    for mode, _, train_name in FROZEN_FAMILIES:
+    for mode, train_name in FROZEN_FAMILIES:
         if not getattr(cfg, mode):
             continue
         learner = dataclasses.replace(cfg.learner, mode=mode)
@@ -220,73 +220,6 @@ def run(cfg: ViewLearningConfig, progress: bool = False, log=print) -> tuple[dic
     timing["total"] = time.perf_counter() - t_all
     results["timing_s"] = timing
     return results, extras
-
-
-# The paper's predictions for the full learner, at the thresholds this project holds the default
-# run to (the issue that specified the experiment); ``predictions`` tests each on a run's results.
-PREDICTIONS = {
-    "lottery": "single models fit the training set and the multi-view test set (>= 0.98) but learn "
-               "45-75% of the views and get 0.40-0.70 of single-view data",
-    "ensemble": "the ensemble gets >= 0.90 of single-view data, >= 0.25 above the single models",
-    "kd": "KD students get >= 0.85 of single-view data and learn every view of most classes",
-    "self_kd": "self-KD gains >= 0.08 over the single models and stays at most the ensemble",
-    "average": "training the average gains at most 0.10 over the single models",
-    "kd_ensemble": "the KD students' ensemble gains at most 0.03 over one student",
-}
-
-
-def single_view(results: dict, key: str) -> float:
-    """Mean single-view test accuracy of row ``key``."""
-    return float(np.mean(results[key]["single_view_acc"]))
-
-
-def predictions(results: dict) -> dict[str, bool]:
-    """Which of ``PREDICTIONS`` hold in a run's ``results`` (full learner rows)."""
-    ind = results["individual"]
-    single = single_view(results, "individual")
-    ens, kd, self_kd = (single_view(results, key) for key in ("ensemble", "kd", "self_kd"))
-    views = np.asarray(ind["views_learned"], dtype=bool)
-    kd_views = np.asarray(results["kd"]["views_learned"], dtype=bool)
-    return {
-        "lottery": bool(min(ind["train_acc"]) == 1.0 and np.mean(ind["multi_view_acc"]) >= 0.98
-                        and 0.40 <= single <= 0.70 and 0.45 <= views.mean() <= 0.75),
-        "ensemble": ens >= 0.90 and ens - single >= 0.25,
-        "kd": kd >= 0.85 and bool(kd_views.all(axis=-1).mean() > 0.5),
-        "self_kd": self_kd - single >= 0.08 and self_kd <= ens,
-        "average": single_view(results, "average") - single <= 0.10,
-        "kd_ensemble": single_view(results, "kd_ensemble") - kd <= 0.03,
-    }
-
-
-def format_predictions(held: dict[str, bool]) -> str:
-    return "\n".join(f"  [{'holds' if ok else 'FAILS'}] {name}: {PREDICTIONS[name]}" for name, ok in held.items())
-
-
-def format_second_views(results: dict, key: str = "individual", who: str = "single models") -> str:
-    """One line on when the models of row ``key`` learned the views beyond one per class."""
-    sv = results[key]["second_views"]
-    if not sv["several_views"]:
-        return f"{who}: every one of the {sv['pairs']} (model, class) pairs learned at most one view"
-    return (f"{who}: {sv['several_views']} of {sv['pairs']} (model, class) pairs learned more than one view, "
-            f"{sv['last_view_by_fit']} of them all by the step the model fitted its training set "
-            f"(median {sv['median_lag_steps']:g} steps between a pair's first and last view)")
-
-
-def unfitted(results: dict) -> list[str]:
-    """One line per trained row of the full learner whose models did not all reach 100% training
-    accuracy (random features and NTK are not expected to fit; their ``train_acc`` is in the results).
-
-    A student that stops short is worth knowing about: e.g. with the truncated KD loss and no
-    label term, a logit pushed above tau in one large step gets no gradient again and stays there.
-    """
-    lines = []
-    for name, key in ROWS:
-        acc = np.atleast_1d(results.get(key, {}).get("train_acc", []))
-        if acc.size and (acc < 1.0).any():
-            short = ", ".join(f"{a:.3f}" for a in acc if a < 1.0)
-            lines.append(f"{name}: {int((acc < 1.0).sum())} of {acc.size} models end below 100% "
-                         f"training accuracy ({short})")
-    return lines
 
 
 def _family(cfg, learner, train_cfg, distill_cfg, ev, train_set, seeds, fresh, progress, stage, views):
@@ -326,74 +259,11 @@ def _family(cfg, learner, train_cfg, distill_cfg, ev, train_set, seeds, fresh, p
 
 
 # The same experiment for learners whose features do not move, each run when its config flag
-# (named like the mode) is on: (mode and results key, table prefix, name of its TrainConfig).
+# (named like the mode) is on: (mode and results key, name of its TrainConfig).
 FROZEN_FAMILIES = (
-    ("random_features", "random features: ", "rf_train"),  # first layer frozen at init
-    ("ntk", "NTK: ", "ntk_train"),  # the network linearised around its init
+    ("random_features", "rf_train"),  # first layer frozen at init
+    ("ntk", "ntk_train"),  # the network linearised around its init
 )
-
-ROWS = [
-    ("single model", "individual"),
-    ("single model, trained as long as KD", "long_single"),
-    ("ensemble", "ensemble"),
-    ("knowledge distillation", "kd"),
-    ("self-distillation", "self_kd"),
-    ("training the average", "average"),
-    ("single model as wide as the average", "wide_single"),
-    ("ensemble of KD students", "kd_ensemble"),
-]
-
-
-def table_rows(results: dict) -> list[dict]:
-    """One dict per table row: name, test / multi / single accuracy (mean, std) and views per class."""
-    rows = []
-
-    def add(name, entry, prefix=""):
-        row = {"row": prefix + name}
-        for key in ("test_acc", "multi_view_acc", "single_view_acc"):
-            vals = entry.get(key + "_per_model", entry[key])
-            vals = np.atleast_1d(np.asarray(vals, dtype=float))
-            row[key] = float(vals.mean())
-            row[key + "_std"] = float(vals.std()) if vals.size > 1 else None
-        vl = entry.get("views_learned")
-        row["views_per_class"] = float(np.asarray(vl).sum(axis=-1).mean()) if vl is not None else None
-        rows.append(row)
-
-    for name, key in ROWS:
-        if key in results:
-            add(name, results[key])
-    for family, prefix, _ in FROZEN_FAMILIES:
-        for name, key in ROWS:
-            if key in results.get(family, {}):
-                add(name, results[family][key], prefix=prefix)
-    return rows
-
-
-def format_table(rows: list[dict]) -> str:
-    head = f"{'':42s} {'test':>13s} {'multi-view':>13s} {'single-view':>13s} {'views/class':>11s}"
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        cells = []
-        for key in ("test_acc", "multi_view_acc", "single_view_acc"):
-            std = r[key + "_std"]
-            cells.append(f"{r[key]:.3f} ± {std:.3f}" if std is not None else f"{r[key]:.3f}        ")
-        v = "" if r["views_per_class"] is None else f"{r['views_per_class']:.2f}"
-        lines.append(f"{r['row']:42s} {cells[0]:>13s} {cells[1]:>13s} {cells[2]:>13s} {v:>11s}")
-    return "\n".join(lines)
-
-
-def per_seed_rows(results: dict) -> list[dict]:
-    ind = results["individual"]
-    out = []
-    for s in range(len(ind["test_acc"])):
-        vl = np.asarray(ind["views_learned"][s])
-        out.append({
-            "seed": s, "test_acc": ind["test_acc"][s], "multi_view_acc": ind["multi_view_acc"][s],
-            "single_view_acc": ind["single_view_acc"][s], "train_acc": ind["train_acc"][s],
-            "fit_step": ind["fit_step"][s], "views_learned": int(vl.sum()), "views_total": vl.size,
-        })
-    return out
-
 
 # ----------------------------------------------------------------------------- command line
 
@@ -489,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config_from_args(args)
     except ValueError as err:
         parser.error(str(err))
-    from theory_sims import figures
+    from theory_sims import figures, report
     from theory_sims.results import out_dir, write_csv, write_json
 
     log = (lambda *a, **k: None) if args.quiet else (lambda *a, **k: print(*a, **k, flush=True))
@@ -499,19 +369,19 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(err))
     write_json(out / "config.json", cfg.to_dict())
     results, extras = run(cfg, progress=not args.quiet, log=log)
-    results["predictions"] = predictions(results)
-    rows = table_rows(results)
+    results["predictions"] = report.predictions(results)
+    rows = report.table_rows(results)
     write_json(out / "results.json", results)
     write_csv(out / "table.csv", rows)
-    write_csv(out / "per_seed.csv", per_seed_rows(results))
+    write_csv(out / "per_seed.csv", report.per_seed_rows(results))
     if not args.no_figures:
         figures.view_learning_figures(out, cfg, results, extras, rows)
-    print(format_table(rows))
+    print(report.format_table(rows))
     print("the paper's predictions, at this project's thresholds:")
-    print(format_predictions(results["predictions"]))
-    print(format_second_views(results))
-    print(format_second_views(results, "kd", "KD students"))
-    for line in unfitted(results):
+    print(report.format_predictions(results["predictions"]))
+    print(report.format_second_views(results))
+    print(report.format_second_views(results, "kd", "KD students"))
+    for line in report.unfitted(results):
         print("warning: " + line, file=sys.stderr)
     print(f"total {results['timing_s']['total']:.1f} s; results in {out}")
     return 0

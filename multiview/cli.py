@@ -1,4 +1,10 @@
-"""Command-line helpers shared by the project's ``python -m`` entry points."""
+"""Command-line helpers shared by every ``python -m`` entry point of the project.
+
+Public for ``theory_sims`` and ``real_data`` too: a config field declared with :func:`param`
+carries its ``--help`` text, :func:`add_config_flags` turns a frozen dataclass into flags,
+:class:`Parser` reports a bad flag in one line with exit status 2, and :func:`fail` does the same
+for errors found after parsing.
+"""
 
 from __future__ import annotations
 
