@@ -167,7 +167,7 @@ def run(cfg: ReproduceConfig, data_path, out: Path, device: str = "cpu", cache_d
     def ens_acc(logits):
         return float(acc(torch.softmax(logits, -1).mean(0)))
 
-    results: dict = {"jobs": {}}
+    results: dict = {"jobs": {}, "num_classes": k}
     S, K = cfg.seeds, cfg.students
     singles = []
     if cfg.stack:  # one network holding every seed; its members are the single models
@@ -266,7 +266,11 @@ def format_table(rows: list[dict], mode: str = "full") -> str:
     return "\n".join(lines)
 
 
-def accuracy_figure(rows: list[dict], title: str):
+def accuracy_figure(rows: list[dict], results: dict, title: str):
+    """Left: every row's test accuracy, each model as a dot where a row has several, with chance
+    level drawn, so a run that barely learned reads as one. Right: each row's gain over the single
+    models against the single models' seed-to-seed spread (shaded: ± 1 std of one model), so a gain
+    within seed noise reads as noise."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -274,11 +278,34 @@ def accuracy_figure(rows: list[dict], title: str):
     import seaborn as sns
 
     sns.set_theme(style="whitegrid")
-    fig, ax = plt.subplots(figsize=(7, 3.2))
+    fig, (ax, gx) = plt.subplots(1, 2, figsize=(11, 3.6), sharey=True)
     names = [r["row"] for r in rows]
-    sns.barplot(x=[r["gain_over_single"] for r in rows], y=names, ax=ax, orient="h", color="tab:blue")
-    ax.axvline(0, color="grey", lw=0.8)
-    ax.set(xlabel="test accuracy minus the single models' mean (percentage points)", ylabel="", title=title)
+    y = range(len(rows))
+    ax.barh(y, [r["test_acc"] for r in rows], color="tab:blue", alpha=0.7)
+    per_model = {"individual": results["individual"]["test_acc"], "kd": results["kd"].get("per_model", []),
+                 "self_kd": results["self_kd"].get("per_model", [])}
+    for i, r in enumerate(rows):
+        accs = per_model.get(r["key"], [])
+        if len(accs) > 1:
+            ax.plot([100 * a for a in accs], [i] * len(accs), "o", ms=3, color="black")
+    chance = 100 / results["num_classes"] if "num_classes" in results else None
+    if chance is not None:
+        ax.axvline(chance, color="tab:red", ls="--", lw=1, label=f"chance ({chance:.0f}%)")
+        ax.legend(fontsize=8, loc="lower right")
+    ax.set_yticks(list(y), names)
+    ax.invert_yaxis()
+    ax.set(xlim=(0, 100), xlabel="test accuracy % (dots: the row's models)", ylabel="")
+    spread = rows[0]["std"] or 0.0
+    gx.axvspan(-spread, spread, color="grey", alpha=0.2, lw=0, label=f"± 1 std of a single model ({spread:.2f})")
+    gx.barh(y, [r["gain_over_single"] for r in rows], color="tab:green")
+    gx.axvline(0, color="grey", lw=0.8)
+    gx.set(xlabel="minus the single models' mean (percentage points)")
+    if chance is not None and rows[0]["test_acc"] < chance + 5:
+        gx.set_title("the single models are within 5 points of chance: these gains mean nothing",
+                     fontsize=9, color="tab:red")
+    gx.legend(fontsize=8, loc="lower right")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
     return fig
 
 
@@ -344,7 +371,11 @@ def main(argv: list[str] | None = None) -> int:
     rows = table_rows(results, cfg.dataset, cfg.mode)
     write_json(out / "results.json", results)
     write_csv(out / "table.csv", rows)
-    save_figure(accuracy_figure(rows, f"{cfg.dataset}, {cfg.model} x{cfg.seeds}, {cfg.mode}"), out / "accuracy.png")
+    n_train = cfg.n_train or "all"
+    title = (f"{cfg.dataset} ({results.get('num_classes', '?')} classes), {cfg.model} net width {cfg.width:g}, "
+             f"{cfg.mode}; {cfg.seeds} seeds, {cfg.students} students; {n_train} training images, "
+             f"{cfg.spec.epochs} epochs")
+    save_figure(accuracy_figure(rows, results, title), out / "accuracy.png")
     print(format_table(rows, cfg.mode))
     print(f"total {results['timing_s']['total']:.1f} s on {results['throughput']['device']}; results in {out}")
     return 0

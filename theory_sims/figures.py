@@ -38,67 +38,99 @@ def views_heatmap(views_learned: np.ndarray, title: str, ylabel: str = "seed"):
 
 def lambda_trajectories(steps: np.ndarray, lam: np.ndarray, seeds=(0, 1, 2), classes=(0, 1, 2),
                         fit_step=None, threshold=None):
-    """Lambda_{j,l}(t) for a few seeds (columns) and classes (rows); the view that ends larger
-    (the winner) is drawn solid, the others dashed. With ``fit_step`` (S,) a grey vertical line marks
-    the step at which each seed first fitted its training set; with ``threshold`` a dotted
-    horizontal line marks the level at which a view counts as learned."""
+    """Lambda_{j,l}(t) for a few seeds (columns) and classes (rows). Colour says which view; the
+    view that ends larger (the winner of the seed's lottery) is drawn thick and solid, the others
+    thin and dashed. With ``fit_step`` (S,) a grey vertical line marks the step at which each seed
+    first fitted its training set; with ``threshold`` a dotted horizontal line marks the level at
+    which a view counts as learned. The y axis is logarithmic above 0.1 and linear below, starting
+    at the smallest value drawn (or 0), so no height is spent on values that never occur."""
+    from matplotlib.lines import Line2D
+
     fig, axes = plt.subplots(len(classes), len(seeds), figsize=(3.2 * len(seeds), 2.4 * len(classes)),
-                             sharex=True, squeeze=False)
+                             sharex=True, sharey=True, squeeze=False)
     V = lam.shape[-1]
     colors = sns.color_palette("deep", V)
+    drawn = lam[:, list(seeds)][:, :, list(classes)]
+    bottom, top = min(0.0, float(drawn.min())), float(drawn.max())
     for i, j in enumerate(classes):
         for c, s in enumerate(seeds):
             ax = axes[i, c]
             winner = int(np.argmax(lam[-1, s, j]))
             for l in range(V):
-                ax.plot(steps, lam[:, s, j, l], color=colors[l], lw=2 if l == winner else 1.2,
-                        ls="-" if l == winner else "--", label=f"view {l + 1}")
+                ax.plot(steps, lam[:, s, j, l], color=colors[l], lw=2.2 if l == winner else 1.2,
+                        ls="-" if l == winner else "--")
             if fit_step is not None and fit_step[s] >= 0:
-                ax.axvline(fit_step[s], color="grey", lw=1, label="fitted")
+                ax.axvline(fit_step[s], color="grey", lw=1)
             if threshold is not None:
-                ax.axhline(threshold, color="black", lw=0.8, ls=":", label="learned")
-            ax.set_yscale("symlog", linthresh=0.1)
+                ax.axhline(threshold, color="black", lw=0.8, ls=":")
+            ax.set_yscale("symlog", linthresh=0.1, linscale=0.5)
+            ax.set_ylim(bottom, top * 1.3)
             ax.set_title(f"seed {s}, class {j}", fontsize=9)
             if c == 0:
-                ax.set_ylabel(r"$\Lambda_{j,l}$")
+                ax.set_ylabel(r"$\Lambda_{j,l} = \max_r \langle w_{j,r}, v_{j,l}\rangle$", fontsize=9)
             if i == len(classes) - 1:
                 ax.set_xlabel("step")
-    axes[0, 0].legend(fontsize=8)
-    fig.suptitle("view correlations during training (solid: the view that wins; grey: 100% training accuracy)")
-    fig.tight_layout()
+    handles = [Line2D([], [], color=colors[l], lw=2, label=f"view {l + 1}") for l in range(V)]
+    handles += [Line2D([], [], color="black", lw=2.2, label="the view that ends larger"),
+                Line2D([], [], color="black", lw=1.2, ls="--", label="the other view(s)")]
+    if fit_step is not None:
+        handles.append(Line2D([], [], color="grey", lw=1, label="seed fits its training set"))
+    if threshold is not None:
+        handles.append(Line2D([], [], color="black", lw=0.8, ls=":", label=f"learned (Lambda = {threshold:g})"))
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 3), fontsize=8, frameon=False)
+    fig.suptitle("how each seed's view correlations grow: one view of a class wins the race")
+    fig.tight_layout(rect=(0, 0.03 + 0.035 * ((len(handles) + 2) // 3), 1, 1))
     return fig
 
 
 def accuracy_bars(rows: list[dict]):
-    """Multi-view and single-view test accuracy for every row of the table."""
-    data = []
-    for r in rows:
-        for key, label in (("multi_view_acc", "multi-view"), ("single_view_acc", "single-view")):
-            data.append({"row": r["row"], "test data": label, "accuracy": r[key], "std": r[key + "_std"]})
-    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.5))
+    """Multi-view and single-view test accuracy for every row of the table, with error bars of
+    one standard deviation over the row's models where it has several."""
     names = [r["row"] for r in rows]
-    sns.barplot(x=[d["accuracy"] for d in data], y=[d["row"] for d in data], hue=[d["test data"] for d in data],
-                order=names, ax=ax, orient="h")
-    ax.set(xlim=(0, 1.02), xlabel="test accuracy", ylabel="")
+    kinds = (("multi_view_acc", "multi-view test data"), ("single_view_acc", "single-view test data"))
+    colors = sns.color_palette("deep", 2)
+    fig, ax = plt.subplots(figsize=(8.5, 0.45 * len(rows) + 1.8))
+    y = np.arange(len(rows))
+    height = 0.38
+    for n, (key, label) in enumerate(kinds):
+        acc = np.array([r[key] for r in rows])
+        err = np.array([r[key + "_std"] or 0.0 for r in rows])
+        ax.barh(y + (n - 0.5) * height, acc, height=height, xerr=err, color=colors[n], label=label,
+                error_kw={"elinewidth": 1, "capsize": 2})
+    ax.set_yticks(y, names)
+    ax.invert_yaxis()
+    ax.set(xlim=(0, 1.05), xlabel="test accuracy (bars: mean over the row's models; lines: ± 1 std)", ylabel="")
     ax.axvline(1.0, color="grey", lw=0.5)
     ax.legend(loc="lower right", fontsize=8)
+    ax.set_title("single models miss single-view data; the ensemble and distillation recover it", fontsize=10)
+    fig.tight_layout()
     return fig
 
 
-def correlation_heatmaps(before: np.ndarray, after: np.ndarray, views: int, titles=("single model", "KD student")):
-    """Neuron x feature correlations <w_{i,r}, v_f> of two models side by side: (k, m, F) each."""
+def correlation_heatmaps(before: np.ndarray, after: np.ndarray, views: int,
+                         titles=("single model (seed 0)", "first KD student")):
+    """Neuron x feature correlations <w_{i,r}, v_{j,l}> of two models side by side: (k, m, F) each.
+    Rows are neurons grouped by the class i they vote for, columns features grouped by the class j
+    that owns them; thin lines separate the classes, so a learned view is a dark cell on the
+    diagonal blocks."""
     k, m, F = before.shape
-    fig, axes = plt.subplots(1, 2, figsize=(0.28 * F * 2 + 3, 0.12 * k * m + 2))
+    fig, axes = plt.subplots(1, 2, figsize=(0.28 * F * 2 + 3.5, 0.12 * k * m + 2.2))
     vmax = max(np.abs(before).max(), np.abs(after).max())
     for ax, corr, title in zip(axes, (before, after), titles):
         sns.heatmap(corr.reshape(k * m, F), ax=ax, cmap="vlag", center=0, vmin=-vmax, vmax=vmax,
-                    cbar=ax is axes[1])
+                    cbar=ax is axes[1],
+                    cbar_kws={"label": r"$\langle w_{i,r}, v_{j,l} \rangle$"} if ax is axes[1] else None)
+        for b in range(1, k):
+            ax.axhline(b * m, color="grey", lw=0.3)
+            ax.axvline(b * views, color="grey", lw=0.3)
         ax.set_xticks(np.arange(0, F, views) + views / 2)
         ax.set_xticklabels(range(k))
         ax.set_yticks(np.arange(0, k * m, m) + m / 2)
-        ax.set_yticklabels(range(k))
-        ax.set(xlabel="feature v_{j,l} (grouped by class j)", ylabel="neuron w_{i,r} (grouped by class i)", title=title)
-    fig.suptitle("neuron x feature correlations: single model (seed 0) and the first KD student")
+        ax.set_yticklabels(range(k), rotation=0)
+        ax.set(xlabel=f"feature $v_{{j,l}}$: class j ({views} views each)",
+               ylabel=f"neuron $w_{{i,r}}$: class i ({m} neurons each)", title=title)
+    fig.suptitle("what each neuron correlates with (a dark cell in a diagonal block: a view its class learned)",
+                 fontsize=11)
     fig.tight_layout()
     return fig
 
@@ -151,31 +183,50 @@ def gain_heatmap(cells: list[dict]):
 
 
 def gains_vs_multiview(cells: list[dict], reference: dict | None):
-    """Every Gaussian cell's gain (points with 95% intervals, by teacher) beside the ensemble gain
-    on multi-view data (on its test mixture and on its single-view samples)."""
-    fig, ax = plt.subplots(figsize=(8, 4.2))
-    labels = [f"Gaussian-like\n{t}" for t in dict.fromkeys(c["cell"]["teacher"] for c in cells)]
+    """Every Gaussian cell's gain (one dot per cell with its 95% interval, grouped by teacher;
+    blue clean labels, orange label noise; cells above 1 point named) beside the ensemble gain on
+    multi-view data (on its test mixture and on its single-view samples)."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    fig, ax = plt.subplots(figsize=(9, 4.8))
+    labels = [f"Gaussian-like\n{t} teacher" for t in dict.fromkeys(c["cell"]["teacher"] for c in cells)]
     seen: dict[str, int] = {}
     teachers = [c["cell"]["teacher"] for c in cells]
     per_teacher = {t: teachers.count(t) for t in teachers}
+    yes_no = lambda flag: "+" if flag else "-"  # noqa: E731
     for c in cells:
-        teacher = c["cell"]["teacher"]
-        x = labels.index(f"Gaussian-like\n{teacher}")
-        i = seen[teacher] = seen.get(teacher, -1) + 1  # spread a teacher's cells evenly across its slot
-        jitter = (i / max(per_teacher[teacher] - 1, 1) - 0.5) * 0.6
+        cell = c["cell"]
+        x = labels.index(f"Gaussian-like\n{cell['teacher']} teacher")
+        i = seen[cell["teacher"]] = seen.get(cell["teacher"], -1) + 1  # spread a teacher's cells across its slot
+        jitter = (i / max(per_teacher[cell["teacher"]] - 1, 1) - 0.5) * 0.6
+        gain = 100 * c["gain"]
         lo, hi = (100 * v for v in c["gain_ci"])
-        ax.errorbar(x + jitter, 100 * c["gain"], yerr=[[100 * c["gain"] - lo], [hi - 100 * c["gain"]]],
-                    fmt="o", ms=3, lw=0.7, color="tab:blue" if not c["cell"]["label_noise"] else "tab:orange")
+        ax.errorbar(x + jitter, gain, yerr=[[gain - lo], [hi - gain]],
+                    fmt="o", ms=3, lw=0.7, color="tab:orange" if cell["label_noise"] else "tab:blue")
+        if gain > 1:  # the cells that disagree with the paper are named, not hidden
+            name = (f"{cell['input'][:3]}/{cell['sampling'][:3]} m{yes_no(cell['margin'])}"
+                    f" n{yes_no(cell['label_noise'])}")
+            ax.annotate(name, (x + jitter, gain), xytext=(3, 0), textcoords="offset points", fontsize=6,
+                        va="center", color="dimgrey")
     if reference is not None:
-        for name, key in (("multi-view\ntest mixture", "test_acc"), ("multi-view\nsingle-view", "single_view_acc")):
+        for name, key in (("multi-view data:\ntest mixture", "test_acc"),
+                          ("multi-view data:\nsingle-view samples", "single_view_acc")):
             labels.append(name)
             ax.bar(len(labels) - 1, 100 * reference[key]["gain"], width=0.6, color="tab:green")
     ax.set_xticks(range(len(labels)), labels, fontsize=8)
     ax.axhline(0, color="grey", lw=0.6)
     ax.axhline(1, color="grey", lw=0.6, ls="--")
     ax.set_ylabel("ensemble gain (percentage points)")
+    handles = [Line2D([], [], marker="o", ls="", color="tab:blue", label="a Gaussian cell, clean labels (95% interval)"),
+               Line2D([], [], marker="o", ls="", color="tab:orange", label="a Gaussian cell, 10% label noise"),
+               Line2D([], [], color="grey", ls="--", lw=0.6, label="1 point")]
+    if reference is not None:
+        handles.append(Patch(color="tab:green", label="multi-view data (view_learning defaults)"))
+    ax.legend(handles=handles, fontsize=7, loc="upper left")
     ax.set_title("ensembles help on multi-view data, not on Gaussian-like data\n"
-                 "(blue: clean labels, orange: label noise; dashed: 1 point)", fontsize=10)
+                 "(named cells gain > 1 point: input/sampling, m+ margin, n+ label noise)", fontsize=10)
+    fig.tight_layout()
     return fig
 
 
