@@ -107,3 +107,29 @@ def test_backends_agree_in_float32(problem):
         out[name] = (be.patch_sums(W).clone(), be.grads(G).clone())
     for a, b in zip(out["numba"], out["torch"]):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("model_cols", [None, 100])
+def test_numba_products_do_not_depend_on_the_cores_or_blas_threads(monkeypatch, model_cols):
+    """A skinny gradient product (output 1000 x 64 over 2000 rows), one OpenBLAS splits across
+    its threads in a thread-count-dependent order: the backend's bits must not move with the
+    number of threads (its row blocks and pool) nor with the BLAS threads the caller set."""
+    from threadpoolctl import threadpool_limits
+
+    from theory_sims import backends
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((2000, 1, 64), dtype=np.float32) * 0.1
+    W = torch.from_numpy(rng.standard_normal((1000, 64), dtype=np.float32) * 0.1)
+    G = torch.from_numpy(rng.standard_normal((2000, 1000), dtype=np.float32))
+
+    def run(cores, blas):
+        monkeypatch.setattr(backends, "_threads", lambda: cores)
+        with threadpool_limits(blas):
+            be = make_backend("numba", X, torch.float32, 3, 1.0, model_cols=model_cols)
+            return be.patch_sums(W).numpy().copy(), be.grads(G).numpy().copy()
+
+    ref_h, ref_g = run(1, 1)
+    for cores, blas in ((2, 2), (4, 1), (3, 2)):
+        h, g = run(cores, blas)
+        assert np.array_equal(h, ref_h) and np.array_equal(g, ref_g), (cores, blas)

@@ -18,12 +18,25 @@ to about 1e6) to dedicated small-matrix kernels with another order. So when one 
 a product is below ``SMALL_PRODUCT`` multiply-adds, the backend multiplies model by model instead,
 with the very shapes a model trained alone uses; above it, one stacked product is both exact and
 fastest (measured: 194 vs 130 GFLOP/s for 10 models at the default size).
+The same bits on any number of cores, too. OpenBLAS splits some products (a small output with a
+long inner dimension, e.g. the gradient of a 64-dimensional input) across its threads in an order
+that depends on how many it has, so a job on a one-thread Dask worker and the same job on two
+threads differed in the last bits. The numba backend therefore runs every product with OpenBLAS
+held to one thread and spreads the work itself: a large product is cut into row blocks of at
+least ``SMALL_PRODUCT`` multiply-adds, model-by-model products run side by side, each block on a
+thread of a pool (numpy releases the GIL). A one-thread block accumulates every output element
+exactly as the whole one-thread product does (tested), so the result depends on neither the
+blocks nor the cores.
 ``TorchBackend`` states the same maths in torch, on CPU or CUDA. Both take and return torch
 tensors (zero-copy views for numba) so the trainer is written once.
 """
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
 import numpy as np
 import torch
 
@@ -67,6 +80,42 @@ class _Backend:
         self.D = None if self._D_all is None else self._D_all[rows]
 
 
+_POOL: ThreadPoolExecutor | None = None
+_BLAS = None
+
+
+def _threads() -> int:
+    """The threads the products may use: numba's (all cores, or what a Dask worker allows)."""
+    return min(numba.get_num_threads(), os.cpu_count() or 1)
+
+
+def _one_thread_products(products) -> None:
+    """Run ``np.matmul(a, b, out=out)`` for every (a, b, out) of ``products`` with OpenBLAS held to
+    one thread, side by side on a pool of :func:`_threads` threads."""
+    global _POOL, _BLAS
+    if _BLAS is None:
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS = ThreadpoolController()
+    threads = _threads()
+    with _BLAS.limit(limits=1, user_api="blas"):
+        if len(products) == 1 or threads == 1:
+            for a, b, out in products:
+                np.matmul(a, b, out=out)
+            return
+        if _POOL is None or _POOL._max_workers != threads:
+            _POOL = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="theory_sims-blas")
+        for f in [_POOL.submit(np.matmul, a, b, out=out) for a, b, out in products]:
+            f.result()
+
+
+def _row_blocks(rows: int, macs_per_row: int) -> list[tuple[int, int]]:
+    """Contiguous row ranges, one per thread but none below SMALL_PRODUCT multiply-adds."""
+    count = max(1, min(_threads(), rows * macs_per_row // SMALL_PRODUCT))
+    edges = np.linspace(0, rows, count + 1).astype(int)
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+
+
 class NumbaBackend(_Backend):
     name = "numba"
 
@@ -107,11 +156,11 @@ class NumbaBackend(_Backend):
         A = self._buffer(self.rows.shape[0], w.shape[0])
         S = self._split(w.shape[0])
         if S == 1:
-            np.matmul(self.rows, w.T, out=A)
+            rows, d = self.rows.shape
+            _one_thread_products([(self.rows[a:b], w.T, A[a:b]) for a, b in _row_blocks(rows, d * w.shape[0])])
         else:
             c = self.model_cols
-            for s in range(S):
-                np.matmul(self.rows, w[s * c : (s + 1) * c].T, out=A[:, s * c : (s + 1) * c])
+            _one_thread_products([(self.rows, w[s * c : (s + 1) * c].T, A[:, s * c : (s + 1) * c]) for s in range(S)])
         H = np.empty((n, w.shape[0]), dtype=self.np_dtype)
         if self.D is None:
             kernels.patch_sums(A, self.P, self.q, self.rho, H)
@@ -125,11 +174,16 @@ class NumbaBackend(_Backend):
             kernels.patch_grads(A, g, self.P, self.q, self.rho)
         else:
             kernels.linear_patch_grads(A, self.D, g, self.P)
-        S = self._split(A.shape[1])
+        N, (K, d) = A.shape[1], self.rows.shape
+        out = np.empty((N, d), dtype=self.np_dtype)
+        S = self._split(N)
         if S == 1:
-            return torch.from_numpy(A.T @ self.rows)
-        c = self.model_cols
-        return torch.from_numpy(np.concatenate([A[:, s * c : (s + 1) * c].T @ self.rows for s in range(S)]))
+            blocks = _row_blocks(N, K * d)
+        else:
+            c = self.model_cols
+            blocks = [(s * c, (s + 1) * c) for s in range(S)]
+        _one_thread_products([(A[:, a:b].T, self.rows, out[a:b]) for a, b in blocks])
+        return torch.from_numpy(out)
 
 
 class TorchBackend(_Backend):
