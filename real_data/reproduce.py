@@ -15,8 +15,13 @@ The real-data side of Allen-Zhu & Li (arXiv 2012.09816). One run:
 6. prints the table next to the paper's numbers and writes ``config.json``, ``results.json``,
    ``table.csv`` and ``accuracy.png`` (and per-job checkpoints) to the run folder.
 
-Every job checkpoints after each epoch; ``--resume RUN_FOLDER`` continues a killed run with the
-config saved there and gives the result the uninterrupted run would have given.
+Every job (a seed, a student, the average) checkpoints after each epoch; ``--resume RUN_FOLDER``
+continues a killed run with the config saved there and gives the result the uninterrupted run
+would have given. Jobs run through :mod:`theory_sims.cluster`: one after another here by default
+(``--cluster serial``), or on a Dask cluster (``--cluster local`` or ``tcp://HOST:PORT``; workers
+that advertise ``--resources GPU=1`` take one job per GPU). Students start once their teachers'
+jobs have finished and read them from ``RUN/checkpoints``, so with a remote scheduler the run
+folder must be on storage every worker sees.
 
 Example::
 
@@ -27,6 +32,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import sys
@@ -40,6 +46,7 @@ from real_data.baselines import MODES
 from real_data.data import ENV_VAR, OFFICIAL, DataError
 from real_data.models import MODELS
 from real_data.train import TrainSpec
+from theory_sims import cluster
 
 # The paper's WideResNet-28-10 numbers and a fast public replication (../shared/DESIGN.md).
 PAPER = {
@@ -125,41 +132,138 @@ def configure(preset: str = "fast", **overrides) -> ReproduceConfig:
     return ReproduceConfig(spec=spec, **base)
 
 
-def run(cfg: ReproduceConfig, data_path, out: Path, device: str = "cpu", cache_dir=None, progress: bool = False,
-        log=print) -> dict:
-    """Run (or continue, from the checkpoints in ``out``) the whole experiment; return the results."""
-    import torch
-
+@functools.lru_cache(maxsize=1)
+def _device_data(data_path: str, dataset: str, labels: str, cache_dir, n_train: int, n_test: int, seed: int,
+                 device: str):
+    """The run's images on ``device``, decoded once per process (every job of a process shares it)."""
     from real_data import data as rd
     from real_data import train as rt
-    from real_data.baselines import wrap
-    from real_data.models import StackedFastNet, make_model
+
+    images = rd.load(data_path, dataset, labels, cache_dir=cache_dir)
+    images = images.subset(n_train or None, n_test or None, seed=seed)
+    return images, rt.DeviceData(images, device)
+
+
+class _Run:
+    """What every job of a run shares: the data on its device, the models' metadata, and
+    ``new(seed)``, the network a job starts from (seeded, so the same everywhere)."""
+
+    def __init__(self, cfg: ReproduceConfig, data_path, cache_dir, device: str):
+        self.cfg = cfg
+        self.images, self.dd = _device_data(str(data_path), cfg.dataset, cfg.labels,
+                                            None if cache_dir is None else str(cache_dir),
+                                            cfg.n_train, cfg.n_test, cfg.seed, device)
+        dd = self.dd
+        self.k = dd.num_classes
+        self.calibration = dd.x_train[:CALIBRATION_IMAGES] if cfg.mode != "full" else None
+        self.meta = {"model": cfg.model, "mode": cfg.mode, "num_classes": self.k, "depth": cfg.depth,
+                     "width": cfg.width, "dropout": cfg.dropout, "mean": dd.mean.flatten().tolist(),
+                     "std": dd.std.flatten().tolist(), "classes": list(self.images.classes)}
+
+    def new(self, seed: int):
+        import torch
+
+        from real_data.baselines import wrap
+        from real_data.models import make_model
+
+        cfg = self.cfg
+        torch.manual_seed(seed)
+        return wrap(make_model(cfg.model, self.k, cfg.depth, cfg.width, cfg.dropout), cfg.mode, self.k,
+                    self.calibration)
+
+    def trained(self, ckpt: Path, name: str) -> list:
+        """The models of finished job ``name``, rebuilt and loaded from its checkpoint."""
+        import torch
+
+        from real_data.models import StackedFastNet
+
+        spec = {j["name"]: j for j in jobs_of(self.cfg)}[name]
+        state = torch.load(ckpt / f"{name}.pt", map_location=self.dd.device, weights_only=False)
+        if name == "singles-stacked":
+            stacked = StackedFastNet([self.new(seed) for seed in spec["members"]])
+            stacked.load_state_dict(state["models"][0])
+            models = stacked.unstack()
+        else:
+            models = [self.new(seed) for seed in spec["members"]]
+            for m, sd in zip(models, state["models"]):
+                m.load_state_dict(sd)
+        return [m.to(self.dd.device).eval() for m in models]
+
+
+def jobs_of(cfg: ReproduceConfig) -> list[dict]:
+    """Every training job of a run, each after the jobs it needs: name, objective, the seeds of
+    its models (``members``), the seed of its batch order and augmentation, and its teachers."""
+    S, K = cfg.seeds, cfg.students
+    singles = ([{"name": "singles-stacked", "objective": "ce", "members": [cfg.seed + s for s in range(S)],
+                 "seed": cfg.seed, "teachers": []}] if cfg.stack else
+               [{"name": f"single-{s}", "objective": "ce", "members": [cfg.seed + s], "seed": cfg.seed + s,
+                 "teachers": []} for s in range(S)])
+    teacher = (lambda s: ("singles-stacked", s)) if cfg.stack else (lambda s: (f"single-{s}", 0))  # noqa: E731
+    kd = [{"name": f"kd-{s}", "objective": "kd", "members": [cfg.seed + 500 + s], "seed": cfg.seed + 500 + s,
+           "teachers": [teacher(t) for t in range(S)]} for s in range(K)]
+    self_kd = [{"name": f"self_kd-{s}", "objective": "kd", "members": [cfg.seed + 700 + s],
+                "seed": cfg.seed + 700 + s, "teachers": [teacher(s)]} for s in range(K)]
+    average = [{"name": "average", "objective": "average", "seed": cfg.seed + 900,
+                "members": [cfg.seed + 900 + s for s in range(cfg.average_members)], "teachers": []}]
+    return singles + kd + self_kd + average
+
+
+def train_job(cfg: ReproduceConfig, data_path: str, cache_dir, device: str, out: str, name: str,
+              progress: bool = False) -> dict:
+    """Train job ``name`` of the run in folder ``out`` (resuming its checkpoint there) and return
+    its record. Teachers are read from their checkpoints in ``out``, which their jobs finished."""
+    from real_data import train as rt
+
+    run_ = _Run(cfg, data_path, cache_dir, device)
+    ckpt = Path(out) / "checkpoints"
+    ckpt.mkdir(parents=True, exist_ok=True)
+    spec = {j["name"]: j for j in jobs_of(cfg)}[name]
+    teachers = []
+    for job_name in dict.fromkeys(n for n, _ in spec["teachers"]):  # the teachers first, then the
+        loaded = run_.trained(ckpt, job_name)                       # student: its init is last
+        teachers += [loaded[i] for n, i in spec["teachers"] if n == job_name]
+    if name == "singles-stacked":
+        from real_data.models import StackedFastNet
+
+        models = [StackedFastNet([run_.new(seed) for seed in spec["members"]])]
+    else:
+        models = [run_.new(seed) for seed in spec["members"]]
+    return rt.fit(models, run_.dd, cfg.spec, spec["seed"], spec["objective"], teachers or None,
+                  ckpt / f"{name}.pt", progress, desc=name, meta=run_.meta)
+
+
+def run(cfg: ReproduceConfig, data_path, out: Path, device: str = "cpu", cache_dir=None, progress: bool = False,
+        log=print, where=None) -> dict:
+    """Run (or continue, from the records and checkpoints in ``out``) the whole experiment; return
+    the results. Each job of :func:`jobs_of` runs through :mod:`theory_sims.cluster` (``where``,
+    default in this process); the test accuracies are computed here from the finished checkpoints."""
+    import torch
+
+    from real_data import train as rt
+    from theory_sims import cluster
 
     timing: dict[str, float] = {}
     t_all = time.perf_counter()
-    images = rd.load(data_path, cfg.dataset, cfg.labels, cache_dir=cache_dir)
-    images = images.subset(cfg.n_train or None, cfg.n_test or None, seed=cfg.seed)
-    dd = rt.DeviceData(images, device)
+    run_ = _Run(cfg, data_path, cache_dir, device)
+    dd = run_.dd
     timing["data"] = time.perf_counter() - t_all
-    log(f"{images.source}: {len(dd.y_train)} train / {len(dd.y_test)} test images, {dd.num_classes} classes, "
+    log(f"{run_.images.source}: {len(dd.y_train)} train / {len(dd.y_test)} test images, {dd.num_classes} classes, "
         f"on {device}")
+    out = Path(out)
+    specs = jobs_of(cfg)
+    jobs = [cluster.Job(j["name"], train_job, (cfg, str(data_path), cache_dir, device, str(out), j["name"]),
+                        after=tuple(dict.fromkeys(n for n, _ in j["teachers"])), gpu=device.startswith("cuda"))
+            for j in specs]
+    where = where or cluster.Where()
+    serial = where.mode == "serial"
+    if serial and progress:  # per-epoch bars inside the jobs, as before
+        jobs = [dataclasses.replace(j, args=j.args + (True,)) for j in jobs]
+    records = cluster.run_jobs(jobs, out / "jobs", where, log=log, progress=progress and not serial,
+                               on_done=lambda key, rec: f"  {key}: {rec['epochs_done']} epochs, {rec['wall_s']:.1f} s")
+    for j in specs:
+        timing[j["name"]] = records[j["name"]]["wall_s"]
+
     ckpt = out / "checkpoints"
-    ckpt.mkdir(parents=True, exist_ok=True)
-    k = dd.num_classes
-    calibration = dd.x_train[:CALIBRATION_IMAGES] if cfg.mode != "full" else None
-    meta = {"model": cfg.model, "mode": cfg.mode, "num_classes": k, "depth": cfg.depth, "width": cfg.width, "dropout": cfg.dropout,
-            "mean": dd.mean.flatten().tolist(), "std": dd.std.flatten().tolist(), "classes": list(images.classes)}
-
-    def new(seed):
-        torch.manual_seed(seed)
-        return wrap(make_model(cfg.model, k, cfg.depth, cfg.width, cfg.dropout), cfg.mode, k, calibration)
-
-    def job(name, models, seed, objective="ce", teachers=None):
-        t0 = time.perf_counter()
-        rec = rt.fit(models, dd, cfg.spec, seed, objective, teachers, ckpt / f"{name}.pt", progress, desc=name,
-                     meta=meta)
-        timing[name] = time.perf_counter() - t0
-        return rec
 
     def acc(logits, y=dd.y_test):
         return (logits.argmax(-1) == y).float().mean(-1).cpu().numpy()
@@ -167,56 +271,36 @@ def run(cfg: ReproduceConfig, data_path, out: Path, device: str = "cpu", cache_d
     def ens_acc(logits):
         return float(acc(torch.softmax(logits, -1).mean(0)))
 
-    results: dict = {"jobs": {}, "num_classes": k}
+    def logits_of(names):
+        return torch.cat([rt.predict(run_.trained(ckpt, n), dd.x_test) for n in names])
+
+    results: dict = {"jobs": records, "num_classes": run_.k}
     S, K = cfg.seeds, cfg.students
-    singles = []
-    if cfg.stack:  # one network holding every seed; its members are the single models
-        stacked = StackedFastNet([new(cfg.seed + s) for s in range(S)])
-        results["jobs"]["singles-stacked"] = job("singles-stacked", [stacked], cfg.seed)
-        singles = [m.to(dd.device) for m in stacked.unstack()]
-    logits = []  # each seed's test logits, computed once
-    for s in range(S):
-        if not cfg.stack:
-            m = new(cfg.seed + s)
-            results["jobs"][f"single-{s}"] = job(f"single-{s}", [m], cfg.seed + s)
-            singles.append(m)
-        logits.append(rt.predict([singles[s]], dd.x_test))
-        log(f"  single {s}: {100 * float(acc(logits[-1])[0]):.2f}%")
-    single_logits = torch.cat(logits)
+    single_logits = logits_of(["singles-stacked"] if cfg.stack else [f"single-{s}" for s in range(S)])
     individual = acc(single_logits)
+    for s in range(S):
+        log(f"  single {s}: {100 * float(individual[s]):.2f}%")
     results["individual"] = {"test_acc": individual.tolist(), "mean": float(individual.mean()),
                              "std": float(individual.std(ddof=1)) if S > 1 else 0.0}
     results["ensemble"] = {"test_acc": ens_acc(single_logits), "members": S}
 
-    kd = []
-    for s in range(K):
-        m = new(cfg.seed + 500 + s)
-        results["jobs"][f"kd-{s}"] = job(f"kd-{s}", [m], cfg.seed + 500 + s, "kd", singles)
-        kd.append(m)
-    kd_logits = rt.predict(kd, dd.x_test)
+    kd_logits = logits_of([f"kd-{s}" for s in range(K)])
     kd_acc = acc(kd_logits)
     results["kd"] = {"test_acc": float(kd_acc.mean()), "per_model": kd_acc.tolist()}
     results["kd_ensemble"] = {"test_acc": ens_acc(kd_logits), "members": K}
     log(f"  KD: {100 * kd_acc.mean():.2f}%, ensemble of KD students {100 * results['kd_ensemble']['test_acc']:.2f}%")
 
-    self_kd = []
-    for s in range(K):
-        m = new(cfg.seed + 700 + s)
-        results["jobs"][f"self_kd-{s}"] = job(f"self_kd-{s}", [m], cfg.seed + 700 + s, "kd", [singles[s]])
-        self_kd.append(m)
-    self_acc = acc(rt.predict(self_kd, dd.x_test))
+    self_acc = acc(logits_of([f"self_kd-{s}" for s in range(K)]))
     results["self_kd"] = {"test_acc": float(self_acc.mean()), "per_model": self_acc.tolist()}
     log(f"  self-KD: {100 * self_acc.mean():.2f}%")
 
-    members = [new(cfg.seed + 900 + s) for s in range(cfg.average_members)]
-    results["jobs"]["average"] = job("average", members, cfg.seed + 900, "average")
-    avg_logits = rt.predict(members, dd.x_test).mean(0)
+    avg_logits = logits_of(["average"]).mean(0)
     results["average"] = {"test_acc": float(acc(avg_logits)), "members": cfg.average_members}
     log(f"  training the average: {100 * results['average']['test_acc']:.2f}%")
 
     timing["total"] = time.perf_counter() - t_all
     results["timing_s"] = timing
-    first = results["jobs"]["singles-stacked" if cfg.stack else "single-0"]
+    first = records["singles-stacked" if cfg.stack else "single-0"]
     results["throughput"] = {"images_per_s": first.get("images_per_s"), "models_per_image": S if cfg.stack else 1,
                              "device": _device_name(device)}
     return results
@@ -322,9 +406,12 @@ def build_parser() -> Parser:
     p.add_argument("--cache-dir", default=None, help="where decoded images are cached as .npz (default: no cache)")
     p.add_argument("--out", default=None, help="run folder (default: runs/reproduce-<time>)")
     p.add_argument("--resume", default=None, metavar="RUN_FOLDER",
-                   help="continue the run in this folder with its saved config (other experiment flags ignored)")
+                   help="continue the run in this folder with its saved config and data path (other experiment "
+                        "flags ignored): finished jobs (RUN/jobs/*.json) are kept, a job cut short resumes from its "
+                        "last epoch's checkpoint")
     p.add_argument("--device", default=None, help="'cpu' or 'cuda' (default: cuda if available, else cpu)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    cluster.add_flags(p, default="serial")
     e = p.add_argument_group("experiment (defaults shown before --preset, which sets some of them)")
     exp_flags = add_config_flags(e, ReproduceConfig, skip=("spec",))
     t = p.add_argument_group("training of every job (defaults shown before --preset)")
@@ -344,15 +431,23 @@ def main(argv: list[str] | None = None) -> int:
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
         check_choice("device", device, ("cpu", "cuda"))
         require_cuda(device)
+        saved_data = None
         if args.resume is not None:
             out = Path(args.resume)
             saved = out / "config.json"
             if not saved.exists():
                 raise ValueError(f"--resume must be a run folder holding config.json, got {out}")
-            cfg = ReproduceConfig.from_dict(json.loads(saved.read_text())["experiment"])
+            try:
+                saved_run = json.loads(saved.read_text())
+                cfg = ReproduceConfig.from_dict(saved_run["experiment"])
+                saved_data = saved_run.get("data")
+            except (ValueError, KeyError, TypeError) as err:
+                raise ValueError(f"--resume {out}: not a real_data.reproduce run folder ({type(err).__name__}: "
+                                 f"{err})") from None
         else:
             cfg = configure(args.preset or "fast", **given(args, args._exp), spec=given(args, args._spec))
-        data_path = args.data or os.environ.get(ENV_VAR)
+        where = cluster.where(args)
+        data_path = args.data or saved_data or os.environ.get(ENV_VAR)
         if data_path is None:
             raise ValueError(f"--data must name the CIFAR data (or set ${ENV_VAR})")
         if not Path(data_path).exists():
@@ -363,9 +458,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(err))
     log = (lambda *a, **k: None) if args.quiet else (lambda *a, **k: print(*a, **k, flush=True))
     if args.resume is None:
-        write_json(out / "config.json", {"experiment": cfg.to_dict(), "data": str(data_path), "device": device})
+        write_json(out / "config.json", {"experiment": cfg.to_dict(), "data": str(Path(data_path).resolve()),
+                                         "device": device})
     try:
-        results = run(cfg, data_path, out, device, args.cache_dir, progress=not args.quiet, log=log)
+        results = run(cfg, data_path, out, device, args.cache_dir, progress=not args.quiet, log=log, where=where)
     except DataError as err:
         fail(parser.prog, str(err))
     rows = table_rows(results, cfg.dataset, cfg.mode)

@@ -20,6 +20,12 @@ the same settings in every cell (nothing is tuned per cell): the input is one pa
 ``dim`` for the linear, fc and residual teachers and ``conv_patches`` patches for the
 convolutional teacher (whose filters act on patches). ``--m`` gives a wider learner.
 
+Every cell is a job (:mod:`theory_sims.cluster`): by default the cells share the cores as a local
+Dask cluster; ``--cluster serial`` runs them one after another in this process, ``--cluster
+tcp://HOST:PORT`` on your scheduler. Each finished cell's record lands in ``RUN/jobs/``, so a
+stopped grid keeps what it finished and ``--resume RUN`` (with the same flags) runs only the rest;
+the table and figures are rebuilt from the records and are the same whatever ran them.
+
 For contrast, the multi-view gain of :mod:`theory_sims.view_learning` at its defaults (single
 models and their ensemble only) is measured in the same run, or read from a ``results.json``
 of that experiment (``--multiview-results``).
@@ -46,7 +52,7 @@ import theory_sims  # noqa: F401  (sets the thread-spin environment before numpy
 from multiview.checks import check_float, check_int
 from multiview.cli import Parser, given, param, require_cuda
 from multiview.gaussian import INPUTS, SAMPLINGS, TEACHERS, GaussianConfig, GaussianTask
-from theory_sims import stats
+from theory_sims import cluster, stats
 from theory_sims.config import LearnerConfig, TrainConfig
 from theory_sims.train import train
 
@@ -228,22 +234,31 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def run(cfg: NegativeConfig, cells: list[dict], progress: bool = False, log=print) -> list[dict]:
-    from tqdm.auto import tqdm
+def cell_key(cell: dict) -> str:
+    """The file-safe name of a cell's job record, e.g. ``mixture-uniform-conv-label_noise``."""
+    return _cell_name(cell).replace("/", "-")
 
-    out = []
-    bar = tqdm(cells, desc="cells", disable=not progress)
-    for cell in bar:
-        bar.set_postfix_str(_cell_name(cell))
-        res = run_cell(cfg, cell)
-        out.append(res)
-        line = (f"  {_cell_name(cell):42} single {res['individual_mean']:.3f} ensemble {res['ensemble_acc']:.3f} "
+
+REFERENCE_KEY = "multiview-reference"
+
+
+def run(cfg: NegativeConfig, cells: list[dict], records, where: cluster.Where = cluster.Where(),
+        reference: bool = False, progress: bool = False, log=print) -> tuple[list[dict], dict | None]:
+    """Every cell as a job (its record in ``records``; cells with a record are not run again) and,
+    with ``reference``, the multi-view reference as one more; returns (cell results in the order
+    of ``cells``, the reference or None)."""
+
+    def line(key, res):
+        if key == REFERENCE_KEY:
+            return f"  multi-view reference: ensemble gain {100 * res['single_view_acc']['gain']:+.2f} pts single-view"
+        return (f"  {_cell_name(res['cell']):42} single {res['individual_mean']:.3f} ensemble {res['ensemble_acc']:.3f} "
                 f"gain {100 * res['gain']:+.2f} pts ({res['wall_s']:.1f} s)")
-        if progress:
-            bar.write(line)  # keeps the progress bar below the lines
-        else:
-            log(line)
-    return out
+
+    jobs = [cluster.Job(cell_key(c), run_cell, (cfg, c)) for c in cells]
+    if reference:  # the longest job first, so that it does not run alone at the end
+        jobs.insert(0, cluster.Job(REFERENCE_KEY, multiview_reference, (cfg.seeds, cfg.train.backend, cfg.train.device)))
+    out = cluster.run_jobs(jobs, records, where, log=log, progress=progress, on_done=line)
+    return [out[cell_key(c)] for c in cells], out.get(REFERENCE_KEY)
 
 
 # --------------------------------------------------------------------------------------------- CLI
@@ -268,6 +283,10 @@ def build_parser() -> Parser:
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="device of the torch backend (default: cpu)")
     p.add_argument("--no-figures", action="store_true", help="write no figures")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--resume", default=None, metavar="RUN",
+                   help="continue the grid in folder RUN, given with the same flags as when it started: cells whose "
+                        "record is in RUN/jobs are kept, the others run")
+    cluster.add_flags(p, default="local")
     g = p.add_argument_group("grid and data")
     fields = {f.name: f for f in dataclasses.fields(NegativeConfig)}
     for name, kind in FLAGS.items():
@@ -305,25 +324,24 @@ def main(argv: list[str] | None = None) -> int:
                      if args.multiview_results is not None else None)
     except ValueError as err:
         parser.error(str(err))
-    from theory_sims.results import out_dir, write_csv, write_json
+    from theory_sims.results import start_run, write_csv, write_json
 
     log = (lambda *a, **k: None) if args.quiet else (lambda *a, **k: print(*a, **k, flush=True))
+    cells = grid(args.quick)
+    config = {**cfg.to_dict(), "quick": args.quick, "cells": cells, "multiview_results": args.multiview_results,
+              "no_multiview": args.no_multiview}
     try:
-        out = out_dir(args.out, "gaussian_negative")
+        where = cluster.where(args)
+        out = start_run(args.out, args.resume, "gaussian_negative", config)
     except ValueError as err:
         parser.error(str(err))
-    cells = grid(args.quick)
-    write_json(out / "config.json", {**cfg.to_dict(), "quick": args.quick, "cells": cells})
     t0 = time.perf_counter()
-    log(f"{len(cells)} cells, {cfg.seeds} seeds each, n_train={cfg.n_train}, n_test={cfg.n_test}")
-    results = run(cfg, cells, progress=not args.quiet, log=log)
-    timing = {"grid": time.perf_counter() - t0}
-    if reference is None and not args.no_multiview:
-        log("multi-view reference: theory_sims.view_learning defaults, single models and ensemble")
-        t1 = time.perf_counter()
-        reference = multiview_reference(cfg.seeds, cfg.train.backend, cfg.train.device)
-        timing["multiview"] = time.perf_counter() - t1
-    timing["total"] = time.perf_counter() - t0
+    log(f"{len(cells)} cells, {cfg.seeds} seeds each, n_train={cfg.n_train}, n_test={cfg.n_test}; "
+        f"jobs on {where.mode if where.mode != 'address' else where.address}, records in {out / 'jobs'}")
+    measure = reference is None and not args.no_multiview
+    results, measured = run(cfg, cells, out / "jobs", where, reference=measure, progress=not args.quiet, log=log)
+    reference = measured if measure else reference
+    timing = {"total": time.perf_counter() - t0}
     summary = summarise(results)
     rows = table_rows(results)
     write_json(out / "results.json", {"cells": results, "summary": summary, "multiview": reference,

@@ -93,5 +93,49 @@ def out_dir(path: str | os.PathLike | None, name: str) -> Path:
     out = Path(path)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out must be a folder, got the file {out}")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"--out {out}: cannot create the folder ({err.strerror or type(err).__name__})") from None
     return out
+
+
+def _differences(saved, wanted, prefix="") -> list[str]:
+    if isinstance(saved, dict) and isinstance(wanted, dict):
+        out = []
+        for key in dict.fromkeys([*saved, *wanted]):
+            out += _differences(saved.get(key), wanted.get(key), f"{prefix}{key}.")
+        return out
+    return [] if saved == wanted else [f"{prefix[:-1]} ({saved!r} there, {wanted!r} here)"]
+
+
+def start_run(out: str | os.PathLike | None, resume: str | os.PathLike | None, name: str, config: dict) -> Path:
+    """The run folder of a command, and its ``config.json``.
+
+    Without ``resume``: a new folder (``out``, or ``runs/name-<time>``) whose ``config.json`` is
+    written here; an ``out`` that already holds a run (a ``config.json``) is refused, so a run
+    never writes into another run's folder. With ``resume``: that folder, which must hold a
+    ``config.json`` equal to ``config`` (the command must describe the same run); it is kept as
+    it is. Errors are ValueErrors naming the flag.
+    """
+    wanted = json.loads(json.dumps(_to_jsonable(config)))
+    if resume is not None:
+        folder = Path(resume)
+        saved_path = folder / "config.json"
+        if not saved_path.is_file():
+            raise ValueError(f"--resume {folder}: not a run folder (no config.json there)")
+        try:
+            saved = json.loads(saved_path.read_text())
+        except (OSError, ValueError) as err:
+            raise ValueError(f"--resume {folder}: its config.json cannot be read ({err})") from None
+        diff = _differences(saved, wanted)
+        if diff:
+            shown = "; ".join(diff[:3]) + (f"; and {len(diff) - 3} more" if len(diff) > 3 else "")
+            raise ValueError(f"--resume {folder}: this command describes another run than the one there: {shown}")
+        return folder
+    if out is not None and (Path(out) / "config.json").exists():
+        raise ValueError(f"--out {out} holds another run (its config.json); continue it with --resume {out} "
+                         f"and the same flags, or choose a new folder")
+    folder = out_dir(out, name)
+    write_json(folder / "config.json", wanted)
+    return folder

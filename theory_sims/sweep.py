@@ -16,10 +16,14 @@ experiment itself (n_train, seeds, ...) is given without a section.
 
 For every run it records the single-view test accuracy of every row, the views learned per class,
 the two gains the paper says vanish (training the average over the single models, the KD
-students' ensemble over one student) and which of ``report.PREDICTIONS`` hold. It writes
-``sweep.csv`` and ``sweep.json`` after every run (a stopped sweep keeps what it finished), the
-sweep's ``config.json``, and ``sweep.png`` / ``sweep.pdf``: single-view accuracy, views per class
-and the gains against the point, with the thresholds drawn in.
+students' ensemble over one student) and which of ``report.PREDICTIONS`` hold. Every run is a job
+(:mod:`theory_sims.cluster`): by default the runs share the cores as a local Dask cluster
+(``--cluster serial`` runs them one after another, ``--cluster tcp://HOST:PORT`` on your
+scheduler). Each finished run's record lands in ``RUN/jobs/`` as it finishes, so a stopped sweep
+keeps what it finished and ``--resume RUN`` (with the same flags) runs only the rest. At the end
+it writes ``sweep.csv`` and ``sweep.json`` (one row per run), beside the sweep's ``config.json``,
+and ``sweep.png`` / ``sweep.pdf``: single-view accuracy, views per class and the gains against the
+point, with the thresholds drawn in. The rows are the same whatever ran them (timings aside).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import time
 
 
 import theory_sims  # noqa: F401  (sets the BLAS thread spin before numpy work starts)
-from theory_sims import report
+from theory_sims import cluster, report
 from theory_sims import view_learning as vl
 
 def _parse_value(text: str, default, name: str):
@@ -103,25 +107,38 @@ def points(base: vl.ViewLearningConfig, varied: list[tuple[str, list]], data_see
     return runs
 
 
-def run(runs: list[dict], on_result=None, log=print) -> list[dict]:
-    """Run every entry of ``runs``; ``on_result(rows)`` is called after each with the rows so far."""
-    rows = []
-    for n, r in enumerate(runs, 1):
-        t0 = time.perf_counter()
-        label = ", ".join(f"{p}={v}" for p, v in r["values"].items()) or "base"
-        log(f"[{n}/{len(runs)}] {label}, data seed {r['data_seed']}")
-        results, _ = vl.run(r["config"], log=lambda *a, **k: None)
-        row = {"point": r["point"], **r["values"], "data_seed": r["data_seed"], **report.summary(results),
-               "wall_s": time.perf_counter() - t0}
-        rows.append(row)
-        failed = [name for name in report.PREDICTIONS if not row["holds_" + name]]
-        log(f"    single {row['sv_individual']:.3f} ({row['views_individual']:.2f} views), ensemble "
-            f"{row['sv_ensemble']:.3f}, KD {row['sv_kd']:.3f}, average {row['gain_average']:+.3f}, "
-            f"KD ensemble {row['gain_kd_ensemble']:+.3f}; fails: {', '.join(failed) or 'none'} "
-            f"({row['wall_s']:.0f} s)")
-        if on_result is not None:
-            on_result(rows)
-    return rows
+def point_job(cfg: vl.ViewLearningConfig) -> dict:
+    """One run of the sweep (a point on one data seed): :func:`report.summary` of the experiment
+    and its wall time. Module-level, so a Dask worker can import it."""
+    t0 = time.perf_counter()
+    results, _ = vl.run(cfg, log=lambda *a, **k: None)
+    return {**report.summary(results), "wall_s": time.perf_counter() - t0}
+
+
+def job_key(r: dict) -> str:
+    return f"point{r['point']}-seed{r['data_seed']}"
+
+
+def run(runs: list[dict], records, where: cluster.Where = cluster.Where(), log=print) -> list[dict]:
+    """Run every entry of ``runs`` as a job (its record in ``records``; runs with a record are not
+    run again) and return one row per entry, in the order of ``runs``."""
+    by_key = {job_key(r): r for r in runs}
+
+    def row(r, record):
+        return {"point": r["point"], **r["values"], "data_seed": r["data_seed"], **record}
+
+    def line(key, record):
+        r = row(by_key[key], record)
+        label = ", ".join(f"{p}={v}" for p, v in r.items() if p in by_key[key]["values"]) or "base"
+        failed = [name for name in report.PREDICTIONS if not r["holds_" + name]]
+        return (f"{label}, data seed {r['data_seed']}: single {r['sv_individual']:.3f} "
+                f"({r['views_individual']:.2f} views), ensemble {r['sv_ensemble']:.3f}, KD {r['sv_kd']:.3f}, "
+                f"average {r['gain_average']:+.3f}, KD ensemble {r['gain_kd_ensemble']:+.3f}; "
+                f"fails: {', '.join(failed) or 'none'} ({r['wall_s']:.0f} s)")
+
+    jobs = [cluster.Job(key, point_job, (r["config"],)) for key, r in by_key.items()]
+    records = cluster.run_jobs(jobs, records, where, log=log, on_done=line)
+    return [row(r, records[job_key(r)]) for r in runs]
 
 
 def build_parser():
@@ -136,6 +153,10 @@ def build_parser():
                    help="a parameter and its values; several --vary move together (point i takes the i-th value of each)")
     g.add_argument("--data-seeds", default=None, metavar="S1,S2,...",
                    help="run every point on the data (world) of each of these seeds (default: --seed)")
+    g.add_argument("--resume", default=None, metavar="RUN",
+                   help="continue the sweep in folder RUN, given with the same flags as when it started: runs "
+                        "whose record is in RUN/jobs are kept, the others run")
+    cluster.add_flags(p, default="local")
     return p
 
 
@@ -163,21 +184,20 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         parser.error(str(err))
     from theory_sims import figures
-    from theory_sims.results import out_dir, write_csv, write_json
+    from theory_sims.results import start_run, write_csv, write_json
 
+    config = {"base": base.to_dict(), "vary": dict(varied), "data_seeds": sorted({r["data_seed"] for r in runs})}
     try:
-        out = out_dir(args.out, "sweep")
+        where = cluster.where(args)
+        out = start_run(args.out, args.resume, "sweep", config)
     except ValueError as err:
         parser.error(str(err))
     log = (lambda *a, **k: None) if args.quiet else (lambda *a, **k: print(*a, **k, flush=True))
-    write_json(out / "config.json", {"base": base.to_dict(), "vary": dict(varied),
-                                     "data_seeds": sorted({r["data_seed"] for r in runs})})
-
-    def save(rows):
-        write_csv(out / "sweep.csv", rows)
-        write_json(out / "sweep.json", {"predictions": report.PREDICTIONS, "runs": rows})
-
-    rows = run(runs, on_result=save, log=log)
+    log(f"{len(runs)} runs ({len(runs) // len(config['data_seeds'])} points x {len(config['data_seeds'])} data seeds) "
+        f"on {where.mode if where.mode != 'address' else where.address}; records in {out / 'jobs'}")
+    rows = run(runs, out / "jobs", where, log=log)
+    write_csv(out / "sweep.csv", rows)
+    write_json(out / "sweep.json", {"predictions": report.PREDICTIONS, "runs": rows})
     paths = [path for path, _ in varied]
     if not args.no_figures:
         figures.sweep_figure(out / "sweep.png", rows, paths)

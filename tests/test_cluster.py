@@ -1,0 +1,183 @@
+"""Jobs on Dask: a local cluster gives the serial run's results bit for bit (timings aside), a
+worker killed mid-run costs only its job, --resume runs only the missing jobs, bad flags exit 2.
+
+The clusters here are real ``distributed.LocalCluster`` s of 2 worker processes on this machine.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import threading
+import time
+
+import pytest
+
+from theory_sims import cluster
+from theory_sims import gaussian_negative as gn
+from theory_sims import sweep
+
+from test_gaussian_negative import TINY_FLAGS
+from test_sweep import SMALL, VARY
+
+distributed = pytest.importorskip("distributed")
+
+TIMINGS = {"wall_s", "timing_s", "images_per_s", "throughput"}
+
+
+def without_timings(obj):
+    """``obj`` with every timing field dropped, recursively (timings differ run to run)."""
+    if isinstance(obj, dict):
+        return {k: without_timings(v) for k, v in obj.items() if k not in TIMINGS}
+    if isinstance(obj, list):
+        return [without_timings(v) for v in obj]
+    return obj
+
+
+def sweep_rows(folder):
+    return without_timings(json.loads((folder / "sweep.json").read_text())["runs"])
+
+
+@pytest.fixture(scope="module")
+def dask_cluster():
+    """A LocalCluster of 2 single-threaded worker processes shared by the tests of this module."""
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
+                                  env={name: "1" for name in cluster._THREAD_ENV},
+                                  silence_logs=logging.ERROR) as lc:
+        yield lc
+
+
+@pytest.fixture(scope="module")
+def serial_sweep(tmp_path_factory):
+    out = tmp_path_factory.mktemp("serial") / "sweep"
+    assert sweep.main(SMALL + VARY + ["--cluster", "serial", "--out", str(out)]) == 0
+    return out
+
+
+def test_sweep_on_a_local_cluster_of_two_workers_equals_serial(serial_sweep, tmp_path):
+    out = tmp_path / "sweep"
+    assert sweep.main(SMALL + VARY + ["--cluster", "local", "--workers", "2", "--out", str(out)]) == 0
+    assert sweep_rows(out) == sweep_rows(serial_sweep)
+    assert sorted(p.name for p in (out / "jobs").iterdir()) == sorted(p.name for p in (serial_sweep / "jobs").iterdir())
+
+
+def test_a_worker_killed_mid_run_loses_only_its_job(serial_sweep, dask_cluster, tmp_path):
+    killed = []
+
+    def kill_a_busy_worker():
+        with distributed.Client(dask_cluster.scheduler_address, timeout=10) as client:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not killed:
+                busy = [addr for addr, tasks in client.processing().items() if tasks]
+                if busy:
+                    pid = client.run(os.getpid, workers=busy[:1])[busy[0]]
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_a_busy_worker)
+    killer.start()
+    out = tmp_path / "sweep"
+    assert sweep.main(SMALL + VARY + ["--cluster", dask_cluster.scheduler_address, "--out", str(out)]) == 0
+    killer.join()
+    assert killed, "no worker was busy to kill"
+    assert sweep_rows(out) == sweep_rows(serial_sweep)
+
+
+def test_resume_runs_only_the_missing_jobs(serial_sweep, tmp_path, capsys):
+    half = tmp_path / "half"
+    shutil.copytree(serial_sweep, half)
+    (half / "sweep.json").unlink()
+    records = sorted((half / "jobs").iterdir())
+    for path in records[:2]:
+        path.unlink()
+    kept = {p.name: p.stat().st_mtime_ns for p in records[2:]}
+    argv = [a for a in SMALL if a != "--quiet"] + VARY + ["--cluster", "serial", "--resume", str(half)]
+    assert sweep.main(argv) == 0
+    assert "2 of 4 jobs already have records" in capsys.readouterr().out
+    assert {p.name: p.stat().st_mtime_ns for p in records[2:]} == kept
+    assert sweep_rows(half) == sweep_rows(serial_sweep)
+
+
+def test_resume_refuses_a_command_that_describes_another_run(serial_sweep, capsys):
+    with pytest.raises(SystemExit) as exc:
+        sweep.main(SMALL + ["--vary", "learner.q=3,5", "--data-seeds", "0,1", "--resume", str(serial_sweep)])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and len(err.strip().splitlines()) == 1
+    assert "describes another run" in err and "vary.learner.q" in err
+
+
+def test_out_naming_an_existing_run_is_refused_and_left_alone(serial_sweep, capsys):
+    before = (serial_sweep / "config.json").read_bytes()
+    with pytest.raises(SystemExit) as exc:
+        sweep.main(SMALL + ["--cluster", "serial", "--out", str(serial_sweep)])
+    assert exc.value.code == 2 and "holds another run" in capsys.readouterr().err
+    assert (serial_sweep / "config.json").read_bytes() == before
+
+
+def test_gaussian_quick_grid_on_the_cluster_equals_serial(dask_cluster, tmp_path):
+    results = {}
+    for name, where in (("serial", "serial"), ("dask", dask_cluster.scheduler_address)):
+        out = tmp_path / name
+        assert gn.main(TINY_FLAGS + ["--quick", "--no-multiview", "--no-figures", "--cluster", where,
+                                     "--out", str(out)]) == 0
+        results[name] = without_timings(json.loads((out / "results.json").read_text()))
+    assert results["dask"] == results["serial"]
+    assert len(results["serial"]["cells"]) == len(gn.QUICK)
+
+
+def test_cifar_smoke_run_on_the_cluster_equals_serial(dask_cluster, image_tree, tmp_path):
+    """Bit for bit at the same torch thread count: torch's CPU convolutions sum in an order that
+    depends on the number of threads (1 per worker), so the serial run here uses one thread too."""
+    import torch
+
+    from real_data.reproduce import main as reproduce_main
+
+    results = {}
+    threads = torch.get_num_threads()
+    for name, where in (("serial", "serial"), ("dask", dask_cluster.scheduler_address)):
+        out = tmp_path / name
+        torch.set_num_threads(1)
+        try:
+            assert reproduce_main(["--preset", "smoke", "--data", str(image_tree), "--out", str(out), "--quiet",
+                                   "--cluster", where]) == 0
+        finally:
+            torch.set_num_threads(threads)
+        results[name] = without_timings(json.loads((out / "results.json").read_text()))
+    assert results["dask"] == results["serial"]
+    assert set(results["serial"]["jobs"]) == {"single-0", "single-1", "kd-0", "self_kd-0", "average"}
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--cluster", "tcp://127.0.0.1:1"], "--cluster tcp://127.0.0.1:1: no Dask scheduler answered within"),
+    (["--cluster", "lokal"], "--cluster must be serial, local or a scheduler address like tcp://HOST:PORT, got 'lokal'"),
+    (["--workers", "0"], "--workers must be an integer >= 1, got 0"),
+    (["--cluster", "serial", "--workers", "2"], "--workers sets the size of --cluster local"),
+])
+def test_bad_cluster_flags_exit_2_with_one_line_and_write_nothing(flags, message, capsys, tmp_path):
+    out = tmp_path / "never"
+    with pytest.raises(SystemExit) as exc:
+        sweep.main(SMALL + flags + ["--out", str(out)])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_the_environment_names_the_scheduler(monkeypatch):
+    monkeypatch.setenv(cluster.ENV_VAR, "tcp://127.0.0.1:1")
+    args = sweep.build_parser().parse_args([])
+    with pytest.raises(ValueError, match="no Dask scheduler answered"):
+        cluster.where(args)
+    monkeypatch.delenv(cluster.ENV_VAR)
+    assert cluster.where(sweep.build_parser().parse_args([])) == cluster.Where("local", workers=os.cpu_count())
+
+
+def test_jobs_must_come_after_the_jobs_they_need(tmp_path):
+    jobs = [cluster.Job("b", gn.summarise, ([],), after=("a",)), cluster.Job("a", gn.summarise, ([],))]
+    with pytest.raises(ValueError, match="job 'b' needs \\['a'\\]"):
+        cluster.run_jobs(jobs, tmp_path)
+    with pytest.raises(ValueError, match="job key must be"):
+        cluster.Job("a/b", gn.summarise)

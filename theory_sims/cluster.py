@@ -1,0 +1,263 @@
+"""Independent jobs on a Dask cluster: in this process, on a local cluster, or on your scheduler.
+
+The sweep (a point x data seed per job), the Gaussian grid (a cell per job) and the CIFAR
+experiment (a seed, a student or the trained average per job) all hand this module a list of
+:class:`Job` s and get back one record per job. Where they run is one flag, the same in every CLI:
+
+* ``--cluster serial``: one after the other in this process (what the code did before Dask);
+* ``--cluster local``: a ``distributed.LocalCluster`` of ``--workers N`` processes (default: the
+  number of cores), one thread each, with BLAS, OpenMP, numba and torch held to that one thread
+  so that workers do not oversubscribe the cores;
+* ``--cluster tcp://HOST:PORT`` (or ``$DASK_SCHEDULER_ADDRESS``): an existing scheduler, e.g.
+  ``dask scheduler`` plus ``dask worker tcp://HOST:PORT --nthreads 1`` on each machine (add
+  ``--resources GPU=1``, one worker per GPU, for CIFAR jobs), or dask-jobqueue's ``SLURMCluster``.
+
+Every finished job's record is written atomically as ``RECORDS/<key>.json`` by the process that
+ran it, so the run folder must be on storage every worker sees. A job whose record exists is not
+run again: a resumed run skips what it finished, and a job that Dask retries after its worker died
+returns the record if the lost worker had written it. Jobs name the jobs they need (``after``);
+a job runs only once their records exist (CIFAR students read their teachers' checkpoints from
+the run folder). A job's result depends on its arguments only (every seed is in them), so where
+and in which order jobs ran never changes a result: records are JSON, the same in every mode.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from multiview.checks import check_int
+
+ENV_VAR = "DASK_SCHEDULER_ADDRESS"
+MODES = ("serial", "local")
+ADDRESS_SCHEMES = ("tcp://", "tls://", "ws://", "wss://", "inproc://")
+CONNECT_TIMEOUT_S = 5
+# Threads of every library a job may use, held to the worker's one thread before the libraries load.
+_THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One independent piece of work: ``fn(*args)`` returns a JSON-able record.
+
+    ``fn`` must be a module-level function (workers import it by name); ``after`` names jobs of
+    the same list whose records must exist before this one starts; ``gpu`` asks for a worker
+    that advertises a ``GPU`` resource, where the cluster's workers advertise any.
+    """
+
+    key: str
+    fn: Callable
+    args: tuple = ()
+    after: tuple[str, ...] = ()
+    gpu: bool = False
+
+    def __post_init__(self):
+        if not self.key or any(c in self.key for c in '/\\:*?"<>| '):
+            raise ValueError(f"job key must be a non-empty file name without /\\:*?\"<>| or spaces, got {self.key!r}")
+
+
+@dataclass(frozen=True)
+class Where:
+    """Where jobs run: ``mode`` 'serial', 'local' (with ``workers``) or 'address' (with ``address``)."""
+
+    mode: str = "serial"
+    workers: int = 1
+    address: str | None = None
+
+
+def add_flags(parser, default: str) -> None:
+    """``--cluster`` and ``--workers`` (parsed defaults None, resolved by :func:`where`)."""
+    g = parser.add_argument_group("where the jobs run (Dask; see python -m theory_sims.cluster --help)")
+    g.add_argument("--cluster", default=None, metavar="serial|local|tcp://HOST:PORT",
+                   help=f"'serial': one job after the other in this process; 'local': a local Dask cluster of "
+                        f"--workers processes; tcp://HOST:PORT: an existing Dask scheduler, whose workers must "
+                        f"see the run folder (shared storage) (default: ${ENV_VAR} if set, else {default})")
+    g.add_argument("--workers", type=int, default=None, metavar="N",
+                   help=f"worker processes of --cluster local, one thread each (default: the number of cores, "
+                        f"{os.cpu_count()} here)")
+    parser.set_defaults(_cluster_default=default)
+
+
+def where(args) -> Where:
+    """The :class:`Where` of parsed ``args``; ValueError naming the flag for a bad value."""
+    text = args.cluster if args.cluster is not None else os.environ.get(ENV_VAR) or args._cluster_default
+    flag = "--cluster" if args.cluster is not None else (f"${ENV_VAR}" if os.environ.get(ENV_VAR) else "--cluster")
+    if args.workers is not None:
+        check_int("--workers", args.workers, 1)
+        if text != "local":
+            raise ValueError(f"--workers sets the size of --cluster local, got --cluster {text}")
+    if text == "serial":
+        return Where("serial")
+    if text == "local":
+        return Where("local", workers=args.workers or os.cpu_count() or 1)
+    if text.startswith(ADDRESS_SCHEMES) and len(text) > len(text.split("://")[0]) + 3:
+        w = Where("address", address=text)
+        _client(w)[0].close()  # fail now, in one line, before a run folder is made
+        return w
+    raise ValueError(f"{flag} must be serial, local or a scheduler address like tcp://HOST:PORT, got {text!r}")
+
+
+def _record_path(records: Path, key: str) -> Path:
+    return Path(records) / f"{key}.json"
+
+
+def _to_record(result):
+    from theory_sims.results import _to_jsonable
+
+    return json.loads(json.dumps(_to_jsonable(result)))
+
+
+def _limit_threads(n: int):
+    """Hold BLAS/OpenMP (threadpoolctl), numba and torch to ``n`` threads in this process."""
+    from threadpoolctl import threadpool_limits
+
+    limits = threadpool_limits(limits=n)
+    if "numba" in sys.modules:
+        import numba
+
+        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(n)
+    return limits
+
+
+def execute(fn: Callable, args: tuple, record_path: str, *_after):
+    """Run one job where it was sent and write its record atomically; an existing record is
+    returned instead (a job retried after its worker died, or a resumed run). ``_after``: the
+    records of the jobs it waited for (Dask passes them; the job reads what it needs from disk)."""
+    from theory_sims.results import write_json
+
+    path = Path(record_path)
+    if path.exists():
+        return json.loads(path.read_text())
+    try:
+        from distributed import get_worker
+
+        threads = get_worker().state.nthreads
+    except (ImportError, ValueError):
+        threads = None  # not on a Dask worker: leave the libraries' threads as they are
+    if threads is not None:
+        for name in _THREAD_ENV:  # for libraries the job imports first (each reads its variable once)
+            os.environ[name] = str(threads)
+        _limit_threads(threads)  # for those already loaded
+    record = _to_record(fn(*args))
+    write_json(path, record)
+    return record
+
+
+def _client(w: Where):
+    from distributed import Client, LocalCluster
+
+    if w.mode == "local":
+        env = {name: "1" for name in _THREAD_ENV}
+        cluster = LocalCluster(n_workers=w.workers, threads_per_worker=1, processes=True, dashboard_address=":0",
+                               env=env, silence_logs=logging.ERROR)
+        return Client(cluster), cluster
+    try:
+        return Client(w.address, timeout=CONNECT_TIMEOUT_S), None
+    except (OSError, TimeoutError) as err:
+        raise ValueError(f"--cluster {w.address}: no Dask scheduler answered within {CONNECT_TIMEOUT_S} s "
+                         f"({type(err).__name__})") from None
+
+
+def _has_gpus(client) -> bool:
+    return any("GPU" in (info.get("resources") or {}) for info in client.scheduler_info()["workers"].values())
+
+
+def run_jobs(jobs: list[Job], records: str | os.PathLike, where_: Where = Where(), log=print,
+             progress: bool = False, on_done: Callable | None = None) -> dict:
+    """Run every job of ``jobs`` whose record is not yet in ``records``; return {key: record} for
+    all of them, in the order of ``jobs``. ``jobs`` must list every job after the ones it needs.
+    ``on_done(key, record)`` is called in this process as each job finishes; a line it returns is
+    printed (above the progress bar when there is one)."""
+    records = Path(records)
+    records.mkdir(parents=True, exist_ok=True)
+    keys = [j.key for j in jobs]
+    if len(set(keys)) < len(keys):
+        raise ValueError("job keys must be unique")
+    seen: set[str] = set()
+    for j in jobs:
+        missing = [k for k in j.after if k not in seen]
+        if missing:
+            raise ValueError(f"job {j.key!r} needs {missing}, which must come before it in the list")
+        seen.add(j.key)
+    done = {k: json.loads(_record_path(records, k).read_text()) for k in keys if _record_path(records, k).exists()}
+    todo = [j for j in jobs if j.key not in done]
+    if done:
+        log(f"{len(done)} of {len(jobs)} jobs already have records in {records}; running the other {len(todo)}")
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(todo), desc="jobs", disable=not progress or not todo)
+
+    def finished(key, record):
+        done[key] = record
+        bar.update()
+        line = on_done(key, record) if on_done is not None else None
+        if line is not None:
+            bar.write(line) if not bar.disable else log(line)
+
+    if where_.mode == "serial" or not todo:
+        for j in todo:
+            finished(j.key, execute(j.fn, j.args, str(_record_path(records, j.key))))
+    else:
+        _run_on_dask(todo, records, where_, log, finished)
+    bar.close()
+    return {k: done[k] for k in keys}
+
+
+def _run_on_dask(todo: list[Job], records: Path, where_: Where, log, finished) -> None:
+    from distributed import as_completed
+
+    client, cluster = _client(where_)
+    try:
+        try:
+            import bokeh  # noqa: F401
+
+            dashboard = client.dashboard_link
+        except ImportError:
+            dashboard = f"{client.dashboard_link} (serves pages once bokeh is installed)"
+        size = len(client.scheduler_info()["workers"])
+        log(f"dask: {size} workers at {client.scheduler.address}; dashboard {dashboard}")
+        gpus = _has_gpus(client)
+        run_id = uuid.uuid4().hex[:8]
+        futures, owner = {}, {}
+        for j in todo:
+            after = [futures[k] for k in j.after if k in futures]
+            fut = client.submit(execute, j.fn, j.args, str(_record_path(records, j.key)), *after,
+                                key=f"{j.key}-{run_id}", pure=False,
+                                resources={"GPU": 1} if j.gpu and gpus else None)
+            futures[j.key], owner[fut.key] = fut, j.key
+        for fut in as_completed(list(futures.values())):
+            finished(owner[fut.key], fut.result())
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m theory_sims.cluster --help``: how to run the project's jobs on a cluster."""
+    from multiview.cli import Parser
+
+    p = Parser(prog="python -m theory_sims.cluster", description=__doc__ + '''
+Commands that take these flags: python -m theory_sims.sweep, python -m theory_sims.gaussian_negative
+(both default to --cluster local) and python -m real_data.reproduce (default serial).
+
+    python -m theory_sims.gaussian_negative --cluster local --workers 2
+    dask scheduler &                                        # on one machine
+    dask worker tcp://HOST:8786 --nthreads 1 &              # on each machine, one per core
+    python -m theory_sims.sweep --cluster tcp://HOST:8786 --out /shared/runs/sweep ...
+    dask worker tcp://HOST:8786 --nthreads 1 --resources GPU=1   # one per GPU, for CIFAR jobs
+''')
+    p.parse_args(argv)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
