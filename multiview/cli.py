@@ -75,3 +75,19 @@ def require_cuda(device: str) -> None:
 
         if not torch.cuda.is_available():
             raise ValueError("--device cuda: torch reports no CUDA device on this machine")
+
+
+def as_flag(message: str, prefix: str = "", names=None) -> str:
+    """A config error as the command line's: a leading ``"lr must ..."`` becomes ``"--kd-lr must ..."``
+    with ``prefix="kd-"``. With ``names`` only those field names are rewritten; other messages are
+    returned as they are."""
+    head, sep, rest = message.partition(" must ")
+    if not sep or not head.isidentifier() or (names is not None and head not in names):
+        return message
+    return f"--{prefix}{head.replace('_', '-')} must {rest}"
+
+
+def progress_bars(quiet: bool = False) -> bool:
+    """Whether to draw progress bars: not with ``--quiet``, and only when stderr is a terminal (a
+    redirected log gets the plain lines instead of carriage returns)."""
+    return not quiet and sys.stderr.isatty()

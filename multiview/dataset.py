@@ -11,12 +11,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from multiview.files import atomic_file
 
 
 @dataclass(frozen=True, eq=False)
@@ -54,15 +55,8 @@ class _Data:
         arrays = {name: getattr(self, name) for name in self._array_fields()}
         arrays["_kind"] = np.array(type(self).__name__)
         arrays["_config"] = np.array(json.dumps(dataclasses.asdict(self.config)))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_file(path) as fh:
+            np.savez(fh, **arrays)
         return path
 
 

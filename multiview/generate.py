@@ -12,8 +12,10 @@ Load the file back with ``multiview.load(path)``.
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -34,7 +36,9 @@ def build_parser() -> tuple[Parser, dict[str, list[str]]]:
     parser.add_argument("--world-seed", type=int, default=0,
                         help="seed of the world: the feature dictionary or the teacher and "
                              "mixture means; keep it fixed to draw train and test sets (default: 0)")
-    parser.add_argument("--out", default=None, help="write the dataset to this .npz file")
+    parser.add_argument("--out", default=None,
+                        help="write the dataset to this .npz file (an existing file is kept unless --overwrite)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the file --out names if it exists")
     flags = {
         "multiview": add_config_flags(
             parser.add_argument_group("multi-view distribution (--kind multiview)"), MultiViewConfig
@@ -76,6 +80,56 @@ def summary(data) -> str:
     return "\n".join(lines)
 
 
+def _check_out(out: str | None, overwrite: bool) -> None:
+    """Refuse, before sampling, an --out that is a folder, an existing file (without --overwrite)
+    or a place where no file can be created."""
+    if out is None:
+        return
+    path = Path(out)
+    if path.is_dir():
+        raise ValueError(f"--out must name a .npz file, got the folder {path}")
+    if path.exists() and not overwrite:
+        raise ValueError(f"--out {path} exists; pass --overwrite to replace it, or name a new file")
+    parent = path.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"--out {path}: cannot create its folder ({err.strerror or type(err).__name__})") from None
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {path}: its folder {parent} is not writable")
+
+
+def bytes_needed(config, n: int) -> int:
+    """The bytes of the arrays ``n`` samples of ``config`` hold (inputs, and for multi-view data the
+    per-patch feature weights), a lower bound on what sampling them needs."""
+    if isinstance(config, MultiViewConfig):
+        features = config.k * config.views
+        return n * config.patches * (config.d + features) * 4
+    return n * config.patches * config.patch_dim * 4
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available now (Linux /proc/meminfo, else the free physical pages), or None."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _check_memory(config, n: int) -> None:
+    need, have = bytes_needed(config, n), available_memory()
+    if have is not None and need > have:
+        raise ValueError(f"--n {n} needs at least {need / 2**30:.1f} GiB for its arrays, more than the "
+                         f"{have / 2**30:.1f} GiB of memory available; sample fewer (several files with "
+                         f"different --seed)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser, flags = build_parser()
     args = parser.parse_args(argv)
@@ -87,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--n must be an integer >= 1, got {args.n}")
     try:
         config = KINDS[args.kind](**given(args, flags[args.kind]))
+        _check_out(args.out, args.overwrite)
+        _check_memory(config, args.n)
         world = (MultiViewDistribution if args.kind == "multiview" else GaussianTask)(config, seed=args.world_seed)
         t0 = time.perf_counter()
         data = world.sample(args.n, seed=args.seed)

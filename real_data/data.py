@@ -108,16 +108,47 @@ def load(path, dataset: str = "cifar10", labels: str = "fine", cache_dir=None, v
         raise DataError(f"{path}: no such file or folder")
     cache = None
     if cache_dir is not None:
+        _check_cache_dir(Path(cache_dir))
         st = path.stat()
         key = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{dataset}|{labels}|{verify}".encode())
         cache = Path(cache_dir) / f"{path.name.split('.')[0]}-{key.hexdigest()[:16]}.npz"
         data = _read_cache(cache)
         if data is not None:
-            return data
-    data = _load_uncached(path, dataset, labels, verify)
+            return _checked(data, dataset, labels, path)
+    data = _checked(_load_uncached(path, dataset, labels, verify), dataset, labels, path)
     if cache is not None:
         _write_cache(cache, data)
     return data
+
+
+# The class counts of the official datasets: a tree with one of them must be the dataset named.
+CLASS_COUNTS = {("cifar10", "fine"): 10, ("cifar100", "fine"): 100, ("cifar100", "coarse"): 20}
+
+
+def _checked(data: "ImageData", dataset: str, labels: str, path) -> "ImageData":
+    """Refuse data that is another CIFAR than the one named. An image-folder tree of any other
+    number of classes (a subset, a test fixture) is read as it is."""
+    want = CLASS_COUNTS.get((dataset, labels))
+    if labels == "coarse" and dataset != "cifar100":
+        raise DataError(f"{path}: coarse labels exist only for cifar100, not {dataset}")
+    got = data.num_classes
+    if want is not None and got != want and got in CLASS_COUNTS.values():
+        shown = ", ".join(data.classes[:4]) + (", ..." if got > 4 else "")
+        raise DataError(f"{path} holds {got} classes ({shown}), but {dataset} with {labels} labels has {want}: "
+                        f"name the dataset it is (--dataset, --labels) or the data of the dataset named")
+    return data
+
+
+def _check_cache_dir(cache_dir: Path) -> None:
+    if cache_dir.exists() and not cache_dir.is_dir():
+        raise DataError(f"cache_dir must be a folder, got the file {cache_dir}")
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise DataError(f"cache_dir must be a folder that can be created, got {cache_dir} "
+                        f"({err.strerror or type(err).__name__})") from None
+    if not os.access(cache_dir, os.W_OK | os.X_OK):
+        raise DataError(f"cache_dir must be a folder this user can write to, got {cache_dir}")
 
 
 def _load_uncached(path: Path, dataset: str, labels: str, verify: bool) -> ImageData:
@@ -127,6 +158,9 @@ def _load_uncached(path: Path, dataset: str, labels: str, verify: bool) -> Image
         tree = _TarTree(path)
     official = OFFICIAL[dataset]
     root = tree.find_official(official)
+    for other, theirs in OFFICIAL.items():
+        if root is None and other != dataset and tree.find_official(theirs) is not None:
+            raise DataError(f"{path} holds {other} ({theirs.folder}), not {dataset}: pass --dataset {other}")
     if root is not None:
         if verify and tree.is_archive:
             _check_md5(path, _md5_file(path), official.archive_md5, "the published archive md5")
@@ -180,7 +214,8 @@ class _TarTree(_Tree):
                     if member.isfile():
                         self.members[member.name.removeprefix("./")] = tar.extractfile(member).read()
         except (tarfile.TarError, EOFError, zlib.error, OSError) as err:
-            raise DataError(f"{path}: truncated or corrupt archive ({type(err).__name__}: {err})") from None
+            why = "an empty file" if path.stat().st_size == 0 else f"{type(err).__name__}: {str(err).splitlines()[0]}"
+            raise DataError(f"{path}: truncated or corrupt archive, not a readable .tar or .tar.gz ({why})") from None
         self.names = sorted(self.members)
 
     def read(self, name: str) -> bytes:

@@ -40,8 +40,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from multiview.checks import check_choice, check_int
-from multiview.cli import Parser, add_config_flags, fail, given, param, require_cuda
+from multiview.checks import check_choice, check_float, check_int
+from multiview.cli import Parser, add_config_flags, as_flag, fail, given, param, progress_bars, require_cuda
 from real_data.baselines import MODES
 from real_data.data import ENV_VAR, OFFICIAL, DataError
 from real_data.models import MODELS
@@ -89,6 +89,17 @@ class ReproduceConfig:
         check_choice("labels", self.labels, ("fine", "coarse"))
         check_choice("model", self.model, MODELS)
         check_choice("mode", self.mode, MODES)
+        if self.labels != "fine" and self.dataset != "cifar100":
+            raise ValueError(f"labels must be 'fine' unless dataset is 'cifar100' (CIFAR-10 has one label set), "
+                             f"got {self.labels!r}")
+        check_float("width", self.width, 0.0, lo_open=True)
+        check_float("dropout", self.dropout, 0.0, 1.0, hi_open=True)
+        if self.model == "wrn":
+            if self.depth < 10 or (self.depth - 4) % 6:
+                raise ValueError(f"depth must be 6n + 4 with n >= 1 for model 'wrn' (10, 16, 22, 28, ...), "
+                                 f"got {self.depth}")
+            if self.width < 1 or float(self.width) != int(self.width):
+                raise ValueError(f"width must be an integer >= 1 for model 'wrn' (its widening factor), got {self.width}")
         check_int("seeds", self.seeds, 1)
         check_int("students", self.students, 1, self.seeds)
         check_int("average_members", self.average_members, 1)
@@ -228,8 +239,28 @@ def train_job(cfg: ReproduceConfig, data_path: str, cache_dir, device: str, out:
         models = [StackedFastNet([run_.new(seed) for seed in spec["members"]])]
     else:
         models = [run_.new(seed) for seed in spec["members"]]
+    _check_checkpoint(ckpt / f"{name}.pt", cfg.spec.to_dict(), spec["seed"], spec["objective"], run_.meta)
     return rt.fit(models, run_.dd, cfg.spec, spec["seed"], spec["objective"], teachers or None,
                   ckpt / f"{name}.pt", progress, desc=name, meta=run_.meta)
+
+
+def _check_checkpoint(path: Path, spec: dict, seed: int, objective: str, meta: dict) -> None:
+    """A job's checkpoint is resumed only if it was trained under the same config: the same
+    training spec, seed, objective, network and data normalisation; otherwise ValueError."""
+    if not path.exists():
+        return
+    import torch
+
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    there = {"spec": state.get("spec"), "seed": state.get("seed"), "objective": state.get("objective"),
+             "meta": state.get("meta")}
+    here = {"spec": spec, "seed": seed, "objective": objective, "meta": meta}
+    for key in here:
+        if there[key] != here[key]:
+            diff = (sorted(k for k in here[key] if there[key] is None or there[key].get(k) != here[key][k])
+                    if isinstance(here[key], dict) else [key])
+            raise ValueError(f"checkpoint {path} was trained under another config ({key}: {', '.join(diff)} "
+                             f"differ); continue that run with --resume, or start this one in a new --out")
 
 
 def run(cfg: ReproduceConfig, data_path, out: Path, device: str = "cpu", cache_dir=None, progress: bool = False,
@@ -410,7 +441,9 @@ def build_parser() -> Parser:
                         "flags ignored): finished jobs (RUN/jobs/*.json) are kept, a job cut short resumes from its "
                         "last epoch's checkpoint")
     p.add_argument("--device", default=None, help="'cpu' or 'cuda' (default: cuda if available, else cpu)")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress output (bars are drawn only on a terminal; elsewhere, e.g. in a log, one "
+                        "plain line per finished job)")
     cluster.add_flags(p, default="serial")
     e = p.add_argument_group("experiment (defaults shown before --preset, which sets some of them)")
     exp_flags = add_config_flags(e, ReproduceConfig, skip=("spec",))
@@ -425,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import torch
 
-    from theory_sims.results import out_dir, save_figure, write_csv, write_json
+    from theory_sims.results import save_figure, start_run, write_csv, write_json
 
     try:
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -445,24 +478,39 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"--resume {out}: not a real_data.reproduce run folder ({type(err).__name__}: "
                                  f"{err})") from None
         else:
-            cfg = configure(args.preset or "fast", **given(args, args._exp), spec=given(args, args._spec))
+            exp = given(args, args._exp)
+            if "seeds" in exp and "students" not in exp:  # at most as many students as seeds
+                exp["students"] = min(PRESETS[args.preset or "fast"].get("students", ReproduceConfig.students),
+                                      exp["seeds"])
+            try:
+                cfg = configure(args.preset or "fast", **exp, spec=given(args, args._spec))
+            except ValueError as err:
+                raise ValueError(as_flag(str(err), names=[*args._exp, *args._spec])) from None
         where = cluster.where(args)
         data_path = args.data or saved_data or os.environ.get(ENV_VAR)
         if data_path is None:
             raise ValueError(f"--data must name the CIFAR data (or set ${ENV_VAR})")
         if not Path(data_path).exists():
             raise ValueError(f"--data: no such file or folder: {data_path}")
-        if args.resume is None:
-            out = out_dir(args.out, "reproduce")
+        if args.out is not None and args.resume is None and (Path(args.out) / "config.json").exists():
+            raise ValueError(f"--out {args.out} holds another run (its config.json); continue it with --resume "
+                             f"{args.out}, or choose a new folder")
     except (ValueError, TypeError) as err:
         parser.error(str(err))
-    log = (lambda *a, **k: None) if args.quiet else (lambda *a, **k: print(*a, **k, flush=True))
-    if args.resume is None:
-        write_json(out / "config.json", {"experiment": cfg.to_dict(), "data": str(Path(data_path).resolve()),
-                                         "device": device})
-    try:
-        results = run(cfg, data_path, out, device, args.cache_dir, progress=not args.quiet, log=log, where=where)
+    try:  # the data first: a run folder is made only for inputs that load
+        _Run(cfg, data_path, args.cache_dir, device)
+        if args.resume is None:
+            out = start_run(args.out, None, "reproduce", {"experiment": cfg.to_dict(),
+                                                          "data": str(Path(data_path).resolve()), "device": device})
     except DataError as err:
+        fail(parser.prog, as_flag(str(err), names=["cache_dir"]))
+    except ValueError as err:
+        parser.error(str(err))
+    log = (lambda *a, **k: None) if args.quiet else (lambda *a, **k: print(*a, **k, flush=True))
+    try:
+        results = run(cfg, data_path, out, device, args.cache_dir, progress=progress_bars(args.quiet), log=log,
+                      where=where)
+    except (DataError, ValueError) as err:
         fail(parser.prog, str(err))
     rows = table_rows(results, cfg.dataset, cfg.mode)
     write_json(out / "results.json", results)

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from multiview.cli import Parser, fail
+from multiview.cli import Parser, as_flag, fail
 
 
 def layer_names(model: nn.Module) -> list[str]:
@@ -266,8 +266,10 @@ def main(argv: list[str] | None = None) -> int:
     from theory_sims.results import out_dir, save_figure, write_csv, write_json
 
     try:
-        if args.top < 1 or args.n_test < 1 or args.am_steps < 0 or (args.auto is not None and args.auto < 1):
-            raise ValueError("--top, --n-test and --auto must be >= 1 and --am-steps >= 0")
+        for flag, value, lo in (("--top", args.top, 1), ("--n-test", args.n_test, 1), ("--auto", args.auto, 1),
+                                ("--am-steps", args.am_steps, 0), ("--seed", args.seed, 0)):
+            if value is not None and value < lo:
+                raise ValueError(f"{flag} must be an integer >= {lo}, got {value}")
         models, meta = load_models(args.checkpoint)
         model = models[0]
         layer = args.layer or _last_stage(model)
@@ -282,14 +284,24 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--class must be one of {', '.join(classes)}, got {cls!r}")
         channels = None
         if args.channels is not None:
-            channels = [int(c) for c in args.channels.split(",")]
-        out = out_dir(args.out, "visualize")
+            try:
+                channels = [int(c) for c in args.channels.split(",")]
+            except ValueError:
+                raise ValueError(f"--channels must be comma-separated channel indices like 3,17, got {args.channels!r}") from None
     except ValueError as err:
         parser.error(str(err))
     try:
         images = rd.load(data_path, args.dataset, cache_dir=args.cache_dir).subset(n_test=args.n_test, seed=args.seed)
     except DataError as err:
-        fail(parser.prog, str(err))
+        fail(parser.prog, as_flag(str(err), names=["cache_dir"]))
+    if list(images.classes) != list(classes):
+        shown = lambda names: ", ".join(list(names)[:4]) + (", ..." if len(names) > 4 else "")  # noqa: E731
+        fail(parser.prog, f"--data {data_path} (--dataset {args.dataset}) holds the classes {shown(images.classes)}, "
+                          f"but the checkpoint was trained on {shown(classes)}: pass the data and --dataset of its run")
+    try:  # the folder only once the inputs are known good
+        out = out_dir(args.out, "visualize")
+    except ValueError as err:
+        parser.error(str(err))
     mean, std = meta["mean"], meta["std"]
     x = normalise(images.x_test, mean, std)
     y = torch.as_tensor(images.y_test)

@@ -114,10 +114,10 @@ def test_cli_end_to_end_with_a_multiview_results_file(tmp_path):
 @pytest.mark.parametrize(
     "flags, message",
     [(["--seeds", "1"], "seeds must be an integer >= 2, got 1"),
-     (["--label-noise", "1.5"], "label_noise must be a number in (0.0, 1.0), got 1.5"),
+     (["--label-noise", "1.5"], "--label-noise must be a number in (0.0, 1.0), got 1.5"),
      (["--margin", "0"], "margin must be a number > 0.0, got 0.0"),
-     (["--conv-patches", "3"], "conv_patches must divide dim=64, got 3"),
-     (["--multiview-results", "/nonexistent/results.json"], "multiview_results must be a view_learning results.json"),
+     (["--conv-patches", "3"], "--conv-patches must divide dim=64, got 3"),
+     (["--multiview-results", "/nonexistent/results.json"], "--multiview-results /nonexistent/results.json: cannot be read"),
      (["--m", "0"], "m must be an integer >= 1, got 0")],
 )
 def test_bad_flags_exit_2_with_one_line(flags, message, capsys, tmp_path):

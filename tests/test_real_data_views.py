@@ -86,7 +86,7 @@ def test_selectivity_finds_a_planted_channel_and_half_count_by_hand():
     [(["--layer", "nope"], "layer must be one of"),
      (["--class", "zebra"], "--class must be one of class0"),
      (["--channels", "999"], "--channels must be in [0, "),
-     (["--top", "0"], "--top, --n-test and --auto must be >= 1")],
+     (["--top", "0"], "--top must be an integer >= 1, got 0")],
 )
 def test_visualize_bad_flags_exit_2(extra, message, smoke_run, image_tree, capsys, tmp_path):
     with pytest.raises(SystemExit) as exc:

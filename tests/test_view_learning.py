@@ -176,7 +176,7 @@ def test_table_rows_and_format():
         (["--lr", "-1"], "lr must be a number > 0.0"),
         (["--ntk", "--ntk-lr", "0"], "lr must be a number > 0.0"),
         (["--kd-loss", "mse"], "invalid choice"),
-        (["--kd-max-step", "-1"], "max_step must be a number >= 0.0"),
+        (["--kd-max-step", "-1"], "--kd-max-step must be a number >= 0.0"),
         (["--preset", "huge"], "invalid choice"),
         (["--backend", "numba", "--device", "cpu", "--k", "1"], "k must be an integer >= 2"),
     ],

@@ -50,7 +50,7 @@ import numpy as np
 
 import theory_sims  # noqa: F401  (sets the thread-spin environment before numpy work starts)
 from multiview.checks import check_float, check_int
-from multiview.cli import Parser, given, param, require_cuda
+from multiview.cli import Parser, as_flag, given, param, progress_bars, require_cuda
 from multiview.gaussian import INPUTS, SAMPLINGS, TEACHERS, GaussianConfig, GaussianTask
 from theory_sims import cluster, stats
 from theory_sims.config import LearnerConfig, TrainConfig
@@ -97,13 +97,17 @@ class NegativeConfig:
         check_int("teacher_width", self.teacher_width, 1)
         check_float("margin", self.margin, 0.0, lo_open=True)
         check_float("label_noise", self.label_noise, 0.0, 1.0, lo_open=True, hi_open=True)
-        check_int("n_train", self.n_train, self.k)
+        check_int("n_train", self.n_train, 1)
+        if self.n_train < self.k:
+            raise ValueError(f"n_train must be at least k (one training sample per class), got n_train="
+                             f"{self.n_train} with k={self.k}")
         check_int("n_test", self.n_test, 1)
         check_int("seeds", self.seeds, 2)
         check_int("n_boot", self.n_boot, 1)
         check_int("seed", self.seed, 0)
         if self.learner.k != self.k:
             raise ValueError(f"learner k must equal k={self.k}, got {self.learner.k}")
+        check_int("steps", self.train.steps, 1)  # untrained learners have no verdict
         if self.train.loss != "ce":
             raise ValueError(f"train loss must be 'ce' (single models on labels), got {self.train.loss!r}")
 
@@ -181,8 +185,14 @@ def multiview_from_results(path) -> dict:
     try:
         res = json.loads(Path(path).read_text())
         return _multiview_gains(res["individual"], res["ensemble"], f"read from {path}")
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise ValueError(f"multiview_results must be a view_learning results.json, {path}: {err}") from None
+    except OSError as err:
+        raise ValueError(f"--multiview-results {path}: cannot be read ({err.strerror or err})") from None
+    except ValueError:
+        raise ValueError(f"--multiview-results {path}: not JSON, so not a results.json of "
+                         f"theory_sims.view_learning") from None
+    except (KeyError, TypeError) as err:
+        raise ValueError(f"--multiview-results {path}: not a results.json of theory_sims.view_learning "
+                         f"(it lacks {err})") from None
 
 
 def _multiview_gains(individual: dict, ensemble: dict, source: str) -> dict:
@@ -282,7 +292,9 @@ def build_parser() -> Parser:
                    help="trainer backend (default: numba, or torch with --device cuda)")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="device of the torch backend (default: cpu)")
     p.add_argument("--no-figures", action="store_true", help="write no figures")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress output (bars are drawn only on a terminal; elsewhere, e.g. in a log, one "
+                        "plain line per finished job)")
     p.add_argument("--resume", default=None, metavar="RUN",
                    help="continue the grid in folder RUN, given with the same flags as when it started: cells whose "
                         "record is in RUN/jobs are kept, the others run")
@@ -317,7 +329,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        cfg = config_from_args(args)
+        try:
+            cfg = config_from_args(args)
+        except ValueError as err:
+            raise ValueError(as_flag(str(err), names=[*FLAGS, "m", "q", "sigma0", "lr", "steps"])) from None
         if args.multiview_results is not None and args.no_multiview:
             raise ValueError("--multiview-results and --no-multiview exclude each other")
         reference = (multiview_from_results(args.multiview_results)
@@ -339,7 +354,8 @@ def main(argv: list[str] | None = None) -> int:
     log(f"{len(cells)} cells, {cfg.seeds} seeds each, n_train={cfg.n_train}, n_test={cfg.n_test}; "
         f"jobs on {where.mode if where.mode != 'address' else where.address}, records in {out / 'jobs'}")
     measure = reference is None and not args.no_multiview
-    results, measured = run(cfg, cells, out / "jobs", where, reference=measure, progress=not args.quiet, log=log)
+    results, measured = run(cfg, cells, out / "jobs", where, reference=measure,
+                            progress=progress_bars(args.quiet), log=log)
     reference = measured if measure else reference
     timing = {"total": time.perf_counter() - t0}
     summary = summarise(results)

@@ -10,11 +10,12 @@ import csv
 import io
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+from multiview.files import write_atomic  # noqa: F401  (the run folders' one writer)
 
 
 def _to_jsonable(obj):
@@ -31,20 +32,6 @@ def _to_jsonable(obj):
     if isinstance(obj, (np.floating, float)):
         return None if not np.isfinite(obj) else float(obj)
     return obj
-
-
-def write_atomic(path: str | os.PathLike, data: bytes) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def write_json(path, obj) -> Path:

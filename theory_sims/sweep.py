@@ -145,17 +145,17 @@ def build_parser():
     p = vl.build_parser()
     p.prog = "python -m theory_sims.sweep"
     p.description = __doc__
-    for action in p._actions:  # the same flags, the sweep's own folder name
+    for action in p._actions:  # the same flags, the sweep's own folder and resume
         if action.dest == "out":
-            action.help = "sweep folder (default: runs/sweep-<time>)"
+            action.help = "sweep folder (default: runs/sweep-<time>); one that holds another run is refused"
+        if action.dest == "resume":
+            action.help = ("continue the sweep in folder RUN, given with the same flags as when it started: runs "
+                           "whose record is in RUN/jobs are kept, the others run")
     g = p.add_argument_group("sweep")
     g.add_argument("--vary", action="append", default=[], metavar="SECTION.FIELD=V1,V2,...",
                    help="a parameter and its values; several --vary move together (point i takes the i-th value of each)")
     g.add_argument("--data-seeds", default=None, metavar="S1,S2,...",
                    help="run every point on the data (world) of each of these seeds (default: --seed)")
-    g.add_argument("--resume", default=None, metavar="RUN",
-                   help="continue the sweep in folder RUN, given with the same flags as when it started: runs "
-                        "whose record is in RUN/jobs are kept, the others run")
     cluster.add_flags(p, default="local")
     return p
 

@@ -26,16 +26,18 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import io
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 import theory_sims  # noqa: F401  (sets the BLAS thread spin before numpy work starts)
 from multiview import MultiViewConfig, MultiViewDistribution
 from multiview.checks import check_choice, check_int
-from multiview.cli import Parser, add_config_flags, given, require_cuda
+from multiview.cli import Parser, add_config_flags, as_flag, given, progress_bars, require_cuda
 from multiview.multiview import expected_single_fraction
 from theory_sims import experiments as ex
 from theory_sims.config import LearnerConfig, TrainConfig
@@ -91,6 +93,8 @@ class ViewLearningConfig:
             raise ValueError(f"learner k must equal the data's k={self.data.k}, got {self.learner.k}")
         if self.distill.loss not in ("kd", "kd_truncated"):
             raise ValueError(f"distill loss must be 'kd' or 'kd_truncated', got {self.distill.loss!r}")
+        for part in ("train", "distill", "rf_train", "ntk_train"):  # untrained models have no verdict
+            check_int(f"{part}.steps", getattr(self, part).steps, 1)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -168,9 +172,38 @@ def make_data(cfg: ViewLearningConfig) -> tuple:
     return train_set, tests
 
 
-def run(cfg: ViewLearningConfig, progress: bool = False, log=print) -> tuple[dict, dict]:
+class Stages:
+    """Trains a stage (``ex.fit``) or, with a folder, reads it back from ``folder/<name>.pt`` where
+    an earlier (killed) run of the same config finished it; every trained stage is saved there
+    atomically, so ``--resume`` skips what was done and gives what the uninterrupted run gives."""
+
+    def __init__(self, folder=None, progress: bool = False):
+        self.folder = None if folder is None else Path(folder)
+        self.progress = progress
+        self.loaded: list[str] = []
+
+    def fit(self, name: str, *args, **kwargs):
+        if self.folder is None:
+            return ex.fit(*args, progress=self.progress, **kwargs)
+        import torch
+
+        path = self.folder / f"{name}.pt"
+        if path.exists():
+            self.loaded.append(name)
+            return torch.load(path, weights_only=False)
+        result = ex.fit(*args, progress=self.progress, **kwargs)
+        from theory_sims.results import write_atomic
+
+        buf = io.BytesIO()
+        torch.save(result, buf)
+        write_atomic(path, buf.getvalue())
+        return result
+
+
+def run(cfg: ViewLearningConfig, progress: bool = False, log=print, stages_dir=None) -> tuple[dict, dict]:
     """Run the whole experiment. Returns (results, extras) where extras holds the trained stacks
-    and test sets for figures."""
+    and test sets for figures. With ``stages_dir`` every trained stage is kept there and a stage
+    found there is read instead of trained (see :class:`Stages`)."""
     timing: dict[str, float] = {}
     t_all = time.perf_counter()
     c = cfg.data
@@ -189,13 +222,14 @@ def run(cfg: ViewLearningConfig, progress: bool = False, log=print) -> tuple[dic
         log(f"  {name}: {timing[name]:.1f} s")
 
     stage.t0 = time.perf_counter()
+    stages = Stages(stages_dir, progress)
     log(f"single models: {S} seeds, n={cfg.n_train}, k={c.k}, V={c.views}, missing={c.missing}")
     family, trained = _family(cfg, cfg.learner, cfg.train, cfg.distill, ev, train_set, seeds, fresh,
-                              progress, stage, views=True)
+                              stages, stage, views=True)
     results.update(family)
     extras.update(trained)
 
-    long = ex.fit(train_set, fresh[:K], cfg.learner, control_config(cfg), progress=progress)
+    long = stages.fit("long_single", train_set, fresh[:K], cfg.learner, control_config(cfg))
     results["long_single"] = _with_means(_models_row(ev, long, varrho))
     stage("long_single")
 
@@ -203,7 +237,7 @@ def run(cfg: ViewLearningConfig, progress: bool = False, log=print) -> tuple[dic
     # one network with S*m neurons per class, and such a network still learns one view per class.
     # One single model of that width, trained like the single models, tests the reading here.
     wide_learner = dataclasses.replace(cfg.learner, m=cfg.learner.m * S)
-    wide = ex.fit(train_set, seeds[:1], wide_learner, cfg.train, progress=progress)
+    wide = stages.fit("wide_single", train_set, seeds[:1], wide_learner, cfg.train)
     results["wide_single"] = _with_means(_models_row(ev, wide, varrho))
     stage("wide_single")
 
@@ -215,36 +249,39 @@ def run(cfg: ViewLearningConfig, progress: bool = False, log=print) -> tuple[dic
         distill = dataclasses.replace(train_cfg, loss=cfg.distill.loss, temperature=cfg.distill.temperature,
                                       label_weight=cfg.distill.label_weight)
         results[mode], _ = _family(cfg, learner, train_cfg, distill, ev, train_set, seeds, fresh,
-                                  progress, lambda name: None, views=False)
+                                  stages, lambda name: None, views=False, prefix=mode + "-")
         stage(mode)
     timing["total"] = time.perf_counter() - t_all
     results["timing_s"] = timing
+    if stages.loaded:
+        log(f"  read back {len(stages.loaded)} finished stages: {', '.join(stages.loaded)}")
     return results, extras
 
 
-def _family(cfg, learner, train_cfg, distill_cfg, ev, train_set, seeds, fresh, progress, stage, views):
+def _family(cfg, learner, train_cfg, distill_cfg, ev, train_set, seeds, fresh, stages, stage, views, prefix=""):
     """Single models, their ensemble, KD, self-KD, the KD students' ensemble and training the
-    average, for one learner. ``views``: also report which views each model learned."""
+    average, for one learner. ``views``: also report which views each model learned; ``prefix``
+    names the family's stages."""
     K, varrho = cfg.students, learner.varrho
     track = varrho if views else None  # _models_row reports views only with a varrho
     out = {}
-    single = ex.fit(train_set, seeds, learner, train_cfg, progress=progress)
+    single = stages.fit(prefix + "single", train_set, seeds, learner, train_cfg)
     out["individual"] = _models_row(ev, single, track)
     out["ensemble"] = ev.ensemble(single)
     stage("single")
 
     teacher = ev.train_logits(single)  # (S, n, k)
-    kd = ex.fit(train_set, fresh[:K], learner, distill_cfg, teacher=teacher.mean(axis=0), progress=progress)
+    kd = stages.fit(prefix + "kd", train_set, fresh[:K], learner, distill_cfg, teacher=teacher.mean(axis=0))
     out["kd"] = _with_means(_models_row(ev, kd, track))
     out["kd_ensemble"] = ev.ensemble(kd)
     stage("kd")
 
-    self_kd = ex.fit(train_set, fresh[:K], learner, distill_cfg, teacher=teacher[:K], progress=progress)
+    self_kd = stages.fit(prefix + "self_kd", train_set, fresh[:K], learner, distill_cfg, teacher=teacher[:K])
     out["self_kd"] = _with_means(_models_row(ev, self_kd, track))
     stage("self_kd")
 
     avg_cfg = dataclasses.replace(train_cfg, loss="average", group_size=cfg.seeds)
-    average = ex.fit(train_set, seeds, learner, avg_cfg, progress=progress)
+    average = stages.fit(prefix + "average", train_set, seeds, learner, avg_cfg)
     out["average"] = ev.ensemble(average)  # the trained object is the members' mean output
     out["average"]["train_acc"] = [float(average.train_acc[0])]  # every member holds its group's accuracy
     out["average"]["fit_step"] = [int(average.fit_step[0])]
@@ -280,7 +317,12 @@ def build_parser() -> Parser:
     p = Parser(prog="python -m theory_sims.view_learning", description=__doc__)
     p.add_argument("--preset", choices=sorted(PRESETS), default="default",
                    help="starting point for every other flag (default: default; 'large' is closer to the theory)")
-    p.add_argument("--out", default=None, help="run folder (default: runs/view_learning-<time>)")
+    p.add_argument("--out", default=None,
+                   help="run folder (default: runs/view_learning-<time>); one that holds another run is refused")
+    p.add_argument("--resume", default=None, metavar="RUN",
+                   help="continue the run in folder RUN, given with the same flags as when it started: stages it "
+                        "finished (RUN/stages/) are read back, the others trained; the result is the uninterrupted "
+                        "run's")
     p.add_argument("--backend", choices=("numba", "torch"), default=None,
                    help="trainer backend (default: numba, or torch with --device cuda)")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="device of the torch backend (default: cpu)")
@@ -288,7 +330,9 @@ def build_parser() -> Parser:
     p.add_argument("--ntk", action="store_true",
                    help="also run the network linearised around its init (NTK rows; about 15 s more at the defaults)")
     p.add_argument("--no-figures", action="store_true", help="write no figures")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress output (bars are drawn only on a terminal; elsewhere, e.g. in a log, the "
+                        "run prints one line per stage)")
     g = p.add_argument_group("experiment")
     for name, (kind, text) in EXPERIMENT_FLAGS.items():
         g.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, default=None, metavar=kind.__name__.upper(),
@@ -321,7 +365,12 @@ def build_parser() -> Parser:
     return p
 
 
+# The flag prefix of each part's fields on the command line (--kd-lr sets distill.lr).
+PART_FLAGS = {"data": "", "learner": "", "train": "", "distill": "kd-", "rf_train": "rf-", "ntk_train": "ntk-"}
+
+
 def config_from_args(args) -> ViewLearningConfig:
+    """The config the flags describe; a bad value is a ValueError naming the flag as typed."""
     require_cuda(args.device)
     if args.device == "cuda":
         if args.backend is None:
@@ -330,26 +379,38 @@ def config_from_args(args) -> ViewLearningConfig:
         return {k: v for k, v in values.items() if v is not None}
 
     run_flags = set_only(backend=args.backend, device=args.device)
-    train = set_only(lr=args.lr, steps=args.steps, extra_steps=args.extra_steps)
-    distill = set_only(loss=args.kd_loss, temperature=args.kd_temperature, label_weight=args.kd_label_weight,
-                       lr=args.kd_lr, steps=args.kd_steps, max_step=args.kd_max_step)
-    rf = set_only(lr=args.rf_lr, steps=args.rf_steps)
-    ntk = set_only(lr=args.ntk_lr, steps=args.ntk_steps)
+    parts = {
+        "data": given(args, args._data),
+        "learner": given(args, args._learner),
+        "train": set_only(lr=args.lr, steps=args.steps, extra_steps=args.extra_steps),
+        "distill": set_only(loss=args.kd_loss, temperature=args.kd_temperature, label_weight=args.kd_label_weight,
+                            lr=args.kd_lr, steps=args.kd_steps, max_step=args.kd_max_step),
+        "rf_train": set_only(lr=args.rf_lr, steps=args.rf_steps),
+        "ntk_train": set_only(lr=args.ntk_lr, steps=args.ntk_steps),
+    }
+    base = ViewLearningConfig()
+    for name, values in parts.items():  # each part alone first, so an error names the flag typed
+        prefix = PART_FLAGS[name]
+        if values.get("steps", 1) < 1:
+            raise ValueError(f"--{prefix}steps must be an integer >= 1 (the run needs trained models), "
+                             f"got {values['steps']}")
+        try:
+            dataclasses.replace(getattr(base, name), **values)
+        except ValueError as err:
+            raise ValueError(as_flag(str(err), prefix, names=values)) from None
     overrides = given(args, list(EXPERIMENT_FLAGS))
+    if "seeds" in overrides and "students" not in overrides:  # at most as many students as seeds
+        overrides["students"] = min(base.students, overrides["seeds"])
     if args.no_random_features:
         overrides["random_features"] = False
     if args.ntk:
         overrides["ntk"] = True
-    return configure(
-        args.preset,
-        data=given(args, args._data),
-        learner=given(args, args._learner),
-        train={**train, **run_flags},
-        distill={**distill, **run_flags},
-        rf_train={**rf, **run_flags},
-        ntk_train={**ntk, **run_flags},
-        **overrides,
-    )
+    for name in ("train", "distill", "rf_train", "ntk_train"):
+        parts[name] = {**parts[name], **run_flags}
+    try:
+        return configure(args.preset, **parts, **overrides)
+    except ValueError as err:
+        raise ValueError(as_flag(str(err), names=EXPERIMENT_FLAGS)) from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -360,15 +421,14 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         parser.error(str(err))
     from theory_sims import figures, report
-    from theory_sims.results import out_dir, write_csv, write_json
+    from theory_sims.results import start_run, write_csv, write_json
 
     log = (lambda *a, **k: None) if args.quiet else (lambda *a, **k: print(*a, **k, flush=True))
     try:
-        out = out_dir(args.out, "view_learning")
+        out = start_run(args.out, args.resume, "view_learning", cfg.to_dict())
     except ValueError as err:
         parser.error(str(err))
-    write_json(out / "config.json", cfg.to_dict())
-    results, extras = run(cfg, progress=not args.quiet, log=log)
+    results, extras = run(cfg, progress=progress_bars(args.quiet), log=log, stages_dir=out / "stages")
     results["predictions"] = report.predictions(results)
     rows = report.table_rows(results)
     write_json(out / "results.json", results)
