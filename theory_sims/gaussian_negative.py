@@ -49,13 +49,15 @@ from pathlib import Path
 import numpy as np
 
 import theory_sims  # noqa: F401  (sets the thread-spin environment before numpy work starts)
-from multiview.checks import check_float, check_int
+from multiview.checks import check_choice, check_float, check_int
 from multiview.cli import Parser, as_flag, given, param, progress_bars, require_cuda
 from multiview.gaussian import INPUTS, SAMPLINGS, TEACHERS, GaussianConfig, GaussianTask
-from theory_sims import cluster, stats
+from theory_sims import cluster, standard, stats
 from theory_sims.config import LearnerConfig, TrainConfig
+from theory_sims.standard import StandardConfig
 from theory_sims.train import train
 
+LEARNERS = ("standard", "theory")
 DEFAULT_LEARNER = LearnerConfig(k=10, m=10, q=1, varrho=1.0, sigma0=0.1)
 DEFAULT_TRAIN = TrainConfig(lr=5.0, steps=300, track_every=0)
 
@@ -84,10 +86,15 @@ class NegativeConfig:
     seeds: int = param("learners per cell (stacked), ensembled", 10)
     n_boot: int = param("bootstrap resamples of the gain interval", 2000)
     seed: int = param("seed of the tasks, data and learners", 0)
+    learner_kind: str = param("'standard' (an MLP, or a CNN over the conv teacher's patches, with signed output "
+                              "weights and biases, trained to fit) or 'theory' (the paper's two-layer learner)",
+                              "standard")
+    standard: StandardConfig = StandardConfig()
     learner: LearnerConfig = DEFAULT_LEARNER
     train: TrainConfig = DEFAULT_TRAIN
 
     def __post_init__(self):
+        check_choice("learner_kind", self.learner_kind, LEARNERS)
         check_int("k", self.k, 2)
         check_int("dim", self.dim, 1)
         check_int("conv_patches", self.conv_patches, 1, self.dim)
@@ -146,8 +153,12 @@ def run_cell(cfg: NegativeConfig, cell: dict) -> dict:
     train_set = task.sample(cfg.n_train, seed=np.random.SeedSequence(task_seed + [1]))
     test_set = task.sample(cfg.n_test, seed=np.random.SeedSequence(task_seed + [2]))
     seeds = range(cfg.seed * 1000, cfg.seed * 1000 + cfg.seeds)
-    result = train(train_set.X, train_set.y, seeds, cfg.learner, cfg.train)
-    logits = result.model.logits(test_set.X, cfg.train.backend, cfg.train.device)
+    if cfg.learner_kind == "standard":
+        result = standard.fit(train_set.X, train_set.y, seeds, cfg.k, cfg.standard)
+        logits = result.logits(test_set.X)
+    else:
+        result = train(train_set.X, train_set.y, seeds, cfg.learner, cfg.train)
+        logits = result.model.logits(test_set.X, cfg.train.backend, cfg.train.device)
     y = test_set.clean_y
     individual = (logits.argmax(-1) == y).mean(axis=1)
     ensemble = float((logits.mean(axis=0).argmax(-1) == y).mean())
@@ -161,6 +172,7 @@ def run_cell(cfg: NegativeConfig, cell: dict) -> dict:
         "gain": ensemble - float(individual.mean()),
         "gain_ci": [lo, hi],
         "train_acc": result.train_acc.tolist(),
+        "fit_step": result.fit_step.tolist(),  # first step at 100% training accuracy, -1 if never
         "train_acc_mean": float(result.train_acc.mean()),
         "train_label_noise": float(train_set.flipped.mean()),
         "wall_s": time.perf_counter() - t0,
@@ -305,7 +317,14 @@ def build_parser() -> Parser:
         f = fields[name]
         g.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, default=None, metavar=kind.__name__.upper(),
                        help=f"{f.metadata['help']} (default: {f.default})")
-    lr = p.add_argument_group("learner (the same in every cell)")
+    p.add_argument("--learner", choices=LEARNERS, default=None,
+                   help="'standard': an over-parameterised ReLU network trained until it fits its training set "
+                        "(see theory_sims.standard); 'theory': the paper's two-layer learner (default: standard)")
+    st = p.add_argument_group("standard learner (--learner standard; the same in every cell)")
+    for f in dataclasses.fields(StandardConfig):
+        st.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=type(f.default), default=None,
+                        metavar=type(f.default).__name__.upper(), help=f"{f.metadata['help']} (default: {f.default})")
+    lr = p.add_argument_group("theory learner (--learner theory; the same in every cell)")
     lr.add_argument("--m", type=int, default=None, help=f"neurons per class; more is a wider learner (default: {DEFAULT_LEARNER.m})")
     lr.add_argument("--q", type=int, default=None, help=f"power of the smoothed ReLU; 1 is the ReLU (default: {DEFAULT_LEARNER.q})")
     lr.add_argument("--sigma0", type=float, default=None, help=f"init std (default: {DEFAULT_LEARNER.sigma0})")
@@ -322,7 +341,9 @@ def config_from_args(args) -> NegativeConfig:
     k = top.get("k", NegativeConfig.k)
     learner = dataclasses.replace(DEFAULT_LEARNER, k=k, **given(args, ["m", "q", "sigma0"]))
     train_cfg = dataclasses.replace(DEFAULT_TRAIN, **given(args, ["lr", "steps", "backend", "device"]))
-    return NegativeConfig(learner=learner, train=train_cfg, **top)
+    std = StandardConfig(**given(args, [f.name for f in dataclasses.fields(StandardConfig)]))
+    kind = {"learner_kind": args.learner} if args.learner is not None else {}
+    return NegativeConfig(learner=learner, train=train_cfg, standard=std, **kind, **top)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -332,7 +353,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             cfg = config_from_args(args)
         except ValueError as err:
-            raise ValueError(as_flag(str(err), names=[*FLAGS, "m", "q", "sigma0", "lr", "steps"])) from None
+            raise ValueError(as_flag(str(err), names=[*FLAGS, "m", "q", "sigma0", "lr", "steps",
+                                                      *(f.name for f in dataclasses.fields(StandardConfig))])) from None
         if args.multiview_results is not None and args.no_multiview:
             raise ValueError("--multiview-results and --no-multiview exclude each other")
         reference = (multiview_from_results(args.multiview_results)

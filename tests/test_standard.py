@@ -1,0 +1,116 @@
+"""The Gaussian grid's standard learner: it fits, seeds differ and repeat, stacked follows alone."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from multiview import GaussianConfig, GaussianTask
+from theory_sims import gaussian_negative as gn
+from theory_sims import standard
+
+SMALL = standard.StandardConfig(width=64, max_steps=400, adam_lr=1e-2)
+
+
+@pytest.fixture(scope="module")
+def task():
+    cfg = GaussianConfig(k=4, patches=1, patch_dim=8, teacher="fc", teacher_width=16)
+    t = GaussianTask(cfg, seed=0)
+    return t.sample(120, seed=1), t.sample(300, seed=2)
+
+
+@pytest.fixture(scope="module")
+def conv_task():
+    cfg = GaussianConfig(k=3, patches=4, patch_dim=4, teacher="conv", teacher_width=8)
+    t = GaussianTask(cfg, seed=0)
+    return t.sample(90, seed=1)
+
+
+def test_it_fits_a_small_clean_teacher_task(task):
+    train, test = task
+    r = standard.fit(train.X, train.y, range(3), 4, SMALL)
+    assert (r.fit_step >= 0).all() and (r.train_acc == 1.0).all()
+    assert (r.logits(train.X).argmax(-1) == train.y).all()
+    assert (r.logits(test.X).argmax(-1) == test.clean_y).mean(axis=1).min() > 0.5  # and generalises somewhat
+
+
+def test_the_cnn_over_patches_fits_too(conv_task):
+    r = standard.fit(conv_task.X, conv_task.y, range(2), 3, SMALL)
+    assert r.patches == 4 and (r.train_acc == 1.0).all()
+    assert r.params[0].shape == (2, 4, 64) and r.params[2].shape == (2, 4 * 64, 3)  # filters per patch, concat
+
+
+def test_seeds_differ_and_the_same_seed_repeats(task):
+    train, _ = task
+    a = standard.fit(train.X, train.y, [0, 1], 4, SMALL)
+    b = standard.fit(train.X, train.y, [0, 1], 4, SMALL)
+    for p, q in zip(a.params, b.params):
+        assert torch.equal(p, q)
+    assert not torch.equal(a.params[0][0], a.params[0][1])
+    assert not np.array_equal(a.logits(train.X)[0], a.logits(train.X)[1])
+
+
+def test_init_of_a_model_does_not_depend_on_its_stack():
+    sizes = standard.layer_sizes(8, 1, 4, SMALL)
+    stacked, alone = standard.init_params([5, 7, 9], sizes), standard.init_params([7], sizes)
+    for p, q in zip(stacked, alone):
+        assert torch.equal(p[1], q[0])
+
+
+def test_a_stacked_model_follows_its_run_alone(task):
+    train, _ = task
+    stacked = standard.fit(train.X, train.y, [3, 4, 5], 4, SMALL)
+    alone = standard.fit(train.X, train.y, [4], 4, SMALL)
+    assert stacked.fit_step[1] == alone.fit_step[0]
+    for p, q in zip(stacked.params, alone.params):
+        torch.testing.assert_close(p[1], q[0], rtol=1e-4, atol=1e-5)
+
+
+def test_a_model_keeps_the_weights_of_its_fit_step(task):
+    train, _ = task
+    long = standard.fit(train.X, train.y, [0], 4, SMALL)
+    step = int(long.fit_step[0])
+    exact = standard.fit(train.X, train.y, [0], 4, standard.StandardConfig(width=64, max_steps=step, adam_lr=1e-2))
+    for p, q in zip(long.params, exact.params):
+        assert torch.equal(p, q)
+
+
+def test_a_model_that_cannot_fit_reports_it(task):
+    train, _ = task
+    r = standard.fit(train.X, train.y, [0], 4, standard.StandardConfig(width=2, max_steps=3, adam_lr=1e-3))
+    assert r.fit_step[0] == -1 and r.train_acc[0] < 1.0
+
+
+@pytest.mark.parametrize("value, message", [
+    (dict(width=0), "width must be an integer >= 1, got 0"),
+    (dict(depth=0), "depth must be an integer >= 1, got 0"),
+    (dict(adam_lr=0.0), "adam_lr must be a number > 0.0"),
+    (dict(max_steps=0), "max_steps must be an integer >= 1"),
+])
+def test_bad_configs_name_the_field(value, message):
+    with pytest.raises(ValueError, match=message):
+        standard.StandardConfig(**value)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--learner", "mlp"], "argument --learner: invalid choice: 'mlp' (choose from 'standard', 'theory')"),
+    (["--width", "0"], "--width must be an integer >= 1, got 0"),
+    (["--max-steps", "0"], "--max-steps must be an integer >= 1, got 0"),
+])
+def test_bad_learner_flags_exit_2_with_one_line(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        gn.main(argv)
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2 and len(err.splitlines()) == 1 and message in err
+
+
+def test_the_grid_uses_the_standard_learner_by_default_and_the_theory_one_when_asked():
+    from test_gaussian_negative import TINY
+
+    cell = gn.QUICK[1]
+    std = gn.run_cell(TINY, cell)
+    theory = gn.run_cell(gn.dataclasses.replace(TINY, learner_kind="theory"), cell)
+    assert gn.NegativeConfig().learner_kind == "standard"
+    assert min(std["train_acc"]) == 1.0 and min(std["fit_step"]) >= 0
+    assert std["individual_acc"] != theory["individual_acc"]
