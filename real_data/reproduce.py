@@ -458,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import torch
 
-    from theory_sims.results import save_figure, start_run, write_csv, write_json
+    from theory_sims.results import refuse_another_run, save_figure, start_run, write_csv, write_json
 
     try:
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -492,9 +492,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--data must name the CIFAR data (or set ${ENV_VAR})")
         if not Path(data_path).exists():
             raise ValueError(f"--data: no such file or folder: {data_path}")
-        if args.out is not None and args.resume is None and (Path(args.out) / "config.json").exists():
-            raise ValueError(f"--out {args.out} holds another run (its config.json); continue it with --resume "
-                             f"{args.out}, or choose a new folder")
+        if args.resume is None:
+            refuse_another_run(args.out, same_flags=False)  # before the data is read
     except (ValueError, TypeError) as err:
         parser.error(str(err))
     try:  # the data first: a run folder is made only for inputs that load

@@ -107,31 +107,24 @@ def _record_path(records: Path, key: str) -> Path:
     return Path(records) / f"{key}.json"
 
 
-def _to_record(result):
-    from theory_sims.results import _to_jsonable
-
-    return json.loads(json.dumps(_to_jsonable(result)))
-
-
-def _limit_threads(n: int):
+def _limit_threads(n: int) -> None:
     """Hold BLAS/OpenMP (threadpoolctl), numba and torch to ``n`` threads in this process."""
     from threadpoolctl import threadpool_limits
 
-    limits = threadpool_limits(limits=n)
+    threadpool_limits(limits=n)
     if "numba" in sys.modules:
         import numba
 
         numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(n)
-    return limits
 
 
 def execute(fn: Callable, args: tuple, record_path: str, *_after):
     """Run one job where it was sent and write its record atomically; an existing record is
     returned instead (a job retried after its worker died, or a resumed run). ``_after``: the
     records of the jobs it waited for (Dask passes them; the job reads what it needs from disk)."""
-    from theory_sims.results import write_json
+    from theory_sims.results import as_json, write_json
 
     path = Path(record_path)
     if path.exists():
@@ -146,7 +139,7 @@ def execute(fn: Callable, args: tuple, record_path: str, *_after):
         for name in _THREAD_ENV:  # for libraries the job imports first (each reads its variable once)
             os.environ[name] = str(threads)
         _limit_threads(threads)  # for those already loaded
-    record = _to_record(fn(*args))
+    record = as_json(fn(*args))
     write_json(path, record)
     return record
 

@@ -34,6 +34,11 @@ def _to_jsonable(obj):
     return obj
 
 
+def as_json(obj):
+    """``obj`` as it reads back from JSON (numpy values as Python ones, tuples as lists, NaN as None)."""
+    return json.loads(json.dumps(_to_jsonable(obj)))
+
+
 def write_json(path, obj) -> Path:
     return write_atomic(path, (json.dumps(_to_jsonable(obj), indent=2) + "\n").encode())
 
@@ -96,6 +101,15 @@ def _differences(saved, wanted, prefix="") -> list[str]:
     return [] if saved == wanted else [f"{prefix[:-1]} ({saved!r} there, {wanted!r} here)"]
 
 
+def refuse_another_run(out: str | os.PathLike | None, same_flags: bool = True) -> None:
+    """ValueError if the folder ``out`` already holds a run (a ``config.json``); ``same_flags``: the
+    command's --resume needs the run's flags again (not where --resume reads the saved config)."""
+    if out is not None and (Path(out) / "config.json").exists():
+        flags = " and the same flags" if same_flags else ""
+        raise ValueError(f"--out {out} holds another run (its config.json); continue it with --resume {out}"
+                         f"{flags}, or choose a new folder")
+
+
 def start_run(out: str | os.PathLike | None, resume: str | os.PathLike | None, name: str, config: dict) -> Path:
     """The run folder of a command, and its ``config.json``.
 
@@ -105,7 +119,7 @@ def start_run(out: str | os.PathLike | None, resume: str | os.PathLike | None, n
     ``config.json`` equal to ``config`` (the command must describe the same run); it is kept as
     it is. Errors are ValueErrors naming the flag.
     """
-    wanted = json.loads(json.dumps(_to_jsonable(config)))
+    wanted = as_json(config)
     if resume is not None:
         folder = Path(resume)
         saved_path = folder / "config.json"
@@ -120,9 +134,7 @@ def start_run(out: str | os.PathLike | None, resume: str | os.PathLike | None, n
             shown = "; ".join(diff[:3]) + (f"; and {len(diff) - 3} more" if len(diff) > 3 else "")
             raise ValueError(f"--resume {folder}: this command describes another run than the one there: {shown}")
         return folder
-    if out is not None and (Path(out) / "config.json").exists():
-        raise ValueError(f"--out {out} holds another run (its config.json); continue it with --resume {out} "
-                         f"and the same flags, or choose a new folder")
+    refuse_another_run(out)
     folder = out_dir(out, name)
     write_json(folder / "config.json", wanted)
     return folder
