@@ -22,11 +22,13 @@ The same bits on any number of cores, too. OpenBLAS splits some products (a smal
 long inner dimension, e.g. the gradient of a 64-dimensional input) across its threads in an order
 that depends on how many it has, so a job on a one-thread Dask worker and the same job on two
 threads differed in the last bits. The numba backend therefore runs every product with OpenBLAS
-held to one thread and spreads the work itself: a large product is cut into row blocks of at
-least ``SMALL_PRODUCT`` multiply-adds, model-by-model products run side by side, each block on a
-thread of a pool (numpy releases the GIL). A one-thread block accumulates every output element
-exactly as the whole one-thread product does (tested), so the result depends on neither the
-blocks nor the cores.
+held to one thread and spreads the work itself: a large product is cut into row blocks whose
+size depends on the product's shape alone (at least ``SMALL_PRODUCT`` multiply-adds each, never on
+the number of threads), model-by-model products run side by side, each block on a thread of a pool
+(numpy releases the GIL). A block's bits depend only on its own rows and shape, so the result
+depends on neither the threads nor the cores (tested). The blocks are fixed rather than one per
+thread because whether a row block equals the same rows of one whole product depends on the BLAS
+build: on some processors OpenBLAS's float32 kernels sum a block's last rows in another order.
 ``TorchBackend`` states the same maths in torch, on CPU or CUDA. Both take and return torch
 tensors (zero-copy views for numba) so the trainer is written once.
 """
@@ -110,10 +112,10 @@ def _one_thread_products(products) -> None:
 
 
 def _row_blocks(rows: int, macs_per_row: int) -> list[tuple[int, int]]:
-    """Contiguous row ranges, one per thread but none below SMALL_PRODUCT multiply-adds."""
-    count = max(1, min(_threads(), rows * macs_per_row // SMALL_PRODUCT))
-    edges = np.linspace(0, rows, count + 1).astype(int)
-    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+    """Contiguous row ranges of at least SMALL_PRODUCT multiply-adds (rounded up to 64 rows),
+    fixed by the product's shape alone so that the bits never depend on the threads."""
+    size = -(-max(1, SMALL_PRODUCT // max(1, macs_per_row)) // 64) * 64
+    return [(a, min(a + size, rows)) for a in range(0, rows, size)]
 
 
 class NumbaBackend(_Backend):
