@@ -46,7 +46,7 @@ def test_srelu_matches_its_definition():
 @pytest.mark.parametrize(
     "loss, kw",
     [("ce", {}), ("kd", dict(temperature=2.5, label_weight=0.3)),
-     ("kd_truncated", dict(temperature=0.8, label_weight=0.1)), ("average", dict(group_size=3))],
+     ("kd_capped", dict(temperature=0.8, label_weight=0.1)), ("average", dict(group_size=3))],
 )
 def test_full_model_gradient_matches_autograd(backend, q, loss, kw, problem):
     X, y, teacher = problem

@@ -222,3 +222,75 @@ def test_bad_input_raises_a_clear_error(kwargs, message):
 def test_invalid_configs_name_the_parameter(cls, kwargs, name):
     with pytest.raises(ValueError, match=rf"^{name} must"):
         cls(**kwargs)
+
+
+# ----------------------------------------------------------------------------- convergence and snapshots
+
+def test_converge_stops_each_model_at_its_first_step_past_both_criteria():
+    r = run([21, 22, 23], lr=5.0, steps=600, stop="converge", fit_multiple=4.0, loss_target=0.05)
+    loss = r.history["loss"]  # (steps, S): every step's forward pass
+    for s in range(3):
+        t = int(r.updates[s])  # the step at which model s stopped (no update there)
+        assert r.fit_step[s] >= 0 and t < 600
+        assert t >= 4 * r.fit_step[s] and loss[t, s] <= 0.05
+        earlier = [u for u in range(t) if u >= 4 * r.fit_step[s] and loss[u, s] <= 0.05]
+        assert not earlier, (s, earlier[:3])
+    assert len(set(r.updates.tolist())) > 1  # models stop on their own schedules
+
+
+def test_snapshots_are_the_weights_at_multiples_of_the_fit_step():
+    cfg = dict(lr=5.0, steps=600, stop="converge", fit_multiple=4.0, loss_target=0.05, snapshots=(1.0, 2.5))
+    r = run([21, 22], **cfg)
+    for mult in (1.0, 2.5):
+        _, at = r.snapshots[mult]
+        for s, seed in enumerate([21, 22]):
+            assert at[s] == int(np.ceil(mult * r.fit_step[s]))
+            alone = run([seed], lr=5.0, steps=int(at[s]))  # the same path, stopped there
+            np.testing.assert_array_equal(r.snapshot_model(mult).W[s].numpy(), alone.model.W[0].numpy())
+
+
+def test_a_snapshot_never_reached_keeps_the_final_weights():
+    r = run([21], lr=5.0, steps=30, stop="steps", snapshots=(1000.0,))
+    params, at = r.snapshots[1000.0]
+    assert at[0] == r.updates[0] == 30
+    np.testing.assert_array_equal(params.numpy(), r.model.W.numpy())
+
+
+@pytest.mark.parametrize("cfg, needle", [
+    (dict(stop="converge", batch_size=8), "stop='converge' needs full-batch"),
+    (dict(snapshots=(0.5,)), "snapshots must be a number >= 1.0"),
+    (dict(loss="kd_paper", label_weight=0.3), "label_weight must be 0 with loss='kd_paper'"),
+    (dict(loss="kd_capped", temperature=0.0), "temperature must be a number > 0.0"),
+    (dict(loss="kd_paper", teacher_scale=0.0), "teacher_scale must be a number > 0.0"),
+    (dict(loss_target=0.0), "loss_target must be a number > 0.0"),
+])
+def test_bad_convergence_and_kd_settings_name_the_field(cfg, needle):
+    with pytest.raises(ValueError, match=needle.replace("(", r"\(")):
+        TrainConfig(**cfg)
+
+
+@pytest.mark.parametrize("backend", ["numba", "torch"])
+def test_a_kd_paper_step_moves_the_weights_by_the_papers_update(backend):
+    """One step of the trainer equals w - lr * (grad CE + kd_weight * E[(lt(F) - lt(G))^- grad F]),
+    computed with torch autograd through the model in float64 (the one-sided gaps held fixed)."""
+    import torch
+
+    from theory_sims.backends import srelu
+    from theory_sims.model import init_model
+
+    teacher = np.random.default_rng(5).standard_normal((len(DATA.y), 4)) * 2
+    cfg = dict(lr=0.7, steps=1, loss="kd_paper", temperature=0.3, kd_weight=2.0, teacher_scale=1.5, dtype="float64",
+               backend=backend)
+    got = train(DATA.X, DATA.y, [31], LEARNER, TrainConfig(**cfg), teacher=teacher).model.W[0]
+
+    W = init_model(LEARNER, DATA.X.shape[-1], [31], "float64").W[0].clone().requires_grad_(True)
+    X = torch.as_tensor(DATA.X, dtype=torch.float64)
+    F = srelu(torch.einsum("npd,krd->npkr", X, W), LEARNER.q, LEARNER.varrho).sum(dim=(1, 3))  # (n, k)
+    G = torch.as_tensor(teacher) * 1.5
+    lt = lambda Z: torch.softmax(torch.clamp(0.09 * Z, max=1.0) / 0.3, dim=-1)  # noqa: E731  tau = 0.3
+    gap = torch.clamp(lt(F) - lt(G), max=0.0).detach()
+    y = torch.as_tensor(DATA.y)
+    surrogate = torch.nn.functional.cross_entropy(F, y) + 2.0 * (gap * F).sum(dim=-1).mean()
+    surrogate.backward()
+    expected = W.detach() - 0.7 * W.grad
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)

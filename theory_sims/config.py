@@ -12,7 +12,7 @@ from theory_sims.losses import LOSSES
 MODES = ("full", "random_features", "ntk")
 BACKENDS = ("numba", "torch")
 DTYPES = ("float32", "float64")
-STOPS = ("steps", "fit")
+STOPS = ("steps", "fit", "converge")
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,17 @@ class TrainConfig:
     Stop rule: ``stop="steps"`` runs ``steps`` steps. ``stop="fit"`` stops each model (each group
     for ``loss="average"``) ``extra_steps`` steps after its training accuracy first reaches 100%,
     and at ``steps`` at the latest; for full-batch GD the check uses the step's own forward pass,
-    for SGD a pass over the whole training set at the end of every epoch.
+    for SGD a pass over the whole training set at the end of every epoch. ``stop="converge"``
+    (full-batch GD) trains each model to convergence: it stops at the first step t at which it
+    has trained at least ``fit_multiple`` times as long as it took to fit (t >= fit_multiple *
+    fit_step) *and* its training loss is at most ``loss_target``; at ``steps`` at the latest.
+    ``snapshots`` names multiples of the fit step (e.g. (1, 3, 10)) at which each model's weights
+    are kept, to see what it had learned at 1x, 3x, 10x the time it took to fit.
+
+    Distillation: the teacher's logits are multiplied by ``teacher_scale`` before any KD loss (the
+    paper's teacher G is the ensemble's output scaled by a constant). ``kd_weight`` is the
+    paper's eta'/eta for ``loss="kd_paper"``; ``temperature`` is T for ``"kd"`` and tau for
+    ``"kd_paper"`` (0: the paper's 1/log^2 k) and ``"kd_capped"``.
     """
 
     lr: float = param("learning rate", 1.0)
@@ -77,9 +87,14 @@ class TrainConfig:
     momentum: float = param("heavy-ball momentum in [0, 1)", 0.0)
     max_step: float = param("the longest step a model may take (L2 norm over its parameters); 0: no limit", 0.0)
     batch_seed: int = param("seed of the mini-batch order", 0)
-    loss: str = param("'ce', 'kd' (Hinton), 'kd_truncated' (the paper's) or 'average'", "ce")
-    temperature: float = param("KD temperature: T for 'kd', tau for 'kd_truncated'", 1.0)
-    label_weight: float = param("KD: weight alpha of the label cross-entropy; 1 - alpha on the teacher", 0.0)
+    fit_multiple: float = param("stop='converge': train at least this many times the fit step", 10.0)
+    loss_target: float = param("stop='converge': and until the training loss is at most this", 0.01)
+    snapshots: tuple = param("multiples of the fit step at which to keep each model's weights", ())
+    loss: str = param("'ce', 'kd' (Hinton), 'kd_paper' (the paper's one-sided KD), 'kd_capped' or 'average'", "ce")
+    temperature: float = param("KD temperature: T for 'kd'; tau for 'kd_paper' (0: 1/log^2 k) and 'kd_capped'", 1.0)
+    label_weight: float = param("'kd', 'kd_capped': weight alpha of the label cross-entropy; 1 - alpha on the teacher", 0.0)
+    kd_weight: float = param("'kd_paper': eta'/eta, the weight of the teacher's push against the label term", 1.0)
+    teacher_scale: float = param("KD: the teacher's logits are multiplied by this", 1.0)
     group_size: int = param("'average': number of consecutive models trained as one average", 1)
     backend: str = param("'numba' (CPU) or 'torch' (CPU or CUDA)", "numba")
     device: str = param("torch device for backend='torch': 'cpu' or 'cuda'", "cpu")
@@ -97,8 +112,20 @@ class TrainConfig:
         check_float("max_step", self.max_step, 0.0)
         check_int("batch_seed", self.batch_seed)
         check_choice("loss", self.loss, LOSSES)
-        check_float("temperature", self.temperature, 0.0, lo_open=True)
+        check_float("fit_multiple", self.fit_multiple, 1.0)
+        check_float("loss_target", self.loss_target, 0.0, lo_open=True)
+        object.__setattr__(self, "snapshots", tuple(check_float("snapshots", s, 1.0) for s in self.snapshots))
+        if self.stop == "converge" and self.batch_size:
+            raise ValueError(f"stop='converge' needs full-batch training (batch_size=0), got batch_size={self.batch_size}")
+        if self.snapshots and self.batch_size:
+            raise ValueError(f"snapshots need full-batch training (batch_size=0), got batch_size={self.batch_size}")
+        check_float("temperature", self.temperature, 0.0, lo_open=self.loss != "kd_paper")
         check_float("label_weight", self.label_weight, 0.0, 1.0)
+        if self.loss == "kd_paper" and self.label_weight:
+            raise ValueError("label_weight must be 0 with loss='kd_paper' (its label term always has weight 1; "
+                             f"kd_weight weighs the teacher's push), got {self.label_weight}")
+        check_float("kd_weight", self.kd_weight, 0.0)
+        check_float("teacher_scale", self.teacher_scale, 0.0, lo_open=True)
         check_int("group_size", self.group_size, 1)
         if self.group_size > 1 and self.loss != "average":
             raise ValueError(f"group_size must be 1 unless loss='average', got {self.group_size}")

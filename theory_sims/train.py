@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from theory_sims import tracking
 from theory_sims.backends import make_backend
 from theory_sims.config import LearnerConfig, TrainConfig
-from theory_sims.losses import loss_and_grad
+from theory_sims.losses import KD_LOSSES, loss_and_grad
 from theory_sims.model import TORCH_DTYPES, TwoLayerModel, init_model, random_features
 
 
@@ -46,6 +46,10 @@ class TrainResult:
             times the norm of its step, before any ``max_step`` cap; ``step`` (T,) the tracked
             steps with ``lambda`` (T, S, k, V) and, with noise in the probe,
             ``noise_memorisation`` (T, S, n); ``corr`` {step: (S, k, m, F)}.
+        snapshots: {multiple: (params, steps)} for every multiple of ``cfg.snapshots``: each
+            model's trained parameters (W, or U / Delta in the other modes) at the first step
+            >= multiple * its fit step, and that step; a model that never fitted, or stopped
+            before that step, keeps its final parameters and its last step.
         wall_s: training time in seconds.
     """
 
@@ -55,7 +59,16 @@ class TrainResult:
     train_acc: np.ndarray
     train_loss: np.ndarray
     history: dict = field(default_factory=dict)
+    snapshots: dict = field(default_factory=dict)
     wall_s: float = 0.0
+
+    def snapshot_model(self, multiple: float) -> TwoLayerModel:
+        """The stack as it was at ``multiple`` times each model's fit step (see ``snapshots``)."""
+        params, _ = self.snapshots[multiple]
+        m = self.model.select(range(self.model.S))
+        name = "U" if m.U is not None else "delta" if m.delta is not None else "W"
+        setattr(m, name, params.clone())
+        return m
 
     def views_learned(self, threshold: float = tracking.LEARNED_THRESHOLD) -> np.ndarray:
         """(S, k, V) booleans from the final Lambda; see :mod:`theory_sims.tracking`."""
@@ -73,7 +86,7 @@ def _check_inputs(X, y, seeds, learner: LearnerConfig, cfg: TrainConfig, teacher
     S = len(seeds)
     if S % cfg.group_size:
         raise ValueError(f"group_size must divide the number of models ({S}), got {cfg.group_size}")
-    if cfg.loss in ("kd", "kd_truncated"):
+    if cfg.loss in KD_LOSSES:
         if teacher is None:
             raise ValueError(f"teacher logits are required for loss={cfg.loss!r}")
         if teacher.shape not in ((n, learner.k), (S, n, learner.k)):
@@ -136,7 +149,7 @@ def train(
     model = init_model(learner, d, seeds, cfg.dtype, dev)
     be = make_backend(cfg.backend, X, dtype, learner.q, learner.varrho, dev, model_cols=k * m)
     y_all = torch.as_tensor(y, device=dev)
-    teacher_all = None if teacher is None else torch.as_tensor(teacher).to(device=dev, dtype=dtype)
+    teacher_all = None if teacher is None else torch.as_tensor(teacher).to(device=dev, dtype=dtype) * cfg.teacher_scale
 
     # What the optimiser moves, and the fixed parts of the non-default modes.
     H0_all = phi_all = None
@@ -173,7 +186,7 @@ def train(
         return be.grads(G).view(S, k, m, d)
 
     def objective(F, yb, tb):
-        return loss_and_grad(cfg.loss, F, yb, tb, cfg.temperature, cfg.label_weight, cfg.group_size)
+        return loss_and_grad(cfg.loss, F, yb, tb, cfg.temperature, cfg.label_weight, cfg.group_size, cfg.kd_weight)
 
     def accuracy(F, yb):
         if cfg.loss == "average":  # a group is one model: its output is the members' mean
@@ -199,6 +212,7 @@ def train(
     fit_step = np.full(S, -1)
     stop_at = np.full(S, cfg.steps)
     updates = np.zeros(S, dtype=np.int64)
+    snaps = {mult: [param.detach().clone(), np.full(S, -1)] for mult in cfg.snapshots}
     batches = _batches(n, cfg.batch_size, cfg.batch_seed)
     bar = tqdm(range(cfg.steps), desc=f"train {learner.mode} x{S}", disable=not progress, leave=False)
     for t in bar:
@@ -224,6 +238,15 @@ def train(
             fit_step[newly] = t
             if cfg.stop == "fit":
                 stop_at[newly] = np.minimum(stop_at[newly], t + cfg.extra_steps)
+        if cfg.stop == "converge":
+            done = (fit_step >= 0) & (t >= cfg.fit_multiple * fit_step) & (loss.cpu().numpy() <= cfg.loss_target)
+            stop_at[done] = np.minimum(stop_at[done], t)
+        for mult, (kept, at) in snaps.items():  # the weights this step's forward pass used
+            due = (fit_step >= 0) & (at < 0) & (t >= mult * fit_step) & (stop_at >= t)
+            if due.any():
+                pick = torch.as_tensor(due, device=dev)
+                kept[pick] = param[pick]
+                at[due] = t
         active &= torch.as_tensor(stop_at > t, device=dev)
         if not bool(active.any()):
             break
@@ -251,6 +274,10 @@ def train(
         key: (np.stack(v) if v else np.empty((0,))) if isinstance(v, list) else v for key, v in hist.items()
     }
     history["step"] = np.asarray(hist["step"], dtype=np.int64)
+    for kept, at in snaps.values():  # multiples a model never reached: its final parameters
+        late = at < 0
+        kept[torch.as_tensor(late, device=dev)] = param[torch.as_tensor(late, device=dev)]
+        at[late] = updates[late]
     return TrainResult(
         model=model,
         fit_step=fit_step,
@@ -258,5 +285,6 @@ def train(
         train_acc=final_acc.cpu().numpy(),
         train_loss=final_loss.cpu().numpy(),
         history=history,
+        snapshots={mult: (kept, at) for mult, (kept, at) in snaps.items()},
         wall_s=time.perf_counter() - t0,
     )
