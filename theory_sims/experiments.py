@@ -64,7 +64,10 @@ class Evaluator:
         self.backend, self.device = backend, device
 
     def logits(self, result: TrainResult) -> tuple[np.ndarray, np.ndarray]:
-        m = result.model
+        return self.model_logits(result.model)
+
+    def model_logits(self, m) -> tuple[np.ndarray, np.ndarray]:
+        """Logits of a :class:`TwoLayerModel` stack on the multi-view and the single-view test set."""
         return (m.logits(self.tests.multi.X, self.backend, self.device),
                 m.logits(self.tests.single.X, self.backend, self.device))
 

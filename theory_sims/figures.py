@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from theory_sims.report import ACCURACY_ROWS, VIEW_ROWS  # noqa: E402
+from theory_sims.report import ACCURACY_ROWS, PREDICTIONS, VIEW_ROWS, map_cells  # noqa: E402
 from theory_sims.results import save_figure  # noqa: E402
 from theory_sims.tracking import LEARNED_THRESHOLD  # noqa: E402
 
@@ -135,6 +135,30 @@ def correlation_heatmaps(before: np.ndarray, after: np.ndarray, views: int,
     return fig
 
 
+def training_length(by_length: dict, views: int):
+    """What the single models had learned at each recorded multiple of their own fit step: views
+    learned per class and single-view test accuracy, one thin line per seed and their mean, with
+    the lottery's bands (the paper's prediction for single models) shaded."""
+    lengths = list(by_length)
+    x = [float(name.rstrip("x")) for name in lengths]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    panels = (("views_per_class", "views learned per class", (0.45 * views, 0.75 * views), (0, views + 0.1)),
+              ("single_view_acc", "single-view test accuracy", (0.40, 0.70), (0, 1.02)))
+    for ax, (key, label, band, ylim) in zip(axes, panels):
+        per_seed = np.array([by_length[n][key] for n in lengths])  # (lengths, S)
+        ax.axhspan(*band, color="grey", alpha=0.15, lw=0, label="the lottery's band")
+        ax.plot(x, per_seed, color=sns.color_palette()[0], lw=0.8, alpha=0.35)
+        ax.plot(x, per_seed.mean(axis=1), color=sns.color_palette()[0], lw=2.4, marker="o", label="mean over seeds")
+        ax.set_xscale("log")
+        ax.set_xticks(x, [f"{v:g}x" for v in x])
+        ax.minorticks_off()
+        ax.set(xlabel="training length, in multiples of each seed's fit step", ylabel=label, ylim=ylim)
+    axes[0].legend(loc="lower right", fontsize=8)
+    fig.suptitle("single models: does the lottery hold or wash out with training?", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
 def view_learning_figures(out: Path, cfg, results: dict, extras: dict, rows: list[dict]) -> list[Path]:
     sns.set_theme(style="whitegrid", context="notebook")
     out = Path(out)
@@ -156,6 +180,8 @@ def view_learning_figures(out: Path, cfg, results: dict, extras: dict, rows: lis
         out / "lambda_trajectories.png",
     )
     written += save_figure(accuracy_bars(rows), out / "accuracy.png")
+    if results["individual"].get("by_length"):
+        written += save_figure(training_length(results["individual"]["by_length"], V), out / "training_length.png")
     features = extras["train_set"].features
     corr = lambda result: (result.model.weights[0] @ result.model.weights.new_tensor(features).T).cpu().numpy()  # noqa: E731
     written += save_figure(correlation_heatmaps(corr(single), corr(kd), V), out / "correlations.png")
@@ -277,3 +303,31 @@ def sweep_figure(path_png, rows: list[dict], paths: list[str]) -> list[Path]:
         ax.legend(fontsize=8, ncol=2, frameon=False, loc="upper center", bbox_transform=fig.transFigure,
                   bbox_to_anchor=((box.x0 + box.x1) / 2, box.y0 - 0.01))
     return save_figure(fig, path_png)
+
+
+def prediction_map(path_png, rows: list[dict], paths: list[str]) -> list[Path]:
+    """Where each of the paper's predictions holds over a two-parameter grid sweep: one panel per
+    prediction, each point coloured by the prediction's margin (mean over the data seeds; blue
+    holds, red fails) and marked with the seeds on which it held."""
+    sns.set_theme(style="white", context="notebook")
+    names = list(PREDICTIONS)
+    cols = 3
+    fig, axes = plt.subplots((len(names) + cols - 1) // cols, cols, figsize=(5.2 * cols, 4.2 * 2), squeeze=False)
+    seeds = len({r["data_seed"] for r in rows})
+    for ax, name in zip(axes.ravel(), names):
+        ys, xs, margin, held = map_cells(rows, paths, name)
+        lim = max(0.02, float(np.nanmax(np.abs(margin))))
+        annot = np.array([[f"{'holds' if h == 1 else 'fails' if h == 0 else f'{round(h * seeds)}/{seeds}'}\n{m:+.3f}"
+                           for m, h in zip(mrow, hrow)] for mrow, hrow in zip(margin, held)])
+        sns.heatmap(margin, ax=ax, cmap="RdBu", vmin=-lim, vmax=lim, center=0, annot=annot, fmt="",
+                    annot_kws={"fontsize": 8}, cbar_kws={"label": "margin"},
+                    xticklabels=[f"{x:g}" if isinstance(x, float) else x for x in xs],
+                    yticklabels=[f"{y:g}" if isinstance(y, float) else y for y in ys])
+        ax.set(xlabel=paths[1], ylabel=paths[0], title=name)
+        ax.invert_yaxis()
+    for ax in axes.ravel()[len(names):]:
+        ax.axis("off")
+    fig.suptitle(f"where each prediction holds (margin >= 0; mean over {seeds} data seed{'s' * (seeds > 1)})",
+                 fontsize=12)
+    fig.tight_layout()
+    return save_figure(fig, Path(path_png))

@@ -86,14 +86,15 @@ def per_seed_rows(results: dict) -> list[dict]:
 # ----------------------------------------------------------------------------- the paper's predictions
 
 # The paper's predictions for the full learner, at the thresholds this project holds the default
-# run to (the issue that specified the experiment); ``predictions`` tests each on a run's results.
+# run to; ``margins`` measures each on a run's results (>= 0: it holds) and ``predictions`` says
+# which hold. The single models are judged as trained (to convergence at the defaults).
 PREDICTIONS = {
     "lottery": "single models fit the training set and the multi-view test set (>= 0.98) but learn "
                "45-75% of the views and get 0.40-0.70 of single-view data",
     "ensemble": "the ensemble gets >= 0.90 of single-view data, >= 0.25 above the single models",
     "kd": "KD students get >= 0.85 of single-view data and learn every view of most classes",
     "self_kd": "self-KD gains >= 0.08 over the single models and stays at most the ensemble",
-    "average": "training the average gains at most 0.10 over the single models",
+    "average": "training the average gains at most a quarter of the ensemble's gain over the single models",
     "kd_ensemble": "the KD students' ensemble gains at most 0.03 over one student",
 }
 
@@ -103,26 +104,61 @@ def single_view(results: dict, key: str) -> float:
     return float(np.mean(results[key]["single_view_acc"]))
 
 
-def predictions(results: dict) -> dict[str, bool]:
-    """Which of ``PREDICTIONS`` hold in a run's ``results`` (full learner rows)."""
+def margins(results: dict) -> dict[str, float]:
+    """How far each of ``PREDICTIONS`` is from its threshold, in single-view accuracy (or fraction)
+    units: the smallest slack over the prediction's conditions, >= 0 where it holds."""
     ind = results["individual"]
     single = single_view(results, "individual")
     ens, kd, self_kd = (single_view(results, key) for key in ("ensemble", "kd", "self_kd"))
-    views = np.asarray(ind["views_learned"], dtype=bool)
-    kd_views = np.asarray(results["kd"]["views_learned"], dtype=bool)
+    views = float(np.asarray(ind["views_learned"], dtype=bool).mean())
+    kd_all_views = float(np.asarray(results["kd"]["views_learned"], dtype=bool).all(axis=-1).mean())
     return {
-        "lottery": bool(min(ind["train_acc"]) == 1.0 and np.mean(ind["multi_view_acc"]) >= 0.98
-                        and 0.40 <= single <= 0.70 and 0.45 <= views.mean() <= 0.75),
-        "ensemble": ens >= 0.90 and ens - single >= 0.25,
-        "kd": kd >= 0.85 and bool(kd_views.all(axis=-1).mean() > 0.5),
-        "self_kd": self_kd - single >= 0.08 and self_kd <= ens,
-        "average": single_view(results, "average") - single <= 0.10,
-        "kd_ensemble": single_view(results, "kd_ensemble") - kd <= 0.03,
+        # fitting the training set is a gate: it adds a (negative) slack only where it fails
+        "lottery": min(float(np.mean(ind["multi_view_acc"])) - 0.98, single - 0.40, 0.70 - single,
+                       views - 0.45, 0.75 - views, min(0.0, min(ind["train_acc"]) - 1.0) or np.inf),
+        "ensemble": min(ens - 0.90, ens - single - 0.25),
+        "kd": min(kd - 0.85, kd_all_views - 0.5 - 1e-9),  # "most classes": strictly more than half
+        "self_kd": min(self_kd - single - 0.08, ens - self_kd),
+        "average": (ens - single) / 4 - (single_view(results, "average") - single),
+        "kd_ensemble": 0.03 - (single_view(results, "kd_ensemble") - kd),
     }
 
 
-def format_predictions(held: dict[str, bool]) -> str:
-    return "\n".join(f"  [{'holds' if ok else 'FAILS'}] {name}: {PREDICTIONS[name]}" for name, ok in held.items())
+def predictions(results: dict) -> dict[str, bool]:
+    """Which of ``PREDICTIONS`` hold in a run's ``results`` (full learner rows)."""
+    return {name: bool(m >= 0) for name, m in margins(results).items()}
+
+
+def measured(results: dict) -> dict[str, str]:
+    """The numbers behind each prediction, as a short text per prediction (single-view accuracy)."""
+    ind = results["individual"]
+    single = single_view(results, "individual")
+    ens, kd, self_kd, avg, kde = (single_view(results, key)
+                                  for key in ("ensemble", "kd", "self_kd", "average", "kd_ensemble"))
+    views = float(np.asarray(ind["views_learned"], dtype=bool).mean())
+    kd_all = float(np.asarray(results["kd"]["views_learned"], dtype=bool).all(axis=-1).mean())
+    return {
+        "lottery": f"single {single:.3f}, {views:.0%} of views, multi-view {np.mean(ind['multi_view_acc']):.3f}, "
+                   f"train {min(ind['train_acc']):.3f}",
+        "ensemble": f"ensemble {ens:.3f}, {ens - single:+.3f}",
+        "kd": f"KD {kd:.3f}, every view of {kd_all:.0%} of (student, class) pairs",
+        "self_kd": f"self-KD {self_kd:.3f}, {self_kd - single:+.3f}",
+        "average": f"average {avg - single:+.3f} vs a quarter of the ensemble's {ens - single:+.3f}",
+        "kd_ensemble": f"KD students' ensemble {kde:.3f}, {kde - kd:+.3f} over one student; teachers' ensemble {ens:.3f}",
+    }
+
+
+def format_predictions(held: dict[str, bool], results: dict | None = None) -> str:
+    """One line per prediction: held or not, what it says, and (with ``results``) the numbers and margin."""
+    numbers = measured(results) if results is not None else {}
+    marg = margins(results) if results is not None else {}
+    lines = []
+    for name, ok in held.items():
+        line = f"  [{'holds' if ok else 'FAILS'}] {name}: {PREDICTIONS[name]}"
+        if name in numbers:
+            line += f"\n          measured: {numbers[name]} (margin {marg[name]:+.3f})"
+        lines.append(line)
+    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- diagnostics
@@ -135,6 +171,16 @@ def format_second_views(results: dict, key: str = "individual", who: str = "sing
     return (f"{who}: {sv['several_views']} of {sv['pairs']} (model, class) pairs learned more than one view, "
             f"{sv['last_view_by_fit']} of them all by the step the model fitted its training set "
             f"(median {sv['median_lag_steps']:g} steps between a pair's first and last view)")
+
+
+def format_by_length(results: dict) -> str:
+    """One line on what the single models had learned at each recorded multiple of their fit step."""
+    bl = results["individual"].get("by_length")
+    if not bl:
+        return "single models: no snapshots along training (TrainConfig.snapshots is empty)"
+    cells = ", ".join(f"{name} {row['mean_views_per_class']:.2f} views/class, {row['mean_single_view_acc']:.3f} single-view"
+                      for name, row in bl.items())
+    return f"single models at multiples of their fit step: {cells}"
 
 
 def unfitted(results: dict) -> list[str]:
@@ -179,8 +225,13 @@ def summary(results: dict) -> dict:
     out["gain_ensemble"] = out["sv_ensemble"] - single
     out["gain_average"] = out["sv_average"] - single
     out["gain_kd_ensemble"] = out["sv_kd_ensemble"] - out["sv_kd"]
-    for name, held in predictions(results).items():
-        out["holds_" + name] = held
+    for name, margin in margins(results).items():
+        out["margin_" + name] = margin
+        out["holds_" + name] = bool(margin >= 0)
+    by_length = results["individual"].get("by_length", {})
+    for length, row in by_length.items():  # the single models at 1x, 3x, 10x their fit step
+        out[f"sv_individual_{length}"] = row["mean_single_view_acc"]
+        out[f"views_individual_{length}"] = row["mean_views_per_class"]
     return out
 
 
@@ -198,4 +249,35 @@ def format_summary(rows: list[dict], paths: list[str]) -> str:
         lines.append(f"{label:28s} {mean('sv_individual'):6.3f} {mean('views_individual'):5.2f} "
                      f"{mean('sv_ensemble'):6.3f} {mean('sv_kd'):6.3f} {mean('sv_self_kd'):6.3f} "
                      f"{mean('gain_average'):+6.3f} {mean('gain_kd_ensemble'):+6.3f}  {held}")
+    return "\n".join(lines)
+
+
+def map_cells(rows: list[dict], paths: list[str], name: str) -> tuple[list, list, np.ndarray, np.ndarray]:
+    """A grid sweep's margins of prediction ``name``: (values of paths[0], values of paths[1],
+    mean margin over the data seeds (Y, X), fraction of data seeds where it held (Y, X))."""
+    ys = list(dict.fromkeys(r[paths[0]] for r in rows))
+    xs = list(dict.fromkeys(r[paths[1]] for r in rows))
+    margin = np.full((len(ys), len(xs)), np.nan)
+    held = np.full((len(ys), len(xs)), np.nan)
+    for i, yv in enumerate(ys):
+        for j, xv in enumerate(xs):
+            rs = [r for r in rows if r[paths[0]] == yv and r[paths[1]] == xv]
+            if rs:
+                margin[i, j] = np.mean([r["margin_" + name] for r in rs])
+                held[i, j] = np.mean([r["holds_" + name] for r in rs])
+    return ys, xs, margin, held
+
+
+def format_map(rows: list[dict], paths: list[str]) -> str:
+    """Each prediction over a grid sweep, as text: its mean margin at every point and on how many
+    data seeds it held."""
+    seeds = len({r["data_seed"] for r in rows})
+    lines = []
+    for name in PREDICTIONS:
+        ys, xs, margin, held = map_cells(rows, paths, name)
+        lines.append(f"{name} (margin; held on how many of {seeds} data seeds), {paths[0]} down, {paths[1]} across")
+        lines.append(f"{'':>10s}" + "".join(f"{x!s:>16s}" for x in xs))
+        for i, yv in enumerate(ys):
+            cells = "".join(f"{margin[i, j]:+9.3f} ({round(held[i, j] * seeds)}/{seeds})" for j in range(len(xs)))
+            lines.append(f"{yv!s:>10s}" + cells)
     return "\n".join(lines)

@@ -29,6 +29,7 @@ point, with the thresholds drawn in. The rows are the same whatever ran them (ti
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import sys
 import time
 
@@ -87,17 +88,22 @@ def with_value(cfg: vl.ViewLearningConfig, path: str, value) -> vl.ViewLearningC
     return dataclasses.replace(cfg, **parts)
 
 
-def points(base: vl.ViewLearningConfig, varied: list[tuple[str, list]], data_seeds: list[int]) -> list[dict]:
+def points(base: vl.ViewLearningConfig, varied: list[tuple[str, list]], data_seeds: list[int],
+           grid: bool = False) -> list[dict]:
     """Every run of the sweep: point index, its values, data seed and config (built, so a bad
-    value fails here, before anything runs)."""
-    lengths = {path: len(values) for path, values in varied}
-    if len(set(lengths.values())) > 1:
-        raise ValueError("--vary flags move together and need the same number of values, got "
-                         + ", ".join(f"{p}: {n}" for p, n in lengths.items()))
-    n = next(iter(lengths.values()), 1)
+    value fails here, before anything runs). The ``varied`` values move together, or with
+    ``grid`` every combination of them is a point (the first parameter varying slowest)."""
+    if grid:
+        combos = list(itertools.product(*(vals for _, vals in varied)))
+    else:
+        lengths = {path: len(values) for path, values in varied}
+        if len(set(lengths.values())) > 1:
+            raise ValueError("--vary flags move together and need the same number of values, got "
+                             + ", ".join(f"{p}: {n}" for p, n in lengths.items()) + " (or pass --grid)")
+        combos = list(zip(*(vals for _, vals in varied))) if varied else [()]
     runs = []
-    for i in range(n):
-        values = {path: vals[i] for path, vals in varied}
+    for i, combo in enumerate(combos):
+        values = {path: value for (path, _), value in zip(varied, combo)}
         cfg = base
         for path, value in values.items():
             cfg = with_value(cfg, path, value)
@@ -153,7 +159,11 @@ def build_parser():
                            "whose record is in RUN/jobs are kept, the others run")
     g = p.add_argument_group("sweep")
     g.add_argument("--vary", action="append", default=[], metavar="SECTION.FIELD=V1,V2,...",
-                   help="a parameter and its values; several --vary move together (point i takes the i-th value of each)")
+                   help="a parameter and its values; several --vary move together (point i takes the i-th value of "
+                        "each), or with --grid span a grid")
+    g.add_argument("--grid", action="store_true",
+                   help="run every combination of the --vary values (a grid) and draw map.png: one panel per "
+                        "prediction, held or failed at each grid point, coloured by its margin")
     g.add_argument("--data-seeds", default=None, metavar="S1,S2,...",
                    help="run every point on the data (world) of each of these seeds (default: --seed)")
     cluster.add_flags(p, default="local")
@@ -180,13 +190,16 @@ def main(argv: list[str] | None = None) -> int:
         varied = [parse_vary(spec, base) for spec in args.vary]
         if len({path for path, _ in varied}) < len(varied):
             raise ValueError("--vary: each parameter may be given once")
-        runs = points(base, varied, _data_seeds(args.data_seeds, base.seed))
+        if args.grid and len(varied) != 2:
+            raise ValueError(f"--grid needs exactly two --vary parameters (the map's axes), got {len(varied)}")
+        runs = points(base, varied, _data_seeds(args.data_seeds, base.seed), grid=args.grid)
     except ValueError as err:
         parser.error(str(err))
     from theory_sims import figures
     from theory_sims.results import start_run, write_csv, write_json
 
-    config = {"base": base.to_dict(), "vary": dict(varied), "data_seeds": sorted({r["data_seed"] for r in runs})}
+    config = {"base": base.to_dict(), "vary": dict(varied), "grid": args.grid,
+              "data_seeds": sorted({r["data_seed"] for r in runs})}
     try:
         where = cluster.where(args)
         out = start_run(args.out, args.resume, "sweep", config)
@@ -201,7 +214,11 @@ def main(argv: list[str] | None = None) -> int:
     paths = [path for path, _ in varied]
     if not args.no_figures:
         figures.sweep_figure(out / "sweep.png", rows, paths)
+        if args.grid:
+            figures.prediction_map(out / "map.png", rows, paths)
     print(report.format_summary(rows, paths))
+    if args.grid:
+        print(report.format_map(rows, paths))
     print(f"results in {out}")
     return 0
 
