@@ -16,8 +16,8 @@ from theory_sims.tracking import second_views
 
 SMALL = [
     "--k", "4", "--d", "40", "--patches", "16", "--n-train", "60", "--n-test", "80",
-    "--seeds", "3", "--students", "2", "--steps", "60", "--kd-steps", "30", "--rf-steps", "30",
-    "--lr", "5", "--kd-lr", "5", "--quiet", "--ntk", "--ntk-steps", "20",
+    "--seeds", "3", "--students", "2", "--steps", "400", "--kd-steps", "30", "--rf-steps", "30",
+    "--lr", "50", "--kd-lr", "5", "--quiet", "--ntk", "--ntk-steps", "20",
 ]
 
 
@@ -37,7 +37,7 @@ def run_dir(tmp_path_factory):
 
 def test_run_folder_holds_config_results_tables_and_figures(run_dir):
     names = {p.name for p in run_dir.iterdir()}
-    for name in ("config.json", "results.json", "table.csv", "per_seed.csv", "views_learned.png",
+    for name in ("config.json", "results.json", "table.csv", "per_seed.csv", "views_learned.png", "training_length.png",
                  "views_learned_kd.png", "lambda_trajectories.png", "accuracy.png", "correlations.png", "accuracy.pdf"):
         assert name in names
     assert not [n for n in names if n.endswith(".tmp")]
@@ -68,6 +68,34 @@ def test_results_json_has_the_documented_keys(run_dir):
     assert res["predictions"] == report.predictions(res)  # which of the paper's predictions held, as booleans
     cfg = json.loads((run_dir / "config.json").read_text())
     assert cfg["data"]["k"] == 4 and cfg["seeds"] == 3 and cfg["learner"]["k"] == 4
+
+
+def test_single_models_are_recorded_at_multiples_of_their_fit_step(run_dir, small):
+    """results.json holds what each single model had learned at 1x, 3x and 10x its own fit step;
+    each snapshot is that model's state at that step (here: a stack re-trained to that step)."""
+    cfg, train_set, tests = small
+    res = json.loads((run_dir / "results.json").read_text())
+    ind = res["individual"]
+    assert list(ind["by_length"]) == ["1x", "3x", "10x"]
+    fit = np.asarray(ind["fit_step"])
+    assert (fit >= 0).all()
+    for name, mult in (("1x", 1), ("3x", 3), ("10x", 10)):
+        row = ind["by_length"][name]
+        steps = np.asarray(row["step"])
+        # the step itself, or the model's last step where training stopped before it
+        assert ((steps == mult * fit) | (steps < mult * fit)).all() and (steps >= fit).all()
+        views = np.asarray(row["views_learned"], dtype=bool)
+        assert views.shape == (3, 4, 2)
+        np.testing.assert_allclose(row["views_per_class"], views.sum(-1).mean(-1))
+        assert row["mean_single_view_acc"] == pytest.approx(np.mean(row["single_view_acc"]))
+    last = ind["by_length"]["10x"]
+    ev = ex.Evaluator(train_set, tests)
+    s = 1  # seed 1 re-trained alone, by steps, to its recorded 3x step
+    at = ind["by_length"]["3x"]["step"][s]
+    again = ex.fit(train_set, [cfg.seed * 1000 + s], cfg.learner,
+                   dataclasses.replace(cfg.train, stop="steps", steps=at, snapshots=()))
+    assert ev.models(again)["single_view_acc"][0] == pytest.approx(ind["by_length"]["3x"]["single_view_acc"][s])
+    assert len(last["single_view_acc"]) == 3
 
 
 def test_training_accuracy_is_recorded_for_every_trained_row(run_dir):
@@ -177,6 +205,12 @@ def test_table_rows_and_format():
         (["--ntk", "--ntk-lr", "0"], "lr must be a number > 0.0"),
         (["--kd-loss", "mse"], "invalid choice"),
         (["--kd-max-step", "-1"], "--kd-max-step must be a number >= 0.0"),
+        (["--kd-weight", "-1"], "--kd-weight must be a number >= 0.0"),
+        (["--kd-teacher-scale", "0"], "--kd-teacher-scale must be a number > 0.0"),
+        (["--kd-loss", "kd_paper", "--kd-label-weight", "0.5"], "--kd-label-weight must be 0 with loss='kd_paper'"),
+        (["--fit-multiple", "0.5"], "--fit-multiple must be a number >= 1.0"),
+        (["--loss-target", "0"], "--loss-target must be a number > 0.0"),
+        (["--stop", "forever"], "invalid choice"),
         (["--preset", "huge"], "invalid choice"),
         (["--backend", "numba", "--device", "cpu", "--k", "1"], "k must be an integer >= 2"),
     ],
@@ -195,7 +229,8 @@ def test_cli_help_and_bad_flag_have_no_traceback():
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     help_text = subprocess.run([sys.executable, "-m", "theory_sims.view_learning", "--help"],
                                capture_output=True, text=True, check=True).stdout
-    for flag in ("--views", "--missing", "--seeds", "--kd-temperature", "--preset", "--backend", "--sigma0"):
+    for flag in ("--views", "--missing", "--seeds", "--kd-temperature", "--preset", "--backend", "--sigma0",
+                 "--stop", "--fit-multiple", "--loss-target", "--kd-weight", "--kd-teacher-scale"):
         assert flag in help_text
 
 
@@ -234,3 +269,29 @@ def test_second_views_line_reports_the_counts():
     assert report.format_second_views(res, "kd", "KD students").startswith("KD students: 49 of 50")
     res["individual"]["second_views"].update(several_views=0, last_view_by_fit=0, median_lag_steps=None)
     assert "at most one view" in report.format_second_views(res)
+
+
+def test_default_data_follows_the_papers_definition_in_its_weights():
+    """Definition 4.1 as we read it: other-class features weigh [Omega(1), 0.4] in multi-view
+    samples and at most Gamma, less than that, in single-view ones; every patch carries feature
+    noise in [0, gamma] with gamma > 0. Measured on samples of the default world."""
+    from multiview import MultiViewDistribution
+
+    c = vl.DEFAULT_DATA
+    data = MultiViewDistribution(c, seed=0).sample(400, seed=1)
+    V = c.views
+    multi, single = [], []
+    for b in range(len(data.y)):
+        pf = data.patch_feature[b]
+        for f in set(pf[pf >= 0].tolist()) - {data.y[b] * V + l for l in range(V)}:  # other-class features
+            patches = pf == f
+            total = data.weights[b, patches, f].sum() - patches.sum() * c.feature_noise / 2  # less the noise's mean
+            (multi if data.is_multi[b] else single).append(total)
+    multi, single = np.array(multi), np.array(single)
+    assert len(single) >= 20
+    slack = c.feature_patches * c.feature_noise / 2  # the feature noise in the feature's own patches
+    assert 0.2 - slack <= multi.min() and multi.max() <= 0.4 + slack  # U[0.2, 0.4]
+    assert single.max() <= 0.05 + slack and single.mean() < 0.25 * multi.mean()  # Gamma = 0.05 < 0.2
+    noise = data.weights[data.patch_feature < 0]  # noise-only patches: feature noise on every feature
+    assert c.feature_noise > 0 and noise.min() >= 0 and noise.max() <= c.feature_noise
+    assert noise.mean() == pytest.approx(c.feature_noise / 2, rel=0.05)
