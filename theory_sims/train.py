@@ -276,7 +276,8 @@ def train(
     history["step"] = np.asarray(hist["step"], dtype=np.int64)
     for kept, at in snaps.values():  # multiples a model never reached: its final parameters
         late = at < 0
-        kept[torch.as_tensor(late, device=dev)] = param[torch.as_tensor(late, device=dev)]
+        pick = torch.as_tensor(late, device=dev)
+        kept[pick] = param[pick]
         at[late] = updates[late]
     return TrainResult(
         model=model,

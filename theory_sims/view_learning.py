@@ -49,16 +49,16 @@ from theory_sims.config import LearnerConfig, TrainConfig
 from theory_sims.losses import KD_LOSSES
 from theory_sims.tracking import lambdas, learned_step, second_views, views_learned
 
-# The regime; see docs/theory.md ("The defaults against the paper's Definition"). Other-class
+# The regime; see docs/theory.md ("The data: the Definition's weights"). Other-class
 # features weigh U[0.2, 0.4] in multi-view samples and U[0.025, 0.05] (Gamma) in single-view ones,
 # every patch carries feature noise U[0, 0.01] of every feature (gamma); P = 64 rather than k^2 = 100
-# keeps the whole run within a minute on 2 cores (--preset theory has P = 100).
+# keeps the whole run within a minute on 2 cores (--preset large has P = 100).
 DEFAULT_DATA = MultiViewConfig(
     k=10, views=2, d=160, patches=64, feature_patches=2, missing=0.1, rho=0.02,
     other_features=3, other_weight_multi=0.4, other_weight_single=0.05, feature_noise=0.01, noise_std=0.079,
 )
 # m = 2 neurons per class (about log k, the low end of the paper's [polylog k, k]): with 3 or 5 the
-# single models, trained to convergence, learn 81-82% of the views and the lottery washes out
+# single models, trained to convergence, learn 79-81% of the views and the lottery washes out
 # (docs/theory.md, "The map").
 DEFAULT_LEARNER = LearnerConfig(k=10, m=2, q=5, varrho=1.0, sigma0=0.1)
 # Single models are trained to convergence: each stops once it has trained 10 times as long as it
@@ -69,7 +69,7 @@ DEFAULT_LEARNER = LearnerConfig(k=10, m=2, q=5, varrho=1.0, sigma0=0.1)
 DEFAULT_TRAIN = TrainConfig(lr=200.0, steps=3000, max_step=4.0, stop="converge", fit_multiple=10.0,
                             loss_target=0.01, snapshots=(1.0, 3.0, 10.0), track_every=2)
 # Distillation: Hinton's KD at temperature 4 on the teacher alone (no label term). From single
-# models trained to convergence it beat the capped objective (0.838 vs 0.764 single-view accuracy
+# models trained to convergence it beat the capped objective (0.800 vs 0.615 single-view accuracy
 # at the defaults) and the paper's one-sided objective (--kd-loss kd_paper), whose push, which can
 # only raise a student's logits, makes them grow without bound once the student fits (see
 # docs/theory.md, "The paper's KD objective, run"). Steps capped at length 4 as above.
@@ -121,7 +121,7 @@ PARTS = ("data", "learner", "train", "distill", "rf_train", "ntk_train")
 
 PRESETS = {
     "default": {},
-    # Closer to the theory: P = k^2 = 100 patches, larger d, more samples; about 5 minutes here.
+    # Closer to the theory: P = k^2 = 100 patches, larger d, more samples; about 4 minutes here.
     "large": dict(data=dict(d=400, patches=100, noise_std=0.05), n_train=600, n_test=2000),
 }
 
