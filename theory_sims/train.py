@@ -239,7 +239,7 @@ def train(
             if cfg.stop == "fit":
                 stop_at[newly] = np.minimum(stop_at[newly], t + cfg.extra_steps)
         if cfg.stop == "converge":
-            done = (fit_step >= 0) & (t >= cfg.fit_multiple * fit_step) & (loss.cpu().numpy() <= cfg.loss_target)
+            done = (fit_step >= 0) & (t >= cfg.fit_multiple * fit_step) & (hist["loss"][-1] <= cfg.loss_target)
             stop_at[done] = np.minimum(stop_at[done], t)
         for mult, (kept, at) in snaps.items():  # the weights this step's forward pass used
             due = (fit_step >= 0) & (at < 0) & (t >= mult * fit_step) & (stop_at >= t)
