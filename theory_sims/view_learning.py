@@ -58,7 +58,7 @@ DEFAULT_DATA = MultiViewConfig(
     other_features=3, other_weight_multi=0.4, other_weight_single=0.05, feature_noise=0.01, noise_std=0.079,
 )
 # m = 2 neurons per class (about log k, the low end of the paper's [polylog k, k]): with 3 or 5 the
-# single models, trained to convergence, learn 79-81% of the views and the lottery washes out
+# single models, trained to convergence, learn 79-82% of the views and the lottery washes out
 # (docs/theory.md, "The map").
 DEFAULT_LEARNER = LearnerConfig(k=10, m=2, q=5, varrho=1.0, sigma0=0.1)
 # Single models are trained to convergence: each stops once it has trained 10 times as long as it
