@@ -133,3 +133,26 @@ def test_numba_products_do_not_depend_on_the_cores_or_blas_threads(monkeypatch, 
     for cores, blas in ((2, 2), (4, 1), (3, 2)):
         h, g = run(cores, blas)
         assert np.array_equal(h, ref_h) and np.array_equal(g, ref_g), (cores, blas)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_kernels_compiled_per_q_equal_the_general_loop(dtype):
+    """patch_sums / patch_grads branch to a copy compiled for their q (1..8); each must give the
+    bits of the general kernel with a runtime exponent (called here through the inner function,
+    which numba compiles with q as a plain argument)."""
+    from theory_sims import kernels
+
+    rng = np.random.default_rng(7)
+    P = 16
+    A = (rng.standard_normal((10 * P, 23)) * 0.7).astype(dtype)
+    G = rng.standard_normal((10, 23)).astype(dtype)
+    rho = kernels.as_rho(0.8, dtype)
+    for q in (1, 2, 3, 5, 8, 9):
+        fast, general = np.empty((10, 23), dtype), np.empty((10, 23), dtype)
+        kernels.patch_sums(A, P, q, rho, fast)
+        kernels._patch_sums(A, P, q, rho, general)
+        np.testing.assert_array_equal(fast, general, err_msg=f"patch_sums q={q}")
+        fast_g, general_g = A.copy(), A.copy()
+        kernels.patch_grads(fast_g, G, P, q, rho)
+        kernels._patch_grads(general_g, G, P, q, rho)
+        np.testing.assert_array_equal(fast_g, general_g, err_msg=f"patch_grads q={q}")

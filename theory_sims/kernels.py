@@ -46,8 +46,15 @@ def srelu_grad(z, q, rho, inv_rho):
     return g if z > 0 else z * 0
 
 
-@njit(parallel=True, cache=True)
-def patch_sums(A, P, q, rho, out):
+# Integer powers are computed by repeated multiplication. With the exponent known when a kernel
+# is compiled, its loop unrolls and the loop over neurons vectorises (about 5x faster than with a
+# runtime exponent, measured at the default size); the numbers are the same either way. So each
+# kernel branches, once per call, to a copy compiled for its q: q = 1..8 are specialised, other q
+# run the general loop.
+
+
+@njit(inline="always")
+def _patch_sums(A, P, q, rho, out):
     n, N = out.shape
     inv_q_rho = rho / (rho * 0 + q) / _ipow(rho, q)
     for b in prange(n):
@@ -60,13 +67,57 @@ def patch_sums(A, P, q, rho, out):
 
 
 @njit(parallel=True, cache=True)
-def patch_grads(A, G, P, q, rho):
+def patch_sums(A, P, q, rho, out):
+    if q == 1:
+        _patch_sums(A, P, 1, rho, out)
+    elif q == 2:
+        _patch_sums(A, P, 2, rho, out)
+    elif q == 3:
+        _patch_sums(A, P, 3, rho, out)
+    elif q == 4:
+        _patch_sums(A, P, 4, rho, out)
+    elif q == 5:
+        _patch_sums(A, P, 5, rho, out)
+    elif q == 6:
+        _patch_sums(A, P, 6, rho, out)
+    elif q == 7:
+        _patch_sums(A, P, 7, rho, out)
+    elif q == 8:
+        _patch_sums(A, P, 8, rho, out)
+    else:
+        _patch_sums(A, P, q, rho, out)
+
+
+@njit(inline="always")
+def _patch_grads(A, G, P, q, rho):
     n, N = G.shape
     inv_rho = 1 / rho
     for row in prange(n * P):
         b = row // P
         for c in range(N):
             A[row, c] = srelu_grad(A[row, c], q, rho, inv_rho) * G[b, c]
+
+
+@njit(parallel=True, cache=True)
+def patch_grads(A, G, P, q, rho):
+    if q == 1:
+        _patch_grads(A, G, P, 1, rho)
+    elif q == 2:
+        _patch_grads(A, G, P, 2, rho)
+    elif q == 3:
+        _patch_grads(A, G, P, 3, rho)
+    elif q == 4:
+        _patch_grads(A, G, P, 4, rho)
+    elif q == 5:
+        _patch_grads(A, G, P, 5, rho)
+    elif q == 6:
+        _patch_grads(A, G, P, 6, rho)
+    elif q == 7:
+        _patch_grads(A, G, P, 7, rho)
+    elif q == 8:
+        _patch_grads(A, G, P, 8, rho)
+    else:
+        _patch_grads(A, G, P, q, rho)
 
 
 @njit(parallel=True, cache=True)
