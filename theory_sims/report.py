@@ -104,24 +104,36 @@ def single_view(results: dict, key: str) -> float:
     return float(np.mean(results[key]["single_view_acc"]))
 
 
+def _numbers(results: dict) -> dict[str, float]:
+    """What the predictions are judged on: single-view accuracy of each row, the fraction of
+    (model, class, view) triples the single models learned, the fraction of (student, class)
+    pairs where a KD student learned every view, and the single models' multi-view and worst
+    training accuracy."""
+    ind = results["individual"]
+    out = {key: single_view(results, key)
+           for key in ("individual", "ensemble", "kd", "self_kd", "average", "kd_ensemble")}
+    out["views"] = float(np.asarray(ind["views_learned"], dtype=bool).mean())
+    out["kd_all_views"] = float(np.asarray(results["kd"]["views_learned"], dtype=bool).all(axis=-1).mean())
+    out["multi"] = float(np.mean(ind["multi_view_acc"]))
+    out["train"] = float(min(ind["train_acc"]))
+    return out
+
+
 def margins(results: dict) -> dict[str, float]:
     """How far each of ``PREDICTIONS`` is from its threshold, in single-view accuracy (or fraction)
     units: the smallest slack over the prediction's conditions, >= 0 where it holds."""
-    ind = results["individual"]
-    single = single_view(results, "individual")
-    ens, kd, self_kd = (single_view(results, key) for key in ("ensemble", "kd", "self_kd"))
-    views = float(np.asarray(ind["views_learned"], dtype=bool).mean())
-    kd_all_views = float(np.asarray(results["kd"]["views_learned"], dtype=bool).all(axis=-1).mean())
-    lottery = [float(np.mean(ind["multi_view_acc"])) - 0.98, single - 0.40, 0.70 - single, views - 0.45, 0.75 - views]
-    if min(ind["train_acc"]) < 1.0:  # fitting the training set is a gate: a slack only where it fails
-        lottery.append(min(ind["train_acc"]) - 1.0)
+    q = _numbers(results)
+    single, ens, kd, views = q["individual"], q["ensemble"], q["kd"], q["views"]
+    lottery = [q["multi"] - 0.98, single - 0.40, 0.70 - single, views - 0.45, 0.75 - views]
+    if q["train"] < 1.0:  # fitting the training set is a gate: a slack only where it fails
+        lottery.append(q["train"] - 1.0)
     return {
         "lottery": min(lottery),
         "ensemble": min(ens - 0.90, ens - single - 0.25),
-        "kd": min(kd - 0.85, kd_all_views - 0.5 - 1e-9),  # "most classes": strictly more than half
-        "self_kd": min(self_kd - single - 0.08, ens - self_kd),
-        "average": (ens - single) / 4 - (single_view(results, "average") - single),
-        "kd_ensemble": 0.03 - (single_view(results, "kd_ensemble") - kd),
+        "kd": min(kd - 0.85, q["kd_all_views"] - 0.5 - 1e-9),  # "most classes": strictly more than half
+        "self_kd": min(q["self_kd"] - single - 0.08, ens - q["self_kd"]),
+        "average": (ens - single) / 4 - (q["average"] - single),
+        "kd_ensemble": 0.03 - (q["kd_ensemble"] - kd),
     }
 
 
@@ -132,20 +144,17 @@ def predictions(results: dict) -> dict[str, bool]:
 
 def measured(results: dict) -> dict[str, str]:
     """The numbers behind each prediction, as a short text per prediction (single-view accuracy)."""
-    ind = results["individual"]
-    single = single_view(results, "individual")
-    ens, kd, self_kd, avg, kde = (single_view(results, key)
-                                  for key in ("ensemble", "kd", "self_kd", "average", "kd_ensemble"))
-    views = float(np.asarray(ind["views_learned"], dtype=bool).mean())
-    kd_all = float(np.asarray(results["kd"]["views_learned"], dtype=bool).all(axis=-1).mean())
+    q = _numbers(results)
+    single, ens, kd = q["individual"], q["ensemble"], q["kd"]
     return {
-        "lottery": f"single {single:.3f}, {views:.0%} of views, multi-view {np.mean(ind['multi_view_acc']):.3f}, "
-                   f"train {min(ind['train_acc']):.3f}",
+        "lottery": f"single {single:.3f}, {q['views']:.0%} of views, multi-view {q['multi']:.3f}, "
+                   f"train {q['train']:.3f}",
         "ensemble": f"ensemble {ens:.3f}, {ens - single:+.3f}",
-        "kd": f"KD {kd:.3f}, every view of {kd_all:.0%} of (student, class) pairs",
-        "self_kd": f"self-KD {self_kd:.3f}, {self_kd - single:+.3f}",
-        "average": f"average {avg - single:+.3f} vs a quarter of the ensemble's {ens - single:+.3f}",
-        "kd_ensemble": f"KD students' ensemble {kde:.3f}, {kde - kd:+.3f} over one student; teachers' ensemble {ens:.3f}",
+        "kd": f"KD {kd:.3f}, every view of {q['kd_all_views']:.0%} of (student, class) pairs",
+        "self_kd": f"self-KD {q['self_kd']:.3f}, {q['self_kd'] - single:+.3f}",
+        "average": f"average {q['average'] - single:+.3f} vs a quarter of the ensemble's {ens - single:+.3f}",
+        "kd_ensemble": f"KD students' ensemble {q['kd_ensemble']:.3f}, {q['kd_ensemble'] - kd:+.3f} over one student; "
+                       f"teachers' ensemble {ens:.3f}",
     }
 
 
