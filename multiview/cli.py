@@ -79,12 +79,14 @@ def require_cuda(device: str) -> None:
 
 def as_flag(message: str, prefix: str = "", names=None) -> str:
     """A config error as the command line's: a leading ``"lr must ..."`` becomes ``"--kd-lr must ..."``
-    with ``prefix="kd-"``. With ``names`` only those field names are rewritten; other messages are
+    with ``prefix="kd-"``; a field that already starts with the prefix keeps it once (``kd_weight``
+    is ``--kd-weight``). With ``names`` only those field names are rewritten; other messages are
     returned as they are."""
     head, sep, rest = message.partition(" must ")
     if not sep or not head.isidentifier() or (names is not None and head not in names):
         return message
-    return f"--{prefix}{head.replace('_', '-')} must {rest}"
+    flag = head.replace("_", "-")
+    return f"--{flag if flag.startswith(prefix) else prefix + flag} must {rest}"
 
 
 def progress_bars(quiet: bool = False) -> bool:

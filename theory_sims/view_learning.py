@@ -455,7 +455,7 @@ def config_from_args(args) -> ViewLearningConfig:
         try:
             dataclasses.replace(getattr(base, name), **values)
         except ValueError as err:
-            raise ValueError(as_flag(str(err), prefix, names=values).replace("--kd-kd-", "--kd-")) from None
+            raise ValueError(as_flag(str(err), prefix, names=values)) from None
     overrides = given(args, list(EXPERIMENT_FLAGS))
     if "seeds" in overrides and "students" not in overrides:  # at most as many students as seeds
         overrides["students"] = min(base.students, overrides["seeds"])
