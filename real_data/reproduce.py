@@ -4,18 +4,23 @@ The real-data side of Allen-Zhu & Li (arXiv 2012.09816). One run:
 
 1. trains ``--seeds`` single models from different random inits (and batch orders);
 2. scores each on the test set (no test-time augmentation) and their **ensemble**: the argmax of
-   the mean of the models' softmax outputs;
+   the mean of the models' logits, the paper's definition (``--ensemble softmax``: of the mean of
+   their softmax outputs; :func:`theory_sims.stats.ensemble_output`);
 3. **KD**: ``--students`` fresh models distilled from the whole ensemble; **self-KD**: fresh model
    s distilled from single model s (s < students); the KD loss is
    ``alpha * CE + (1 - alpha) * T^2 * KL(teacher || student)`` with batchmean reduction, the
-   teacher being the mean of its members' ``softmax(z / T)`` on the same augmented batch;
+   teacher's target being ``softmax(mean_s z_s / T)`` over its members' logits on the same
+   augmented batch (``--ensemble softmax``: the mean of ``softmax(z_s / T)``). All 2 x students
+   train in one job ("distill") on the same batches, so each teacher runs once per batch for all
+   of them; each student's update is the one it would get alone on those batches;
 4. **training the average**: ``--average-members`` models trained jointly as one model whose
    output is the mean of their logits;
 5. the **ensemble of the KD students**;
 6. prints the table next to the paper's numbers and writes ``config.json``, ``results.json``,
-   ``table.csv`` and ``accuracy.png`` (and per-job checkpoints) to the run folder.
+   ``table.csv`` and ``accuracy.png`` (and checkpoints: one per job, and ``kd-s.pt``,
+   ``self_kd-s.pt`` for each student) to the run folder.
 
-Every job (a seed, a student, the average) checkpoints after each epoch; ``--resume RUN_FOLDER``
+Every job (a seed, the students, the average) checkpoints after each epoch; ``--resume RUN_FOLDER``
 continues a killed run with the config saved there and gives the result the uninterrupted run
 would have given. Jobs run through :mod:`theory_sims.cluster`: one after another here by default
 (``--cluster serial``), or on a Dask cluster (``--cluster local`` or ``tcp://HOST:PORT``; workers
@@ -120,12 +125,14 @@ class ReproduceConfig:
 
 
 PRESETS = {
-    # The whole experiment on a tiny subset with a tiny net: the CPU end-to-end test.
-    "smoke": dict(model="fast", width=0.125, seeds=2, students=1, average_members=2, n_train=256, n_test=200,
-                  spec=dict(epochs=2, batch_size=64, lr=0.2)),
-    # A real ensemble gain on a 2-core CPU: a narrow fast net on 10k training images.
-    "cpu": dict(model="fast", width=0.25, seeds=5, students=2, average_members=5, n_train=10000,
-                spec=dict(epochs=6, batch_size=256, lr=0.2, label_smoothing=0.1)),
+    # The whole experiment on a small subset with a tiny net, in seconds: the CPU end-to-end test
+    # (on CIFAR-10 its single models reach about 22%, not chance, so a training bug shows).
+    "smoke": dict(model="fast", width=0.125, seeds=2, students=1, average_members=2, n_train=1000, n_test=500,
+                  spec=dict(epochs=4, batch_size=64, lr=0.2)),
+    # The paper's pattern on a 2-core CPU: a narrow fast net that fits 5,000 training images
+    # (40 epochs, no label smoothing), 5 seeds, 3 KD and 3 self-KD students, an average of 5.
+    "cpu": dict(model="fast", width=0.25, seeds=5, students=3, average_members=5, n_train=5000,
+                spec=dict(epochs=40, batch_size=256, lr=0.2, label_smoothing=0.0)),
     # The GPU recipe: the full fast net on all of CIFAR.
     "fast": dict(model="fast", width=1.0, seeds=10, students=3, average_members=10,
                  spec=dict(epochs=16, batch_size=512, lr=0.2, label_smoothing=0.2)),
@@ -188,7 +195,7 @@ class _Run:
 
         from real_data.models import StackedFastNet
 
-        spec = {j["name"]: j for j in jobs_of(self.cfg)}[name]
+        spec = _model_specs(self.cfg)[name]
         state = torch.load(ckpt / f"{name}.pt", map_location=self.dd.device, weights_only=False)
         if name == "singles-stacked":
             stacked = StackedFastNet([self.new(seed) for seed in spec["members"]])
@@ -203,20 +210,32 @@ class _Run:
 
 def jobs_of(cfg: ReproduceConfig) -> list[dict]:
     """Every training job of a run, each after the jobs it needs: name, objective, the seeds of
-    its models (``members``), the seed of its batch order and augmentation, and its teachers."""
+    its models (``members``), the seed of its batch order and augmentation, and its teachers; the
+    "distill" job also names its students and each one's teachers (``groups``, indices into
+    ``teachers``): KD students learn from all the single models, self-KD student s from model s."""
     S, K = cfg.seeds, cfg.students
     singles = ([{"name": "singles-stacked", "objective": "ce", "members": [cfg.seed + s for s in range(S)],
                  "seed": cfg.seed, "teachers": []}] if cfg.stack else
                [{"name": f"single-{s}", "objective": "ce", "members": [cfg.seed + s], "seed": cfg.seed + s,
                  "teachers": []} for s in range(S)])
     teacher = (lambda s: ("singles-stacked", s)) if cfg.stack else (lambda s: (f"single-{s}", 0))  # noqa: E731
-    kd = [{"name": f"kd-{s}", "objective": "kd", "members": [cfg.seed + 500 + s], "seed": cfg.seed + 500 + s,
-           "teachers": [teacher(t) for t in range(S)]} for s in range(K)]
-    self_kd = [{"name": f"self_kd-{s}", "objective": "kd", "members": [cfg.seed + 700 + s],
-                "seed": cfg.seed + 700 + s, "teachers": [teacher(s)]} for s in range(K)]
+    students = ([(f"kd-{s}", cfg.seed + 500 + s, list(range(S))) for s in range(K)] +
+                [(f"self_kd-{s}", cfg.seed + 700 + s, [s]) for s in range(K)])
+    distill = [{"name": "distill", "objective": "kd", "members": [seed for _, seed, _ in students],
+                "seed": cfg.seed + 500, "teachers": [teacher(t) for t in range(S)],
+                "students": [name for name, _, _ in students], "groups": [g for _, _, g in students]}]
     average = [{"name": "average", "objective": "average", "seed": cfg.seed + 900,
                 "members": [cfg.seed + 900 + s for s in range(cfg.average_members)], "teachers": []}]
-    return singles + kd + self_kd + average
+    return singles + distill + average
+
+
+def _model_specs(cfg: ReproduceConfig) -> dict:
+    """Every checkpoint a run leaves, by name: the jobs' and each distilled student's, with the
+    seeds of the models in it (``members``)."""
+    specs = {j["name"]: j for j in jobs_of(cfg)}
+    d = specs["distill"]
+    specs.update({name: {"members": [seed]} for name, seed in zip(d["students"], d["members"])})
+    return specs
 
 
 def train_job(cfg: ReproduceConfig, data_path: str, cache_dir, device: str, out: str, name: str,
@@ -240,8 +259,13 @@ def train_job(cfg: ReproduceConfig, data_path: str, cache_dir, device: str, out:
     else:
         models = [run_.new(seed) for seed in spec["members"]]
     _check_checkpoint(ckpt / f"{name}.pt", cfg.spec.to_dict(), spec["seed"], spec["objective"], run_.meta)
-    return rt.fit(models, run_.dd, cfg.spec, spec["seed"], spec["objective"], teachers or None,
-                  ckpt / f"{name}.pt", progress, desc=name, meta=run_.meta)
+    record = rt.fit(models, run_.dd, cfg.spec, spec["seed"], spec["objective"], teachers or None,
+                    ckpt / f"{name}.pt", progress, desc=name, meta=run_.meta, groups=spec.get("groups"))
+    for student, model in zip(spec.get("students", ()), models):  # one checkpoint per student, as a
+        rt.save_atomic({"models": [model.state_dict()], "record": record, "spec": cfg.spec.to_dict(),  # job's
+                        "seed": spec["seed"], "objective": spec["objective"], "meta": run_.meta},
+                       ckpt / f"{student}.pt")
+    return record
 
 
 def _check_checkpoint(path: Path, spec: dict, seed: int, objective: str, meta: dict) -> None:
@@ -272,6 +296,7 @@ def run(cfg: ReproduceConfig, data_path, out: Path, device: str = "cpu", cache_d
 
     from real_data import train as rt
     from theory_sims import cluster
+    from theory_sims.stats import ensemble_output
 
     timing: dict[str, float] = {}
     t_all = time.perf_counter()
@@ -300,7 +325,7 @@ def run(cfg: ReproduceConfig, data_path, out: Path, device: str = "cpu", cache_d
         return (logits.argmax(-1) == y).float().mean(-1).cpu().numpy()
 
     def ens_acc(logits):
-        return float(acc(torch.softmax(logits, -1).mean(0)))
+        return float(acc(ensemble_output(logits, cfg.spec.ensemble)))
 
     def logits_of(names):
         return torch.cat([rt.predict(run_.trained(ckpt, n), dd.x_test) for n in names])
@@ -331,6 +356,11 @@ def run(cfg: ReproduceConfig, data_path, out: Path, device: str = "cpu", cache_d
 
     timing["total"] = time.perf_counter() - t_all
     results["timing_s"] = timing
+    if not cfg.stack:  # what distillation costs: the distill job against training its students alone
+        single_s = sum(records[f"single-{s}"]["wall_s"] for s in range(S)) / S
+        timing["distill_per_student_vs_single"] = records["distill"]["wall_s"] / (2 * K * single_s)
+        log(f"  distillation: {2 * K} students in {records['distill']['wall_s']:.1f} s, "
+            f"{timing['distill_per_student_vs_single']:.2f}x a single model's time per student")
     first = records["singles-stacked" if cfg.stack else "single-0"]
     results["throughput"] = {"images_per_s": first.get("images_per_s"), "models_per_image": S if cfg.stack else 1,
                              "device": _device_name(device)}
@@ -430,8 +460,8 @@ def accuracy_figure(rows: list[dict], results: dict, title: str):
 def build_parser() -> Parser:
     p = Parser(prog="python -m real_data.reproduce", description=__doc__)
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                   help="starting point for the other flags (default: fast; smoke: tiny CPU test; cpu: a real "
-                        "ensemble gain on 2 CPU cores; paper: WRN-28-10, 200 epochs)")
+                   help="starting point for the other flags (default: fast; smoke: tiny CPU test, seconds; cpu: the "
+                        "paper's pattern on 2 CPU cores, about 40 minutes; paper: WRN-28-10, 200 epochs)")
     p.add_argument("--data", default=None,
                    help=f"CIFAR archive, extracted folder or image-folder tree/.tar.gz (default: ${ENV_VAR})")
     p.add_argument("--cache-dir", default=None, help="where decoded images are cached as .npz (default: no cache)")

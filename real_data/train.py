@@ -6,8 +6,13 @@ Objectives, stated once:
 * ``ce``: cross-entropy with the labels (optionally label-smoothed).
 * ``kd``: ``alpha * CE(student, labels) + (1 - alpha) * T^2 * KL(p_teacher || softmax(z_student / T))``
   with the KL summed over classes and averaged over the batch ("batchmean"); ``p_teacher`` is the
-  teacher ensemble's mean of ``softmax(z_s / T)`` over its members, on the same augmented batch.
-  The T^2 factor keeps the soft term's gradient scale independent of T (Hinton et al.).
+  distillation target of the student's teachers on the same augmented batch, the teachers in eval
+  mode: ``softmax(ensemble_output(z / T))`` over their logits z (:func:`distill_target`), which for
+  the paper's ensemble (``ensemble="logits"``) is ``softmax(mean_s z_s / T)`` and for
+  ``ensemble="softmax"`` the mean of ``softmax(z_s / T)``. The T^2 factor keeps the soft term's
+  gradient scale independent of T (Hinton et al.). One job may train several students on the same
+  batches, each with its own subset of the teachers (``groups``): every teacher then runs once per
+  batch for all of them, and each student's update is the one it would get alone.
 * ``average``: the S models of a job are one model whose output is the mean of their logits,
   trained with ``ce`` on that mean (the paper's "training the average").
 
@@ -31,6 +36,7 @@ from torch.nn import functional as F
 
 from multiview.checks import check_choice, check_float, check_int
 from multiview.cli import param
+from theory_sims.stats import ENSEMBLES, ensemble_output
 
 SCHEDULES = ("step", "onecycle")
 OBJECTIVES = ("ce", "kd", "average")
@@ -54,6 +60,9 @@ class TrainSpec:
     cutout: int = param("side of a random square zeroed per image (0: none)", 0)
     kd_temperature: float = param("KD temperature T", 4.0)
     kd_alpha: float = param("KD weight of the label CE; 1 - alpha on the teacher", 0.1)
+    ensemble: str = param("how models combine, in the ensemble rows and in a KD teacher: 'logits' (the mean of "
+                          "their logits, the paper's definition) or 'softmax' (the mean of their probabilities)",
+                          "logits")
     bf16: bool = param("bf16 autocast on CUDA (ignored on CPU)", True)
     channels_last: bool = param("channels_last memory format on CUDA", True)
     compile: bool = param("torch.compile the models", False)
@@ -71,6 +80,7 @@ class TrainSpec:
         check_int("cutout", self.cutout, 0, 32)
         check_float("kd_temperature", self.kd_temperature, 0.0, lo_open=True)
         check_float("kd_alpha", self.kd_alpha, 0.0, 1.0)
+        check_choice("ensemble", self.ensemble, ENSEMBLES)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -145,10 +155,15 @@ def kd_loss(student: torch.Tensor, teacher_probs: torch.Tensor, y: torch.Tensor,
     return alpha * ce + (1 - alpha) * temperature**2 * kl
 
 
-def ensemble_probs(models, x: torch.Tensor, temperature: float = 1.0, autocast: bool = False) -> torch.Tensor:
-    """Mean over ``models`` (in eval mode) of softmax(logits / temperature)."""
+def teacher_logits(models, x: torch.Tensor, autocast: bool = False) -> torch.Tensor:
+    """Logits (S, N, k), float32, of ``models`` (in eval mode, no gradient) on ``x``."""
     with torch.no_grad(), torch.autocast(x.device.type, torch.bfloat16, enabled=autocast):
-        return torch.stack([F.softmax(m(x).float() / temperature, dim=-1) for m in models]).mean(dim=0)
+        return torch.stack([m(x).float() for m in models])
+
+
+def distill_target(logits: torch.Tensor, temperature: float, ensemble: str = "logits") -> torch.Tensor:
+    """The KD target of teachers with ``logits`` (S, N, k): ``softmax(ensemble_output(z / T))``."""
+    return F.softmax(ensemble_output(logits / temperature, ensemble), dim=-1)
 
 
 # ------------------------------------------------------------------------------------------ training
@@ -184,8 +199,10 @@ def save_atomic(obj, path: Path) -> None:
 
 def fit(models: list[nn.Module], data: DeviceData, spec: TrainSpec, seed: int, objective: str = "ce",
         teachers: list[nn.Module] | None = None, checkpoint: Path | None = None, progress: bool = False,
-        desc: str = "train", stop_after: int | None = None, meta: dict | None = None) -> dict:
-    """Train ``models`` (one for ``ce``/``kd``; S for ``average``) in place.
+        desc: str = "train", stop_after: int | None = None, meta: dict | None = None,
+        groups: list[list[int]] | None = None) -> dict:
+    """Train ``models`` (one for ``ce``; one or several students for ``kd``, student i distilled
+    from ``teachers[j] for j in groups[i]``, by default all of them; S for ``average``) in place.
 
     With ``checkpoint``, the state after every epoch is written there atomically and an existing
     checkpoint is resumed from. ``stop_after`` ends the call after that many epochs of this call
@@ -195,8 +212,13 @@ def fit(models: list[nn.Module], data: DeviceData, spec: TrainSpec, seed: int, o
     check_choice("objective", objective, OBJECTIVES)
     if objective == "kd" and not teachers:
         raise ValueError("teachers must be given for objective='kd'")
-    if objective != "average" and len(models) != 1:
-        raise ValueError(f"objective {objective!r} trains one model per job, got {len(models)}")
+    if objective == "ce" and len(models) != 1:
+        raise ValueError(f"objective 'ce' trains one model per job, got {len(models)}")
+    if objective == "kd":
+        groups = [tuple(range(len(teachers)))] * len(models) if groups is None else [tuple(g) for g in groups]
+        if len(groups) != len(models) or not all(g and all(0 <= t < len(teachers) for t in g) for g in groups):
+            raise ValueError(f"groups must give each of the {len(models)} students a non-empty list of teacher "
+                             f"indices in [0, {len(teachers) - 1}], got {groups}")
     dev = data.device
     cuda = dev.type == "cuda"
     autocast = cuda and spec.bf16
@@ -240,18 +262,23 @@ def fit(models: list[nn.Module], data: DeviceData, spec: TrainSpec, seed: int, o
             yb = data.y_train[idx]
             for g in opt.param_groups:
                 g["lr"] = lr_at(epoch * steps_per_epoch + i, total, spec)
-            with torch.autocast(dev.type, torch.bfloat16, enabled=autocast):
-                if objective == "average":
-                    logits = torch.stack([f(xb) for f in forward]).float().mean(dim=0)
-                else:
-                    logits = forward[0](xb).float()
-            if objective == "kd":
-                probs = ensemble_probs(teachers, xb, spec.kd_temperature, autocast)
-                loss = kd_loss(logits, probs, yb, spec.kd_temperature, spec.kd_alpha, spec.label_smoothing)
-            elif logits.dim() == 3:  # a stacked module: the sum of its members' losses
-                loss = sum(F.cross_entropy(z, yb, label_smoothing=spec.label_smoothing) for z in logits)
+            if objective == "kd":  # every teacher once per batch; each student's loss on its own target
+                z = teacher_logits(teachers, xb, autocast)
+                targets = {g: distill_target(z[list(g)], spec.kd_temperature, spec.ensemble) for g in set(groups)}
+                with torch.autocast(dev.type, torch.bfloat16, enabled=autocast):
+                    students = [f(xb).float() for f in forward]
+                loss = sum(kd_loss(zs, targets[g], yb, spec.kd_temperature, spec.kd_alpha, spec.label_smoothing)
+                           for zs, g in zip(students, groups))
             else:
-                loss = F.cross_entropy(logits, yb, label_smoothing=spec.label_smoothing)
+                with torch.autocast(dev.type, torch.bfloat16, enabled=autocast):
+                    if objective == "average":
+                        logits = torch.stack([f(xb) for f in forward]).float().mean(dim=0)
+                    else:
+                        logits = forward[0](xb).float()
+                if logits.dim() == 3:  # a stacked module: the sum of its members' losses
+                    loss = sum(F.cross_entropy(z, yb, label_smoothing=spec.label_smoothing) for z in logits)
+                else:
+                    loss = F.cross_entropy(logits, yb, label_smoothing=spec.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -148,7 +148,7 @@ def test_cifar_smoke_run_on_the_cluster_equals_serial(dask_cluster, image_tree, 
             torch.set_num_threads(threads)
         results[name] = without_timings(json.loads((out / "results.json").read_text()))
     assert results["dask"] == results["serial"]
-    assert set(results["serial"]["jobs"]) == {"single-0", "single-1", "kd-0", "self_kd-0", "average"}
+    assert set(results["serial"]["jobs"]) == {"single-0", "single-1", "distill", "average"}
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -3,7 +3,8 @@
 Conventions, stated once:
 
 * **ensemble**: the average of the models' outputs F_s(X) (the logits, before any softmax), as in
-  the paper; its prediction is the argmax of that average.
+  the paper; its prediction is the argmax of that average (:func:`theory_sims.stats.ensemble_output`,
+  the project's one definition).
 * **knowledge distillation (KD)**: fresh students (new seeds) trained on the training inputs with
   the ensemble's logits on those inputs as the teacher, using the objective in the distillation
   :class:`TrainConfig` (see :mod:`theory_sims.losses` for the exact formula).
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from theory_sims.config import LearnerConfig, TrainConfig
+from theory_sims.stats import ensemble_output
 from theory_sims.tracking import Probe
 from theory_sims.train import TrainResult, train
 
@@ -81,7 +83,7 @@ class Evaluator:
     def ensemble(self, result: TrainResult) -> dict:
         """Scores of the average of the stack's outputs."""
         lm, ls = self.logits(result)
-        return mean_scores(scores(lm.mean(axis=0, keepdims=True), ls.mean(axis=0, keepdims=True), self.tests))
+        return mean_scores(scores(ensemble_output(lm)[None], ensemble_output(ls)[None], self.tests))
 
 
 def fit(train_set, seeds, learner: LearnerConfig, cfg: TrainConfig, teacher=None, progress=False) -> TrainResult:

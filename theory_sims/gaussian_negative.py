@@ -161,7 +161,7 @@ def run_cell(cfg: NegativeConfig, cell: dict) -> dict:
         logits = result.model.logits(test_set.X, cfg.train.backend, cfg.train.device)
     y = test_set.clean_y
     individual = (logits.argmax(-1) == y).mean(axis=1)
-    ensemble = float((logits.mean(axis=0).argmax(-1) == y).mean())
+    ensemble = float((stats.ensemble_output(logits).argmax(-1) == y).mean())
     lo, hi = stats.gain_interval(logits, y, n_boot=cfg.n_boot, seed=cfg.seed)
     return {
         "cell": dict(cell),

@@ -9,22 +9,47 @@ resamples, jointly, the seeds (S models drawn with replacement, the ensemble rec
 drawn models' logits) and the test samples (n drawn with replacement, the same draw for the
 ensemble and its members, so the comparison stays paired). Resampling the seeds accounts for
 which inits happened to be drawn, resampling the tests for the finite test set.
+
+**The ensemble**, one definition for the project (:func:`ensemble_output`): the paper's ensemble
+is "an average of the outputs" F_s of independently trained networks, and its theory averages the
+logits, so ``"logits"`` (mean of F_s) is the default everywhere. ``"softmax"`` (mean of the
+probabilities softmax(F_s), common in deep-learning practice) is offered by name where models are
+compared on real data (``real_data.reproduce --ensemble softmax``).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from multiview.checks import check_float, check_int
+from multiview.checks import check_choice, check_float, check_int
 
 RESAMPLE = ("seeds", "tests")
+ENSEMBLES = ("logits", "softmax")
+
+
+def ensemble_output(logits, how: str = "logits"):
+    """The ensemble of S models from their logits (S, ..., k), as logits (..., k): ``"logits"``
+    averages them (the paper's definition); ``"softmax"`` gives log of the mean of softmax(z_s), so
+    that softmax of the result is the mean probability. The ensemble predicts the argmax; its
+    distillation target at temperature T is ``softmax(ensemble_output(z / T, how))`` (for
+    ``"logits"`` that is softmax(mean z / T)). Works on numpy arrays and torch tensors alike."""
+    check_choice("ensemble", how, ENSEMBLES)
+    if how == "logits":
+        return logits.mean(0)
+    if type(logits).__module__.startswith("torch"):
+        import torch
+
+        return torch.logsumexp(torch.log_softmax(logits, -1), 0) - float(np.log(logits.shape[0]))
+    from scipy.special import log_softmax, logsumexp
+
+    return logsumexp(log_softmax(logits, -1), 0) - np.log(logits.shape[0])
 
 
 def ensemble_gain(logits: np.ndarray, y: np.ndarray) -> float:
     """Accuracy of the ensemble (mean of the logits) minus the mean accuracy of its members."""
     logits, y = _check(logits, y)
     member = (logits.argmax(-1) == y).mean()
-    ensemble = (logits.mean(axis=0).argmax(-1) == y).mean()
+    ensemble = (ensemble_output(logits).argmax(-1) == y).mean()
     return float(ensemble - member)
 
 

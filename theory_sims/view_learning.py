@@ -47,6 +47,7 @@ from multiview.multiview import expected_single_fraction
 from theory_sims import experiments as ex
 from theory_sims.config import LearnerConfig, TrainConfig
 from theory_sims.losses import KD_LOSSES
+from theory_sims.stats import ensemble_output
 from theory_sims.tracking import lambdas, learned_step, second_views, views_learned
 
 # The regime; see docs/theory.md ("The data: the Definition's weights"). Other-class
@@ -309,7 +310,7 @@ def _family(cfg, learner, train_cfg, distill_cfg, ev, train_set, seeds, fresh, s
     stage("single")
 
     teacher = ev.train_logits(single)  # (S, n, k)
-    kd = stages.fit(prefix + "kd", train_set, fresh[:K], learner, distill_cfg, teacher=teacher.mean(axis=0))
+    kd = stages.fit(prefix + "kd", train_set, fresh[:K], learner, distill_cfg, teacher=ensemble_output(teacher))
     out["kd"] = _with_means(_models_row(ev, kd, track))
     out["kd_ensemble"] = ev.ensemble(kd)
     stage("kd")
