@@ -327,8 +327,12 @@ def run(cfg: ReproduceConfig, data_path, out: Path, device: str = "cpu", cache_d
     def ens_acc(logits):
         return float(acc(ensemble_output(logits, cfg.spec.ensemble)))
 
-    def logits_of(names):
-        return torch.cat([rt.predict(run_.trained(ckpt, n), dd.x_test) for n in names])
+    def logits_of(names, x=dd.x_test):
+        return torch.cat([rt.predict(run_.trained(ckpt, n), x) for n in names])
+
+    def train_acc(names, average=False):  # on the un-augmented training images: do the models fit them?
+        z = logits_of(names, dd.x_train)
+        return acc(z.mean(0, keepdim=True) if average else z, dd.y_train).tolist()
 
     results: dict = {"jobs": records, "num_classes": run_.k}
     S, K = cfg.seeds, cfg.students
@@ -336,22 +340,30 @@ def run(cfg: ReproduceConfig, data_path, out: Path, device: str = "cpu", cache_d
     individual = acc(single_logits)
     for s in range(S):
         log(f"  single {s}: {100 * float(individual[s]):.2f}%")
+    single_names = ["singles-stacked"] if cfg.stack else [f"single-{s}" for s in range(S)]
     results["individual"] = {"test_acc": individual.tolist(), "mean": float(individual.mean()),
-                             "std": float(individual.std(ddof=1)) if S > 1 else 0.0}
+                             "std": float(individual.std(ddof=1)) if S > 1 else 0.0,
+                             "train_acc": train_acc(single_names)}
     results["ensemble"] = {"test_acc": ens_acc(single_logits), "members": S}
 
     kd_logits = logits_of([f"kd-{s}" for s in range(K)])
     kd_acc = acc(kd_logits)
-    results["kd"] = {"test_acc": float(kd_acc.mean()), "per_model": kd_acc.tolist()}
+    results["kd"] = {"test_acc": float(kd_acc.mean()), "per_model": kd_acc.tolist(),
+                     "train_acc": train_acc([f"kd-{s}" for s in range(K)])}
     results["kd_ensemble"] = {"test_acc": ens_acc(kd_logits), "members": K}
     log(f"  KD: {100 * kd_acc.mean():.2f}%, ensemble of KD students {100 * results['kd_ensemble']['test_acc']:.2f}%")
 
     self_acc = acc(logits_of([f"self_kd-{s}" for s in range(K)]))
-    results["self_kd"] = {"test_acc": float(self_acc.mean()), "per_model": self_acc.tolist()}
+    results["self_kd"] = {"test_acc": float(self_acc.mean()), "per_model": self_acc.tolist(),
+                          "train_acc": train_acc([f"self_kd-{s}" for s in range(K)])}
+    if K > 1:  # the students' seed-to-seed spread
+        for key, accs in (("kd", kd_acc), ("self_kd", self_acc)):
+            results[key]["std"] = float(accs.std(ddof=1))
     log(f"  self-KD: {100 * self_acc.mean():.2f}%")
 
     avg_logits = logits_of(["average"]).mean(0)
-    results["average"] = {"test_acc": float(acc(avg_logits)), "members": cfg.average_members}
+    results["average"] = {"test_acc": float(acc(avg_logits)), "members": cfg.average_members,
+                          "train_acc": train_acc(["average"], average=True)}
     log(f"  training the average: {100 * results['average']['test_acc']:.2f}%")
 
     timing["total"] = time.perf_counter() - t_all
@@ -391,8 +403,10 @@ def table_rows(results: dict, dataset: str, mode: str = "full") -> list[dict]:
     for name, key in ROWS:
         r = results[key]
         acc = r["mean"] if key == "individual" else r["test_acc"]
+        train = r.get("train_acc")
         rows.append({"row": name, "key": key, "test_acc": 100 * acc,
-                     "std": 100 * r["std"] if key == "individual" else None,
+                     "std": 100 * r["std"] if key in ("individual", "kd", "self_kd") and "std" in r else None,
+                     "train_acc": None if train is None else 100 * sum(train) / len(train),
                      "gain_over_single": 100 * (acc - results["individual"]["mean"]),
                      "paper": paper[dataset].get(key),
                      "fast_replication": fast.get(dataset, {}).get(key)})
@@ -402,12 +416,13 @@ def table_rows(results: dict, dataset: str, mode: str = "full") -> list[dict]:
 def format_table(rows: list[dict], mode: str = "full") -> str:
     fmt = lambda v: "" if v is None else f"{v:.2f}"  # noqa: E731
     paper = "paper WRN-28-10" if mode == "full" else "paper RF (NTK)"
-    head = f"{'':26} {'test acc %':>14} {'vs single':>9}   {paper:>15} {'fast replication':>16}"
+    head = (f"{'':26} {'test acc %':>14} {'vs single':>9} {'train %':>8}   {paper:>15} "
+            f"{'fast replication':>16}")
     lines = [head, "-" * len(head)]
     for r in rows:
         acc = f"{r['test_acc']:.2f}" + (f" ± {r['std']:.2f}" if r["std"] is not None else "")
-        lines.append(f"{r['row']:26} {acc:>14} {r['gain_over_single']:+9.2f}   {fmt(r['paper']):>15} "
-                     f"{fmt(r['fast_replication']):>16}")
+        lines.append(f"{r['row']:26} {acc:>14} {r['gain_over_single']:+9.2f} {fmt(r.get('train_acc')):>8}   "
+                     f"{fmt(r['paper']):>15} {fmt(r['fast_replication']):>16}")
     return "\n".join(lines)
 
 

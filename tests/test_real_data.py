@@ -388,3 +388,34 @@ def test_stack_needs_the_fast_net_in_full_mode(capsys, tmp_path, image_tree):
     with pytest.raises(SystemExit):
         reproduce_main(["--preset", "smoke", "--stack", "--mode", "ntk", "--data", str(image_tree)])
     assert "stack must be False unless model='fast' and mode='full'" in capsys.readouterr().err
+
+
+def test_gpu_check_tiny_runs_every_check_on_cpu_and_writes_one_json(tmp_path, image_tree, capsys):
+    from real_data import gpu_check
+
+    out = tmp_path / "check"
+    assert gpu_check.main(["--tiny", "--device", "cpu", "--data", str(image_tree), "--out", str(out)]) == 0
+    report = json.loads((out / "gpu_check.json").read_text())
+    assert report["errors"] == {} and report["mode"] == "tiny"
+    # the torch backend agrees with numba from the same seeds (both on CPU here)
+    assert report["theory"]["max_rel_diff_vs_cpu"] < 1e-4 and report["theory"]["gflops"] > 0
+    assert 0 <= report["fast_net"]["test_acc"] <= 1 and report["fast_net"]["seconds"] > 0
+    assert set(report["reproduce"]["rows"]) == {"individual", "ensemble", "kd", "self_kd", "average", "kd_ensemble"}
+    assert report["wrn"]["model"] == "WRN-10-1" and report["wrn"]["images_per_s"] > 0
+    assert report["wrn"]["fraction_of_bf16_peak"] is None  # no bf16 peak on a CPU
+    printed = capsys.readouterr().out
+    assert "theory trainer, torch on cpu" in printed and "WRN-10-1 training, batch 8" in printed
+
+
+def test_gpu_check_bad_flags_exit_2_with_one_line(tmp_path, capsys):
+    from real_data import gpu_check
+
+    for flags, message in ((["--only", "theory,gpu"], "only must be one of 'theory', 'fast_net', 'reproduce', 'wrn'"),
+                           (["--only", "fast_net", "--data", str(tmp_path / "nope")], "--data: no such file or folder")):
+        with pytest.raises(SystemExit) as exc:
+            gpu_check.main(flags + ["--out", str(tmp_path / "o")])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0]
+    assert not (tmp_path / "o").exists()
+    assert gpu_check.bf16_peak("NVIDIA H100 80GB HBM3") == 989e12 and gpu_check.bf16_peak("NVIDIA H100 PCIe") == 756e12

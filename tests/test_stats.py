@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from theory_sims.stats import ensemble_gain, gain_interval
+from theory_sims.stats import ensemble_gain, ensemble_output, gain_interval
 
 
 def three_models(n: int, rng: np.random.Generator):
@@ -22,6 +22,29 @@ def three_models(n: int, rng: np.random.Generator):
         margin[rng.integers(3), i] = 3
     logits = np.stack([margin, np.zeros_like(margin)], axis=-1)  # class 0 wins where margin > 0
     return logits, np.zeros(n, dtype=np.int64)
+
+
+def test_ensemble_output_definitions_by_hand_and_across_numpy_and_torch():
+    import torch
+
+    # two models, one sample, two classes: model 0 is very sure of class 0, model 1 mildly of class 1
+    z = np.array([[[10.0, 0.0]], [[0.0, 2.0]]])
+    np.testing.assert_allclose(ensemble_output(z), [[5.0, 1.0]])  # the paper's: the mean logit
+    p = np.exp(z) / np.exp(z).sum(-1, keepdims=True)
+    soft = ensemble_output(z, "softmax")
+    np.testing.assert_allclose(np.exp(soft), p.mean(0), rtol=1e-12)  # softmax: log of the mean probability
+    np.testing.assert_allclose(np.exp(soft).sum(-1), 1.0, rtol=1e-12)
+    # where they disagree: one model sure of class 0 (margin 10) against four mildly for class 1
+    # (margin 2 each): the mean logit follows the sure one, the mean probability (capped at 1) the four
+    z2 = np.array([[[10.0, 0.0]]] + [[[0.0, 2.0]]] * 4)
+    assert ensemble_output(z2).argmax(-1)[0] == 0 and ensemble_output(z2, "softmax").argmax(-1)[0] == 1
+    rng = np.random.default_rng(0)
+    big = rng.normal(size=(4, 7, 5)) * 3
+    for how in ("logits", "softmax"):
+        np.testing.assert_allclose(ensemble_output(torch.from_numpy(big), how).numpy(), ensemble_output(big, how),
+                                   rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="ensemble must be one of 'logits', 'softmax', got 'vote'"):
+        ensemble_output(big, "vote")
 
 
 def test_gain_is_ensemble_minus_mean_member_by_hand():
