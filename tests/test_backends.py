@@ -150,9 +150,43 @@ def test_kernels_compiled_per_q_equal_the_general_loop(dtype):
     for q in (1, 2, 3, 5, 8, 9):
         fast, general = np.empty((10, 23), dtype), np.empty((10, 23), dtype)
         kernels.patch_sums(A, P, q, rho, fast)
-        kernels._patch_sums(A, P, q, rho, general)
+        kernels._patch_sums(A, P, q, rho, general, 0, 10)
         np.testing.assert_array_equal(fast, general, err_msg=f"patch_sums q={q}")
         fast_g, general_g = A.copy(), A.copy()
         kernels.patch_grads(fast_g, G, P, q, rho)
         kernels._patch_grads(general_g, G, P, q, rho)
         np.testing.assert_array_equal(fast_g, general_g, err_msg=f"patch_grads q={q}")
+
+
+@pytest.mark.parametrize("P", [7, 64, 150])
+def test_fused_blocks_give_the_bits_of_products_then_kernels(monkeypatch, P):
+    """The numba backend runs each row block's product and the patch sums of the samples inside
+    it on one thread (a sample cut by a block edge after): the bits must be those of the whole
+    product followed by the whole-array kernel, whatever P does to the block edges."""
+    from theory_sims import backends, kernels
+
+    monkeypatch.setattr(backends, "SMALL_PRODUCT", 64 * 40 * 3)  # many row blocks of 64 rows
+    rng = np.random.default_rng(3)
+    n, d, N, q = 40, 40, 30, 5
+    X = rng.standard_normal((n, P, d), dtype=np.float32) * 0.3
+    W = torch.from_numpy(rng.standard_normal((N, d), dtype=np.float32) * 0.3)
+    G = torch.from_numpy(rng.standard_normal((n, N), dtype=np.float32))
+    be = make_backend("numba", X, torch.float32, q, 0.8)
+    H, grad = be.patch_sums(W).numpy().copy(), be.grads(G).numpy().copy()
+
+    from threadpoolctl import threadpool_limits
+
+    rows, rho = be.rows, kernels.as_rho(0.8, np.float32)
+    A = np.empty((n * P, N), np.float32)
+    with threadpool_limits(1, "blas"):  # the same one-thread products, then the whole kernels
+        for a, b in backends._row_blocks(n * P, d * N):
+            np.matmul(rows[a:b], W.numpy().T, out=A[a:b])
+        want_h = np.empty((n, N), np.float32)
+        kernels.patch_sums(A, P, q, rho, want_h)
+        kernels.patch_grads(A, G.numpy(), P, q, rho)
+        want_g = np.empty((N, d), np.float32)
+        for a, b in backends._row_blocks(N, n * P * d):
+            np.matmul(A[:, a:b].T, rows, out=want_g[a:b])
+    assert len(backends._row_blocks(n * P, d * N)) > 3  # and, for P = 7, 64, 150, edges inside samples
+    np.testing.assert_array_equal(H, want_h)
+    np.testing.assert_array_equal(grad, want_g)

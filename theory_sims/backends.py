@@ -35,6 +35,7 @@ tensors (zero-copy views for numba) so the trainer is written once.
 
 from __future__ import annotations
 
+import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -91,9 +92,9 @@ def _threads() -> int:
     return min(numba.get_num_threads(), os.cpu_count() or 1)
 
 
-def _one_thread_products(products) -> None:
-    """Run ``np.matmul(a, b, out=out)`` for every (a, b, out) of ``products`` with OpenBLAS held to
-    one thread, side by side on a pool of :func:`_threads` threads."""
+def _one_thread_tasks(tasks) -> None:
+    """Run every callable of ``tasks`` (each a matrix product and the elementwise work on its
+    block) with OpenBLAS held to one thread, side by side on a pool of :func:`_threads` threads."""
     global _POOL, _BLAS
     if _BLAS is None:
         from threadpoolctl import ThreadpoolController
@@ -101,14 +102,19 @@ def _one_thread_products(products) -> None:
         _BLAS = ThreadpoolController()
     threads = _threads()
     with _BLAS.limit(limits=1, user_api="blas"):
-        if len(products) == 1 or threads == 1:
-            for a, b, out in products:
-                np.matmul(a, b, out=out)
+        if len(tasks) == 1 or threads == 1:
+            for task in tasks:
+                task()
             return
         if _POOL is None or _POOL._max_workers != threads:
             _POOL = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="theory_sims-blas")
-        for f in [_POOL.submit(np.matmul, a, b, out=out) for a, b, out in products]:
+        for f in [_POOL.submit(task) for task in tasks]:
             f.result()
+
+
+def _one_thread_products(products) -> None:
+    """``np.matmul(a, b, out=out)`` for every (a, b, out) of ``products``, as :func:`_one_thread_tasks`."""
+    _one_thread_tasks([functools.partial(np.matmul, a, b, out=out) for a, b, out in products])
 
 
 def _row_blocks(rows: int, macs_per_row: int) -> list[tuple[int, int]]:
@@ -154,28 +160,40 @@ class NumbaBackend(_Backend):
 
     def patch_sums(self, W: torch.Tensor) -> torch.Tensor:
         w = W.detach().numpy()
-        n = self.rows.shape[0] // self.P
+        P = self.P
+        n = self.rows.shape[0] // P
         A = self._buffer(self.rows.shape[0], w.shape[0])
+        H = np.empty((n, w.shape[0]), dtype=self.np_dtype)
         S = self._split(w.shape[0])
+        if S == 1 and self.D is None:
+            # Each row block's product, then the patch sums of the samples wholly inside it, on
+            # the same thread while the block is in cache; a sample split by a block edge after.
+            rows, d = self.rows.shape
+            blocks = _row_blocks(rows, d * w.shape[0])
+
+            def task(a, b):
+                np.matmul(self.rows[a:b], w.T, out=A[a:b])
+                kernels.patch_sums_range(A, P, self.q, self.rho, H, -(-a // P), b // P)
+
+            _one_thread_tasks([functools.partial(task, a, b) for a, b in blocks])
+            for a, _ in blocks:
+                if a % P:
+                    kernels.patch_sums_range(A, P, self.q, self.rho, H, a // P, a // P + 1)
+            return torch.from_numpy(H)
         if S == 1:
             rows, d = self.rows.shape
             _one_thread_products([(self.rows[a:b], w.T, A[a:b]) for a, b in _row_blocks(rows, d * w.shape[0])])
         else:
             c = self.model_cols
             _one_thread_products([(self.rows, w[s * c : (s + 1) * c].T, A[:, s * c : (s + 1) * c]) for s in range(S)])
-        H = np.empty((n, w.shape[0]), dtype=self.np_dtype)
         if self.D is None:
-            kernels.patch_sums(A, self.P, self.q, self.rho, H)
+            kernels.patch_sums(A, P, self.q, self.rho, H)
         else:
-            kernels.linear_patch_sums(A, self.D, self.P, H)
+            kernels.linear_patch_sums(A, self.D, P, H)
         return torch.from_numpy(H)
 
     def grads(self, G: torch.Tensor) -> torch.Tensor:
         A, g = self._A, np.ascontiguousarray(G.numpy())
-        if self.D is None:
-            kernels.patch_grads(A, g, self.P, self.q, self.rho)
-        else:
-            kernels.linear_patch_grads(A, self.D, g, self.P)
         N, (K, d) = A.shape[1], self.rows.shape
         out = np.empty((N, d), dtype=self.np_dtype)
         S = self._split(N)
@@ -184,6 +202,10 @@ class NumbaBackend(_Backend):
         else:
             c = self.model_cols
             blocks = [(s * c, (s + 1) * c) for s in range(S)]
+        if self.D is None:
+            kernels.patch_grads(A, g, self.P, self.q, self.rho)
+        else:
+            kernels.linear_patch_grads(A, self.D, g, self.P)
         _one_thread_products([(A[:, a:b].T, self.rows, out[a:b]) for a, b in blocks])
         return torch.from_numpy(out)
 
