@@ -11,13 +11,18 @@ first-layer weights ``W`` of shape ``(N, d)`` (N = S*k*m neurons of all models):
 ``NumbaBackend`` multiplies through numpy's BLAS and runs the elementwise work in the numba
 kernels of :mod:`theory_sims.kernels`, reusing one pre-activation buffer in place.
 
-Stacked equals alone, bit for bit (numba backend). A blocked BLAS product accumulates every
-output element over K in an order fixed by K alone, so model s's columns of one stacked product
-are the numbers it would get alone. Small products are different: OpenBLAS sends them (M*N*K up
-to about 1e6) to dedicated small-matrix kernels with another order. So when one model's share of
-a product is below ``SMALL_PRODUCT`` multiply-adds, the backend multiplies model by model instead,
-with the very shapes a model trained alone uses; above it, one stacked product is both exact and
-fastest (measured: 194 vs 130 GFLOP/s for 10 models at the default size).
+Stacked against alone (numba backend). When one model's share of a product is below
+``SMALL_PRODUCT`` multiply-adds, the backend multiplies model by model, with the very shapes a
+model trained alone uses, so a model's bits are those it gets alone, on any BLAS (tested). Above
+it, one stacked product is faster (measured: 194 vs 130 GFLOP/s for 10 models at the default
+size; 124 vs 99 at the main job's shape, 165 vs 129 and 173 vs 141 at the benchmark's two sizes
+on another machine), and whether model s's columns of it are the numbers it gets alone depends on
+the BLAS build: a blocked product sums every output element over K in an order fixed by K on
+many builds, but OpenBLAS's float32 Haswell kernels on an AMD EPYC give a column block other bits
+beside other columns than alone, and a row block other bits than the same rows of a larger
+product. There, at the main job's shape, a model trained in a stack of 10 ends 20 steps apart from
+the same seed alone by 1e-6 to 3e-6 (tested as a tolerance). Results are still a pure function of
+the config: a stack's products, their blocks and the threads they run on are fixed by its shapes.
 The same bits on any number of cores, too. OpenBLAS splits some products (a small output with a
 long inner dimension, e.g. the gradient of a 64-dimensional input) across its threads in an order
 that depends on how many it has, so a job on a one-thread Dask worker and the same job on two
