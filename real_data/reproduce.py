@@ -517,11 +517,16 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"--resume must be a run folder holding config.json, got {out}")
             try:
                 saved_run = json.loads(saved.read_text())
+                earlier = "ensemble" not in saved_run["experiment"]["spec"]  # before the distill job existed
                 cfg = ReproduceConfig.from_dict(saved_run["experiment"])
                 saved_data = saved_run.get("data")
             except (ValueError, KeyError, TypeError) as err:
                 raise ValueError(f"--resume {out}: not a real_data.reproduce run folder ({type(err).__name__}: "
                                  f"{err})") from None
+            if earlier:
+                raise ValueError(f"--resume {out}: this run was started by an earlier version (one job per KD "
+                                 f"student, softmax ensembles) that this one cannot continue; its files are kept "
+                                 f"as they are: start a new run")
         else:
             exp = given(args, args._exp)
             if "seeds" in exp and "students" not in exp:  # at most as many students as seeds

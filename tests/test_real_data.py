@@ -331,6 +331,22 @@ def test_smoke_preset_runs_the_whole_experiment(tmp_path, image_tree):
     assert json.loads((out / "results.json").read_text())["individual"] == res["individual"]
 
 
+def test_resume_refuses_a_run_of_the_earlier_version_and_keeps_its_files(tmp_path, image_tree, capsys):
+    out = tmp_path / "old"
+    assert reproduce_main(["--preset", "smoke", "--data", str(image_tree), "--out", str(out), "--quiet",
+                           "--device", "cpu", "--epochs", "1"]) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    del cfg["experiment"]["spec"]["ensemble"]  # what a run of the one-job-per-student version saved
+    (out / "config.json").write_text(json.dumps(cfg))
+    before = {p.name: p.read_bytes() for p in (out / "checkpoints").iterdir()}
+    with pytest.raises(SystemExit) as exc:
+        reproduce_main(["--resume", str(out), "--data", str(image_tree), "--quiet", "--device", "cpu"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "started by an earlier version" in err[0]
+    assert {p.name: p.read_bytes() for p in (out / "checkpoints").iterdir()} == before
+
+
 @pytest.mark.parametrize(
     "flags, message",
     [(["--seeds", "0"], "seeds must be an integer >= 1, got 0"),
