@@ -261,8 +261,9 @@ def train_job(cfg: ReproduceConfig, data_path: str, cache_dir, device: str, out:
     _check_checkpoint(ckpt / f"{name}.pt", cfg.spec.to_dict(), spec["seed"], spec["objective"], run_.meta)
     record = rt.fit(models, run_.dd, cfg.spec, spec["seed"], spec["objective"], teachers or None,
                     ckpt / f"{name}.pt", progress, desc=name, meta=run_.meta, groups=spec.get("groups"))
-    for student, model in zip(spec.get("students", ()), models):  # one checkpoint per student, as a
-        rt.save_atomic({"models": [model.state_dict()], "record": record, "spec": cfg.spec.to_dict(),  # job's
+    # Each student also gets a checkpoint of its own, in a job checkpoint's format (for visualize).
+    for student, model in zip(spec.get("students", ()), models):
+        rt.save_atomic({"models": [model.state_dict()], "record": record, "spec": cfg.spec.to_dict(),
                         "seed": spec["seed"], "objective": spec["objective"], "meta": run_.meta},
                        ckpt / f"{student}.pt")
     return record
