@@ -14,9 +14,9 @@ kernels of :mod:`theory_sims.kernels`, reusing one pre-activation buffer in plac
 Stacked against alone (numba backend). When one model's share of a product is below
 ``SMALL_PRODUCT`` multiply-adds, the backend multiplies model by model, with the very shapes a
 model trained alone uses, so a model's bits are those it gets alone, on any BLAS (tested). Above
-it, one stacked product is faster (measured: 194 vs 130 GFLOP/s for 10 models at the default
-size; 124 vs 99 at the main job's shape, 165 vs 129 and 173 vs 141 at the benchmark's two sizes
-on another machine), and whether model s's columns of it are the numbers it gets alone depends on
+it, one stacked product is faster (measured for 10 models, stacked vs model by model: 194 vs
+130 GFLOP/s at the default size on an earlier machine; on an AMD EPYC, 124 vs 99 at the main
+job's shape, 165 vs 129 and 173 vs 141 at the benchmark's two sizes), and whether model s's columns of it are the numbers it gets alone depends on
 the BLAS build: a blocked product sums every output element over K in an order fixed by K on
 many builds, but OpenBLAS's float32 Haswell kernels on an AMD EPYC give a column block other bits
 beside other columns than alone, and a row block other bits than the same rows of a larger
@@ -109,8 +109,7 @@ def _one_thread_tasks(tasks) -> None:
     threads = _threads()
     with _BLAS.limit(limits=1, user_api="blas"):
         if len(tasks) == 1 or threads == 1:
-            for task in tasks:
-                task()
+            _run_all(tasks)
             return
         if _POOL is None or _POOL._max_workers != threads:
             _POOL = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="theory_sims-blas")
