@@ -328,43 +328,43 @@ def run(cfg: ReproduceConfig, data_path, out: Path, device: str = "cpu", cache_d
     def ens_acc(logits):
         return float(acc(ensemble_output(logits, cfg.spec.ensemble)))
 
-    def logits_of(names, x=dd.x_test):
-        return torch.cat([rt.predict(run_.trained(ckpt, n), x) for n in names])
+    def logits_of(names):
+        """Test and (un-augmented) training logits of the named checkpoints' models, each loaded once."""
+        models = [m for n in names for m in run_.trained(ckpt, n)]
+        return rt.predict(models, dd.x_test), rt.predict(models, dd.x_train)
 
-    def train_acc(names, average=False):  # on the un-augmented training images: do the models fit them?
-        z = logits_of(names, dd.x_train)
-        return acc(z.mean(0, keepdim=True) if average else z, dd.y_train).tolist()
+    def train_acc(z):  # on the un-augmented training images: do the models fit them?
+        return acc(z, dd.y_train).tolist()
 
     results: dict = {"jobs": records, "num_classes": run_.k}
     S, K = cfg.seeds, cfg.students
-    single_logits = logits_of(["singles-stacked"] if cfg.stack else [f"single-{s}" for s in range(S)])
+    single_logits, single_train = logits_of(["singles-stacked"] if cfg.stack else [f"single-{s}" for s in range(S)])
     individual = acc(single_logits)
     for s in range(S):
         log(f"  single {s}: {100 * float(individual[s]):.2f}%")
-    single_names = ["singles-stacked"] if cfg.stack else [f"single-{s}" for s in range(S)]
     results["individual"] = {"test_acc": individual.tolist(), "mean": float(individual.mean()),
                              "std": float(individual.std(ddof=1)) if S > 1 else 0.0,
-                             "train_acc": train_acc(single_names)}
+                             "train_acc": train_acc(single_train)}
     results["ensemble"] = {"test_acc": ens_acc(single_logits), "members": S}
 
-    kd_logits = logits_of([f"kd-{s}" for s in range(K)])
+    kd_logits, kd_train = logits_of([f"kd-{s}" for s in range(K)])
     kd_acc = acc(kd_logits)
-    results["kd"] = {"test_acc": float(kd_acc.mean()), "per_model": kd_acc.tolist(),
-                     "train_acc": train_acc([f"kd-{s}" for s in range(K)])}
+    results["kd"] = {"test_acc": float(kd_acc.mean()), "per_model": kd_acc.tolist(), "train_acc": train_acc(kd_train)}
     results["kd_ensemble"] = {"test_acc": ens_acc(kd_logits), "members": K}
     log(f"  KD: {100 * kd_acc.mean():.2f}%, ensemble of KD students {100 * results['kd_ensemble']['test_acc']:.2f}%")
 
-    self_acc = acc(logits_of([f"self_kd-{s}" for s in range(K)]))
+    self_logits, self_train = logits_of([f"self_kd-{s}" for s in range(K)])
+    self_acc = acc(self_logits)
     results["self_kd"] = {"test_acc": float(self_acc.mean()), "per_model": self_acc.tolist(),
-                          "train_acc": train_acc([f"self_kd-{s}" for s in range(K)])}
+                          "train_acc": train_acc(self_train)}
     if K > 1:  # the students' seed-to-seed spread
         for key, accs in (("kd", kd_acc), ("self_kd", self_acc)):
             results[key]["std"] = float(accs.std(ddof=1))
     log(f"  self-KD: {100 * self_acc.mean():.2f}%")
 
-    avg_logits = logits_of(["average"]).mean(0)
+    avg_logits, avg_train = (z.mean(0) for z in logits_of(["average"]))
     results["average"] = {"test_acc": float(acc(avg_logits)), "members": cfg.average_members,
-                          "train_acc": train_acc(["average"], average=True)}
+                          "train_acc": train_acc(avg_train[None])}
     log(f"  training the average: {100 * results['average']['test_acc']:.2f}%")
 
     timing["total"] = time.perf_counter() - t_all
