@@ -38,6 +38,7 @@ def run_dir(tmp_path_factory):
 def test_run_folder_holds_config_results_tables_and_figures(run_dir):
     names = {p.name for p in run_dir.iterdir()}
     for name in ("config.json", "results.json", "table.csv", "per_seed.csv", "views_learned.png", "training_length.png",
+                 "lottery.png",
                  "views_learned_kd.png", "lambda_trajectories.png", "accuracy.png", "correlations.png", "accuracy.pdf"):
         assert name in names
     assert not [n for n in names if n.endswith(".tmp")]
@@ -50,22 +51,35 @@ def test_run_folder_holds_config_results_tables_and_figures(run_dir):
 def test_results_json_has_the_documented_keys(run_dir):
     res = json.loads((run_dir / "results.json").read_text())
     ind = res["individual"]
-    for key in ("test_acc", "multi_view_acc", "single_view_acc", "views_learned", "lambda"):
+    for key in ("test_acc", "multi_view_acc", "single_view_acc", "single_view_clean_acc", "views_learned", "lambda",
+                "view_acc", "lambda_learned"):
         assert len(ind[key]) == 3
-    assert np.asarray(ind["views_learned"]).shape == (3, 4, 2)
-    assert np.asarray(ind["lambda"]).shape == (3, 4, 2)
-    for row in ("ensemble", "kd", "self_kd", "average", "kd_ensemble"):
+    for key in ("views_learned", "lambda", "view_acc", "lambda_learned"):
+        assert np.asarray(ind[key]).shape == (3, 4, 2)
+    for row in ("kd", "self_kd", "long_single"):  # stacks: one value per model
         for key in ("test_acc", "multi_view_acc", "single_view_acc"):
+            assert len(res[row][key]) == 2 and all(0.0 <= v <= 1.0 for v in res[row][key])
+    for row in ("ensemble", "average", "kd_ensemble"):  # one output: one value
+        for key in ("test_acc", "multi_view_acc", "single_view_acc", "single_view_clean_acc"):
             assert 0.0 <= res[row][key] <= 1.0
+        assert np.asarray(res[row]["views_learned"]).shape == (1, 4, 2)
     for row in ("kd", "self_kd", "average"):
         assert "views_learned" in res[row]
+    mech = res["mechanism"]
+    assert set(mech) >= {"calibration", "lottery", "lambda_init", "kd_inheritance", "self_kd_inheritance",
+                         "memorisation", "noise_response"}
+    assert sum(c["triples"] for c in mech["calibration"]) == 3 * 4 * 2
+    assert mech["lottery"]["pairs"] == 3 * 4 and np.asarray(mech["lambda_init"]).shape == (3, 4, 2)
+    assert set(mech["noise_response"]) == {"individual", "kd", "self_kd"}
+    assert res["setting"] == {"k": 4, "views": 2, "mu": 0.1}
     for family in ("random_features", "ntk"):
         for row in ("individual", "ensemble", "kd", "self_kd", "average", "kd_ensemble"):
             assert set(res[family][row]) >= {"test_acc", "multi_view_acc", "single_view_acc"}
     assert np.asarray(res["wide_single"]["views_learned"]).shape == (1, 4, 2)
     assert np.asarray(res["average"]["views_learned"]).shape == (1, 4, 2)
     assert res["timing_s"]["total"] > 0
-    assert res["predictions"] == report.predictions(res)  # which of the paper's predictions held, as booleans
+    assert res["predictions"] == report.judge(res)  # value, the paper's bound, tolerance and verdict of each
+    assert {v["kind"] for v in res["predictions"].values()} == {"theorem", "random features", "observation"}
     cfg = json.loads((run_dir / "config.json").read_text())
     assert cfg["data"]["k"] == 4 and cfg["seeds"] == 3 and cfg["learner"]["k"] == 4
 
@@ -112,9 +126,9 @@ def test_learned_steps_agree_with_the_views_and_the_fit_steps(run_dir):
     res = json.loads((run_dir / "results.json").read_text())
     for row, count in (("individual", 3), ("kd", 2), ("self_kd", 2), ("long_single", 2), ("wide_single", 1)):
         steps = np.asarray(res[row]["learned_step"])
-        views = np.asarray(res[row]["views_learned"], dtype=bool)
+        views = np.asarray(res[row]["lambda_learned"], dtype=bool)
         assert steps.shape == (count, 4, 2) and steps.dtype.kind == "i"
-        assert (steps[views] >= 0).all()  # learned at the end: learned at some tracked step
+        assert (steps[views] >= 0).all()  # Lambda over the threshold at the end: crossed it at some tracked step
         assert res[row]["second_views"] == second_views(steps, np.asarray(res[row]["fit_step"]))
 
 
@@ -128,19 +142,20 @@ def test_wide_single_is_one_single_model_with_seeds_times_the_neurons(run_dir, s
     assert wide.model.W.shape[2] == cfg.learner.m * 3
     scores = ex.Evaluator(train_set, tests).models(wide)
     for key in ("test_acc", "single_view_acc"):
-        assert res["wide_single"][key] == pytest.approx(scores[key][0])
+        assert res["wide_single"][key] == pytest.approx(scores[key])
     assert "single model as wide as the average" in (run_dir / "table.csv").read_text()
 
 
 def test_average_views_are_those_of_the_whole_network(run_dir, small):
     """The trained average is one network of S*m neurons per class: its Lambda is the max over
-    every member's neurons, so a view counts when any member learned it, not per member."""
+    every member's neurons, so Lambda counts a view when any member's neuron crossed the threshold,
+    and the views it uses are read off its output (the members' mean)."""
     res = json.loads((run_dir / "results.json").read_text())
     cfg, train_set, _ = small
     avg_cfg = dataclasses.replace(cfg.train, loss="average", group_size=cfg.seeds)
     average = ex.fit(train_set, range(cfg.seeds), cfg.learner, avg_cfg)
     per_member = average.views_learned()  # (S, k, V)
-    assert np.array_equal(np.asarray(res["average"]["views_learned"])[0], per_member.any(axis=0))
+    assert np.array_equal(np.asarray(res["average"]["lambda_learned"])[0], per_member.any(axis=0))
     np.testing.assert_allclose(np.asarray(res["average"]["lambda"])[0],
                                average.history["lambda"][-1].max(axis=0), rtol=1e-6)
     assert res["average"]["fit_step"] == [int(average.fit_step[0])]
@@ -181,16 +196,17 @@ def test_table_rows_and_format():
         for key in ("ensemble", "kd_ensemble", "average")
     }
     per_model = {"test_acc": [0.4, 0.6], "multi_view_acc": [0.5, 0.7], "single_view_acc": [0.2, 0.4],
-                 "views_learned": np.ones((2, 3, 2), bool)}
+                 "single_view_clean_acc": [0.5, 0.7], "views_learned": np.ones((2, 3, 2), bool)}
     results["individual"] = per_model
-    results["kd"] = vl._with_means(per_model)
-    results["self_kd"] = vl._with_means(per_model)
+    results["kd"] = per_model
+    results["self_kd"] = per_model
     rows = report.table_rows(results)
     assert [r["row"] for r in rows][:2] == ["single model", "ensemble"]
     assert rows[0]["single_view_acc"] == pytest.approx(0.3) and rows[0]["single_view_acc_std"] == pytest.approx(0.1)
+    assert rows[0]["single_view_clean_acc"] == pytest.approx(0.6) and rows[1]["single_view_clean_acc"] is None
     assert rows[0]["views_per_class"] == 2.0
     text = report.format_table(rows)
-    assert "0.300 ± 0.100" in text and "training the average" in text
+    assert "0.300 ± 0.100" in text and "training the average" in text and "no noise" in text
 
 
 @pytest.mark.parametrize(
@@ -264,9 +280,9 @@ def test_second_views_line_reports_the_counts():
     res = {"individual": {"second_views": {"pairs": 100, "several_views": 41, "last_view_by_fit": 39,
                                            "median_lag_steps": 12.0}}}
     line = report.format_second_views(res)
-    assert line.startswith("single models: 41 of 100") and "39 of them" in line and "median 12 steps" in line
+    assert line.startswith("single models: in 41 of 100") and "39 of them" in line and "median 12 steps" in line
     res["kd"] = {"second_views": {"pairs": 50, "several_views": 49, "last_view_by_fit": 2, "median_lag_steps": 30.0}}
-    assert report.format_second_views(res, "kd", "KD students").startswith("KD students: 49 of 50")
+    assert report.format_second_views(res, "kd", "KD students").startswith("KD students: in 49 of 50")
     res["individual"]["second_views"].update(several_views=0, last_view_by_fit=0, median_lag_steps=None)
     assert "at most one view" in report.format_second_views(res)
 
@@ -295,3 +311,18 @@ def test_default_data_follows_the_papers_definition_in_its_weights():
     noise = data.weights[data.patch_feature < 0]  # noise-only patches: feature noise on every feature
     assert c.feature_noise > 0 and noise.min() >= 0 and noise.max() <= c.feature_noise
     assert noise.mean() == pytest.approx(c.feature_noise / 2, rel=0.05)
+
+
+def test_the_mechanism_in_results_is_recomputed_from_the_rows_it_reads(run_dir):
+    """The mechanism block reads the rows' views: recomputing it from results.json gives it back."""
+    from theory_sims import mechanism as mech
+
+    res = json.loads((run_dir / "results.json").read_text())
+    used = {key: np.asarray(res[key]["views_learned"], dtype=bool) for key in ("individual", "kd", "self_kd", "long_single")}
+    m = res["mechanism"]
+    assert m["kd_inheritance"] == {**mech.kd_inheritance(used["individual"], used["kd"]),
+                                   "ensemble_views": pytest.approx(np.mean(res["ensemble"]["views_learned"]))}
+    assert m["self_kd_inheritance"] == mech.self_kd_inheritance(used["individual"][:2], used["long_single"], used["self_kd"])
+    assert m["lottery"] == mech.init_lottery(np.asarray(m["lambda_init"]), used["individual"])
+    view_acc = np.asarray(res["individual"]["view_acc"], dtype=float)
+    assert np.array_equal(mech.views_used(view_acc), used["individual"])

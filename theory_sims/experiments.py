@@ -26,12 +26,20 @@ from theory_sims.train import TrainResult, train
 
 @dataclass
 class TestSets:
-    """A multi-view and a single-view test set drawn from the same world, and the mixture weight
-    ``mu`` (fraction of single-view data in the training distribution) used for ``test_acc``."""
+    """The test sets of a run, all drawn from one world: multi-view samples (every view present),
+    single-view samples (one view present), and the mixture weight ``mu`` (fraction of single-view
+    data in the training distribution) used for ``test_acc``.
+
+    Two diagnostic sets go with them: ``single_clean``, the single-view samples with their
+    Gaussian noise removed (what a model does on the features alone), and ``noise_only``, inputs
+    that are Gaussian noise alone (what memorised noise does on fresh inputs). Either may be None.
+    """
 
     multi: object
     single: object
     mu: float
+    single_clean: object = None
+    noise_only: np.ndarray | None = None
 
 
 def accuracy(logits: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -39,19 +47,24 @@ def accuracy(logits: np.ndarray, y: np.ndarray) -> np.ndarray:
     return (logits.argmax(axis=-1) == y).mean(axis=-1)
 
 
-def scores(logits_multi: np.ndarray, logits_single: np.ndarray, tests: TestSets) -> dict:
-    """test / multi-view / single-view accuracy of every model, lists of length S.
+def scores(logits: dict, tests: TestSets) -> dict:
+    """test / multi-view / single-view accuracy of every model, arrays of length S, from the
+    logits on each test set (``{"multi": (S, n, k), "single": ..., "single_clean": ...}``).
 
     ``test_acc`` is the accuracy on the training distribution's mixture,
-    (1 - mu) * multi-view accuracy + mu * single-view accuracy.
+    (1 - mu) * multi-view accuracy + mu * single-view accuracy; ``single_view_clean_acc`` (where
+    the run has that set) the single-view accuracy with the inputs' Gaussian noise removed.
     """
-    multi = accuracy(logits_multi, tests.multi.y)
-    single = accuracy(logits_single, tests.single.y)
-    return {
+    multi = accuracy(logits["multi"], tests.multi.y)
+    single = accuracy(logits["single"], tests.single.y)
+    out = {
         "test_acc": (1 - tests.mu) * multi + tests.mu * single,
         "multi_view_acc": multi,
         "single_view_acc": single,
     }
+    if "single_clean" in logits:
+        out["single_view_clean_acc"] = accuracy(logits["single_clean"], tests.single_clean.y)
+    return out
 
 
 def mean_scores(per_model: dict) -> dict:
@@ -59,31 +72,35 @@ def mean_scores(per_model: dict) -> dict:
 
 
 class Evaluator:
-    """Logits of trained stacks on the training inputs and the two test sets."""
+    """Logits of trained stacks on the training inputs and the test sets."""
 
     def __init__(self, train_set, tests: TestSets, backend: str = "numba", device: str = "cpu"):
         self.train_set, self.tests = train_set, tests
         self.backend, self.device = backend, device
 
-    def logits(self, result: TrainResult) -> tuple[np.ndarray, np.ndarray]:
+    def logits(self, result: TrainResult) -> dict:
         return self.model_logits(result.model)
 
-    def model_logits(self, m) -> tuple[np.ndarray, np.ndarray]:
-        """Logits of a :class:`TwoLayerModel` stack on the multi-view and the single-view test set."""
-        return (m.logits(self.tests.multi.X, self.backend, self.device),
-                m.logits(self.tests.single.X, self.backend, self.device))
+    def model_logits(self, m) -> dict:
+        """Logits of a :class:`TwoLayerModel` stack on each test set: {name: (S, n, k)}."""
+        sets = {"multi": self.tests.multi, "single": self.tests.single, "single_clean": self.tests.single_clean}
+        return {name: self.on(m, data.X) for name, data in sets.items() if data is not None}
+
+    def on(self, m, X: np.ndarray) -> np.ndarray:
+        """Logits (S, n, k) of the stack ``m`` on inputs ``X``."""
+        return m.logits(X, self.backend, self.device)
 
     def train_logits(self, result: TrainResult) -> np.ndarray:
-        return result.model.logits(self.train_set.X, self.backend, self.device)
+        return self.on(result.model, self.train_set.X)
 
     def models(self, result: TrainResult) -> dict:
         """Scores of every model of the stack, as lists."""
-        return {k: v.tolist() for k, v in scores(*self.logits(result), self.tests).items()}
+        return {k: v.tolist() for k, v in scores(self.logits(result), self.tests).items()}
 
     def ensemble(self, result: TrainResult) -> dict:
         """Scores of the average of the stack's outputs."""
-        lm, ls = self.logits(result)
-        return mean_scores(scores(ensemble_output(lm)[None], ensemble_output(ls)[None], self.tests))
+        ens = {name: ensemble_output(z)[None] for name, z in self.logits(result).items()}
+        return mean_scores(scores(ens, self.tests))
 
 
 def fit(train_set, seeds, learner: LearnerConfig, cfg: TrainConfig, teacher=None, progress=False) -> TrainResult:

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from theory_sims.report import ACCURACY_ROWS, PREDICTIONS, VIEW_ROWS, map_cells  # noqa: E402
+from theory_sims.report import ACCURACY_ROWS, VIEW_ROWS, judged_names, map_cells  # noqa: E402
 from theory_sims.results import save_figure  # noqa: E402
 from theory_sims.tracking import LEARNED_THRESHOLD  # noqa: E402
 
@@ -78,14 +78,15 @@ def lambda_trajectories(steps: np.ndarray, lam: np.ndarray, seeds=(0, 1, 2), cla
     if threshold is not None:
         handles.append(Line2D([], [], color="black", lw=0.8, ls=":", label=f"learned (Lambda = {threshold:g})"))
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 3), fontsize=8, frameon=False)
-    fig.suptitle("how each seed's view correlations grow: one view of a class wins the race")
+    fig.suptitle("how each seed's view correlations grow along training (solid: the view that ends larger)")
     fig.tight_layout(rect=(0, 0.03 + 0.035 * ((len(handles) + 2) // 3), 1, 1))
     return fig
 
 
-def accuracy_bars(rows: list[dict]):
+def accuracy_bars(rows: list[dict], judged: dict | None = None):
     """Multi-view and single-view test accuracy for every row of the table, with error bars of
-    one standard deviation over the row's models where it has several."""
+    one standard deviation over the row's models where it has several; the title says which of
+    the paper's theorems (``judged``, from :func:`theory_sims.report.judge`) the run holds."""
     names = [r["row"] for r in rows]
     kinds = (("multi_view_acc", "multi-view test data"), ("single_view_acc", "single-view test data"))
     colors = sns.color_palette("deep", 2)
@@ -102,7 +103,13 @@ def accuracy_bars(rows: list[dict]):
     ax.set(xlim=(0, 1.05), xlabel="test accuracy (bars: mean over the row's models; lines: ± 1 std)", ylabel="")
     ax.axvline(1.0, color="grey", lw=0.5)
     ax.legend(loc="lower right", fontsize=8)
-    ax.set_title("single models miss single-view data; the ensemble and distillation recover it", fontsize=10)
+    theorems = {n: v["holds"] for n, v in (judged or {}).items() if v["kind"] == "theorem"}
+    title = "test accuracy of every row"
+    if theorems:
+        held = [n for n, ok in theorems.items() if ok]
+        title += (f"; the paper's theorems held here: {', '.join(held) if held else 'none'} "
+                  f"({len(held)} of {len(theorems)})")
+    ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -135,18 +142,23 @@ def correlation_heatmaps(before: np.ndarray, after: np.ndarray, views: int,
     return fig
 
 
-def training_length(by_length: dict, views: int):
+def training_length(by_length: dict, views: int, k: int):
     """What the single models had learned at each recorded multiple of their own fit step: views
-    learned per class and single-view test accuracy, one thin line per seed and their mean, with
-    the lottery's bands (the paper's prediction for single models) shaded."""
+    used per class and single-view test accuracy, one thin line per seed and their mean, with the
+    single-model theorem's band (half the views, single-view accuracy 0.49-0.51, widened by the
+    finite-k tolerance) shaded."""
+    from theory_sims.report import tolerance
+
+    lo, hi = 0.49 - tolerance(k), 0.51 + tolerance(k)
     lengths = list(by_length)
     x = [float(name.rstrip("x")) for name in lengths]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    panels = (("views_per_class", "views learned per class", (0.45 * views, 0.75 * views), (0, views + 0.1)),
-              ("single_view_acc", "single-view test accuracy", (0.40, 0.70), (0, 1.02)))
+    panels = (("views_per_class", "views used per class", (lo * views, hi * views), (0, views + 0.1)),
+              ("single_view_acc", "single-view test accuracy", (lo, hi), (0, 1.02)))
     for ax, (key, label, band, ylim) in zip(axes, panels):
         per_seed = np.array([by_length[n][key] for n in lengths])  # (lengths, S)
-        ax.axhspan(*band, color="grey", alpha=0.15, lw=0, label="the lottery's band")
+        ax.axhspan(*band, color="grey", alpha=0.15, lw=0,
+                   label=f"the single-model theorem: {lo:.2f}-{hi:.2f} (with the tolerance)")
         ax.plot(x, per_seed, color=sns.color_palette()[0], lw=0.8, alpha=0.35)
         ax.plot(x, per_seed.mean(axis=1), color=sns.color_palette()[0], lw=2.4, marker="o", label="mean over seeds")
         ax.set_xscale("log")
@@ -154,24 +166,79 @@ def training_length(by_length: dict, views: int):
         ax.minorticks_off()
         ax.set(xlabel="training length, in multiples of each seed's fit step", ylabel=label, ylim=ylim)
     axes[0].legend(loc="lower right", fontsize=8)
-    fig.suptitle("single models: does the lottery hold or wash out with training?", fontsize=11)
+    fig.suptitle("single models along training: the views they use and their single-view accuracy", fontsize=11)
     fig.tight_layout()
     return fig
 
 
-def view_learning_figures(out: Path, cfg, results: dict, extras: dict, rows: list[dict]) -> list[Path]:
+def lottery_figure(results: dict):
+    """The lottery and the inheritance at a glance: seeds x classes panels of the init's favourite
+    view (the larger Lambda at step 0), the views each single model uses, the views each student's
+    own init uses (the control trained on labels alone), and the views each self-KD student (of the
+    seed in the same row) and each KD student uses. A cross marks a (seed, class) that uses one view
+    other than its init's favourite."""
+    mech = results["mechanism"]
+    single = np.asarray(results["individual"]["views_learned"], dtype=bool)
+    S, k, V = single.shape
+    panels = [("single models: views used", single, "seed")]
+    panels += [(title, np.asarray(results[key]["views_learned"], dtype=bool), "student of seed")
+               for key, title in (("long_single", "own init, labels only (control)"),
+                                  ("self_kd", "self-KD students"), ("kd", "KD students (of the ensemble)"))]
+    lam0 = mech.get("lambda_init")
+    if lam0 is not None:
+        fav = np.zeros_like(single)
+        np.put_along_axis(fav, np.asarray(lam0).argmax(-1)[..., None], True, axis=-1)
+        panels.insert(0, ("the init's favourite view", fav, "seed"))
+    widths = [1.0] * len(panels)
+    fig, axes = plt.subplots(1, len(panels), figsize=(0.32 * k * len(panels) + 2.5, 0.3 * S + 2.4),
+                             gridspec_kw={"width_ratios": widths})
+    labels = ["none", "view 1", "view 2", "both"] if V == 2 else None
+    cmap = sns.color_palette(["#eeeeee", "#4c72b0", "#dd8452", "#55a868"]) if V == 2 else "viridis"
+    for i, (ax, (title, used, ylabel)) in enumerate(zip(axes, panels)):
+        code = used[..., 0] * 1 + used[..., 1] * 2 if V == 2 else used.sum(-1)
+        sns.heatmap(code, ax=ax, cmap=cmap, vmin=-0.5, vmax=3.5 if V == 2 else V, linewidths=0.5,
+                    linecolor="white", cbar=i == len(panels) - 1,
+                    cbar_kws={"ticks": range(4)} if V == 2 else {"label": "views used"})
+        ax.set(title=title, xlabel="class", ylabel=ylabel if i in (0, len(panels) - 3) else "")
+        ax.title.set_fontsize(9)
+        ax.set_ylim(S, 0)  # students sit in the rows of the seeds they share an index with
+        ax.grid(False)
+        if title.startswith("single") and lam0 is not None:
+            favourite = np.asarray(lam0).argmax(-1)
+            other = (used.sum(-1) == 1) & (used.argmax(-1) != favourite)
+            for s_, j in zip(*np.nonzero(other)):
+                ax.text(j + 0.5, s_ + 0.5, "x", ha="center", va="center", fontsize=9, color="black")
+    if V == 2:
+        axes[-1].collections[0].colorbar.set_ticklabels(labels)
+    lot, sk, kd = mech.get("lottery"), mech["self_kd_inheritance"], mech["kd_inheritance"]
+    parts = []
+    if lot and lot["init_winner"] is not None:
+        parts.append(f"{lot['init_winner']:.0%} of the one-view (seed, class) pairs use the init's favourite "
+                     f"(chance {lot['chance']:.0%}; x: the others)")
+    if sk["union"]["fraction"] is not None:
+        parts.append(f"self-KD students use {sk['union']['fraction']:.0%} of the views their teacher or own init uses")
+    if kd["ensemble"]["fraction"] is not None:
+        parts.append(f"KD students {kd['ensemble']['fraction']:.0%} of the ensemble's")
+    fig.suptitle("who decides which views a model uses\n" + "; ".join(parts), fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def view_learning_figures(out: Path, cfg, results: dict, run, rows: list[dict]) -> list[Path]:
+    """The main job's figures, from its results and its :class:`theory_sims.view_learning.Run`."""
     sns.set_theme(style="whitegrid", context="notebook")
     out = Path(out)
-    single, kd = extras["single"], extras["kd"]
+    single, kd = run.models["single"], run.models["kd"]
     V = cfg.data.views
     written = []
-    written += save_figure(views_heatmap(results["individual"]["views_learned"], "views learned by each seed"),
+    written += save_figure(views_heatmap(results["individual"]["views_learned"], "views used by each seed"),
                            out / "views_learned.png")
     # The students' own lotteries: the (class, view) pairs a student misses differ from student to
     # student, which is what an ensemble of students still gains.
-    written += save_figure(views_heatmap(results["kd"]["views_learned"], "views learned by each KD student",
+    written += save_figure(views_heatmap(results["kd"]["views_learned"], "views used by each KD student",
                                          ylabel="student"),
                            out / "views_learned_kd.png")
+    written += save_figure(lottery_figure(results), out / "lottery.png")
     S, k = single.history["lambda"].shape[1:3]
     written += save_figure(
         lambda_trajectories(single.history["step"], single.history["lambda"],
@@ -179,10 +246,11 @@ def view_learning_figures(out: Path, cfg, results: dict, extras: dict, rows: lis
                             fit_step=single.fit_step, threshold=LEARNED_THRESHOLD * cfg.learner.varrho),
         out / "lambda_trajectories.png",
     )
-    written += save_figure(accuracy_bars(rows), out / "accuracy.png")
+    written += save_figure(accuracy_bars(rows, results.get("predictions")), out / "accuracy.png")
     if results["individual"].get("by_length"):
-        written += save_figure(training_length(results["individual"]["by_length"], V), out / "training_length.png")
-    features = extras["train_set"].features
+        written += save_figure(training_length(results["individual"]["by_length"], V, cfg.data.k),
+                               out / "training_length.png")
+    features = run.train_set.features
     corr = lambda result: (result.model.weights[0] @ result.model.weights.new_tensor(features).T).cpu().numpy()  # noqa: E731
     written += save_figure(correlation_heatmaps(corr(single), corr(kd), V), out / "correlations.png")
     return written
@@ -266,9 +334,9 @@ def gaussian_negative_figures(out: Path, cells: list[dict], reference: dict | No
 
 
 def sweep_figure(path_png, rows: list[dict], paths: list[str]) -> list[Path]:
-    """A regime sweep (:mod:`theory_sims.sweep`): single-view accuracy of every row, views learned
-    per class, and the gains the paper predicts (ensemble) or says vanish (average, KD students'
-    ensemble) against the point, with their thresholds; bars are the spread over data seeds."""
+    """A regime sweep (:mod:`theory_sims.sweep`): single-view accuracy of every row, views used per
+    class, and every statement's margin (:func:`theory_sims.report.judge`) against the point; bars
+    are the spread over data seeds."""
     sns.set_theme(style="whitegrid", context="notebook")
     # one line per varied parameter in the tick labels, top to bottom in the order of the x label
     label = lambda r: "\n".join(f"{r[p]:g}" if isinstance(r[p], float) else str(r[p]) for p in paths) or "base"  # noqa: E731
@@ -279,21 +347,18 @@ def sweep_figure(path_png, rows: list[dict], paths: list[str]) -> list[Path]:
                 "y": [r[prefix + key] for r in rows for key in names],
                 "row": [text for _ in rows for text in names.values()]}
 
-    gains = {"ensemble": "ensemble - single (>= 0.25)", "average": "training the average - single (<= 0.10)",
-             "kd_ensemble": "KD students' ensemble - KD (<= 0.03)"}
+    margins = {f"margin_{name}": name for name in judged_names(rows)}
     fig, axes = plt.subplots(1, 3, figsize=(17, 4.6))
     panels = ((long("sv_", ACCURACY_ROWS), "single-view test accuracy"),
-              (long("views_", VIEW_ROWS), "views learned per class"),
-              (long("gain_", gains), "single-view gain"))
+              (long("views_", VIEW_ROWS), "views used per class"),
+              (long("", margins), "margin (>= 0: the statement holds)"))
     for ax, (data, ylabel) in zip(axes, panels):
         sns.pointplot(x=data["x"], y=data["y"], hue=data["row"], order=order, errorbar=("pi", 100),
                       dodge=0.3, ax=ax, markersize=4, linewidth=1.2)
         ax.set(xlabel="\n".join(paths) or "point", ylabel=ylabel)
-    axes[0].axhspan(0.40, 0.70, color="grey", alpha=0.12, lw=0)  # the single models' target band
-    for y, color in ((0.25, sns.color_palette()[0]), (0.10, sns.color_palette()[1]), (0.03, sns.color_palette()[2])):
-        axes[2].axhline(y, color=color, ls="--", lw=0.8)
-    fig.suptitle("the paper's predictions across the sweep (grey band: the single models' target; "
-                 "dashed: each gain's threshold)", fontsize=11)
+    axes[2].axhline(0.0, color="black", lw=0.8)
+    fig.suptitle("the paper's statements across the sweep (right: each statement's margin against the paper's "
+                 "bound, with the finite-k tolerance; bars: spread over data seeds)", fontsize=11)
     fig.tight_layout()
     # legends under the x labels, clear of the points (the x labels grow with the varied parameters)
     fig.canvas.draw()
@@ -310,9 +375,10 @@ def prediction_map(path_png, rows: list[dict], paths: list[str]) -> list[Path]:
     prediction, each point coloured by the prediction's margin (mean over the data seeds; blue
     holds, red fails) and marked with the seeds on which it held."""
     sns.set_theme(style="white", context="notebook")
-    names = list(PREDICTIONS)
+    names = judged_names(rows)
     cols = 3
-    fig, axes = plt.subplots((len(names) + cols - 1) // cols, cols, figsize=(5.2 * cols, 4.2 * 2), squeeze=False)
+    fig, axes = plt.subplots((len(names) + cols - 1) // cols, cols, figsize=(5.2 * cols, 4.2 * ((len(names) + cols - 1) // cols)),
+                             squeeze=False)
     seeds = len({r["data_seed"] for r in rows})
     for ax, name in zip(axes.ravel(), names):
         ys, xs, margin, held = map_cells(rows, paths, name)

@@ -136,7 +136,7 @@ def run(runs: list[dict], records, where: cluster.Where = cluster.Where(), log=p
     def line(key, record):
         r = row(by_key[key], record)
         label = ", ".join(f"{p}={v}" for p, v in r.items() if p in by_key[key]["values"]) or "base"
-        failed = [name for name in report.PREDICTIONS if not r["holds_" + name]]
+        failed = [name for name in report.judged_names([r]) if not r["holds_" + name]]
         return (f"{label}, data seed {r['data_seed']}: single {r['sv_individual']:.3f} "
                 f"({r['views_individual']:.2f} views), ensemble {r['sv_ensemble']:.3f}, KD {r['sv_kd']:.3f}, "
                 f"average {r['gain_average']:+.3f}, KD ensemble {r['gain_kd_ensemble']:+.3f}; "

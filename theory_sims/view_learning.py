@@ -34,7 +34,7 @@ import dataclasses
 import io
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -45,10 +45,12 @@ from multiview.checks import check_choice, check_int
 from multiview.cli import Parser, add_config_flags, as_flag, given, progress_bars, require_cuda
 from multiview.multiview import expected_single_fraction
 from theory_sims import experiments as ex
+from theory_sims import mechanism
 from theory_sims.config import LearnerConfig, TrainConfig
 from theory_sims.losses import KD_LOSSES
 from theory_sims.stats import ensemble_output
-from theory_sims.tracking import lambdas, learned_step, second_views, views_learned
+from theory_sims.tracking import learned_step, noise_memorisation, second_views
+from theory_sims.tracking import views_learned as lambda_views
 
 # The regime; see docs/theory.md ("The data: the Definition's weights"). Other-class
 # features weigh U[0.2, 0.4] in multi-view samples and U[0.025, 0.05] (Gamma) in single-view ones,
@@ -145,67 +147,36 @@ def configure(preset: str = "default", **overrides) -> ViewLearningConfig:
     return ViewLearningConfig(**parts, **spec)
 
 
-def _models_row(ev: ex.Evaluator, result, varrho=None) -> dict:
-    """Scores and training accuracy of every model of a stack; with ``varrho``, also the views
-    each learned and its final Lambda."""
-    row = ev.models(result)
-    row["train_acc"] = result.train_acc.tolist()
-    row["fit_step"] = result.fit_step.tolist()  # first step at 100% training accuracy, -1 if never
-    if varrho is not None:
-        row["lambda"] = result.history["lambda"][-1]
-        row["views_learned"] = views_learned(row["lambda"], varrho)
-        # When each view was learned (first tracked step at Lambda >= varrho, -1 never), and
-        # whether a class's extra views came before the model fitted its training set.
-        row["learned_step"] = learned_step(result.history["step"], result.history["lambda"], varrho)
-        row["second_views"] = second_views(row["learned_step"], result.fit_step)
-    return row
-
-
-def by_length(ev: ex.Evaluator, result, train_set, varrho: float) -> dict:
-    """What the models of a stack had learned at each multiple of their own fit step that the
-    training kept (``TrainConfig.snapshots``): {"3x": {step, views_per_class, views_learned,
-    single_view_acc, multi_view_acc, ...}}, each a list over the models (means alongside)."""
-    import torch
-
-    out = {}
-    feats = torch.as_tensor(train_set.features, dtype=result.model.W.dtype)
-    for mult, (_, steps) in result.snapshots.items():
-        model = result.snapshot_model(mult)
-        lam = lambdas(model.weights, feats, train_set.config.views).numpy()
-        learned = views_learned(lam, varrho)
-        row = {k: v.tolist() for k, v in ex.scores(*ev.model_logits(model), ev.tests).items()}
-        row.update(step=steps.tolist(), views_learned=learned, views_per_class=learned.sum(axis=-1).mean(axis=-1).tolist())
-        row.update({f"mean_{k}": float(np.mean(row[k])) for k in ("single_view_acc", "multi_view_acc", "views_per_class")})
-        out[f"{mult:g}x"] = row
-    return out
-
-
-def _with_means(per_model: dict) -> dict:
-    out = dict(per_model)
-    for key in ("test_acc", "multi_view_acc", "single_view_acc"):
-        out[key + "_per_model"] = per_model[key]
-        out[key] = float(np.mean(per_model[key]))
-    return out
-
-
 def control_config(cfg: ViewLearningConfig) -> TrainConfig:
     """The control for distillation: the students' seeds trained on the labels alone, as long as
     the students and on the same schedule (steps, learning rate, step cap), so that what
-    distillation adds is not mistaken for what longer training adds."""
+    distillation adds is not mistaken for what longer training adds. It is also the students' own
+    init's lottery: the views a student's seed learns without a teacher."""
     d = cfg.distill
     return dataclasses.replace(cfg.train, stop="steps", steps=d.steps, lr=d.lr, max_step=d.max_step, snapshots=())
 
 
 def make_data(cfg: ViewLearningConfig) -> tuple:
-    """The run's training set and its test sets (multi-view, single-view), all from one world."""
+    """The run's training set and its test sets (multi-view, single-view, the single-view samples
+    without their Gaussian noise, and noise-only inputs), all from one world."""
     world = MultiViewDistribution(cfg.data, seed=cfg.seed)
     train_set = world.sample(cfg.n_train, seed=cfg.seed + 1)
+    single = world.variant(missing=1.0, missing_mode="single").sample(cfg.n_test, seed=cfg.seed + 3)
+    c = cfg.data
+    noise = np.random.default_rng(cfg.seed + 4).standard_normal((cfg.n_test, c.patches, c.d), dtype=np.float32)
     tests = ex.TestSets(
         multi=world.variant(missing=0.0).sample(cfg.n_test, seed=cfg.seed + 2),
-        single=world.variant(missing=1.0, missing_mode="single").sample(cfg.n_test, seed=cfg.seed + 3),
+        single=single,
         mu=expected_single_fraction(cfg.data),
+        single_clean=without_noise(single),
+        noise_only=noise * np.float32(c.noise_std),
     )
     return train_set, tests
+
+
+def without_noise(data):
+    """The samples of ``data`` with their Gaussian noise removed (features and feature noise kept)."""
+    return dataclasses.replace(data, X=data.X - data.noise)
 
 
 class Stages:
@@ -236,102 +207,242 @@ class Stages:
         return result
 
 
-def run(cfg: ViewLearningConfig, progress: bool = False, log=print, stages_dir=None) -> tuple[dict, dict]:
-    """Run the whole experiment. Returns (results, extras) where extras holds the trained stacks
-    and test sets for figures. With ``stages_dir`` every trained stage is kept there and a stage
-    found there is read instead of trained (see :class:`Stages`)."""
-    timing: dict[str, float] = {}
-    t_all = time.perf_counter()
+@dataclass
+class Family:
+    """One learner's experiment: which learner, how its single models and students train, where
+    its rows go in the results, and whether the views it uses are measured (the full learner)."""
+
+    learner: LearnerConfig
+    train: TrainConfig
+    distill: TrainConfig
+    out: dict
+    prefix: str = ""
+    views: bool = True
+    trained: dict = field(default_factory=dict)  # its trained stacks, by stage name
+    teacher: np.ndarray | None = None  # the single models' logits on the training inputs (S, n, k)
+
+
+class Run:
+    """One run of the experiment: its data and evaluator, the trained stacks, and ``results``,
+    which each stage fills in turn (see :func:`run` for the order). The report and the figures
+    read ``results``; the trained stacks stay in ``models``."""
+
+    def __init__(self, cfg: ViewLearningConfig, stages_dir=None, progress: bool = False, log=print):
+        self.cfg, self.log = cfg, log
+        self.train_set, self.tests = make_data(cfg)
+        self.ev = ex.Evaluator(self.train_set, self.tests, cfg.train.backend, cfg.train.device)
+        self.stages = Stages(stages_dir, progress)
+        self.seeds = list(range(cfg.seed * 1000, cfg.seed * 1000 + cfg.seeds))
+        self.fresh = [s + 500 for s in self.seeds]  # students' inits: never a teacher's
+        # what the report needs to judge the rows: k (the tolerance) and mu (the error's unit)
+        self.results: dict = {"setting": {"k": cfg.data.k, "views": cfg.data.views, "mu": self.tests.mu},
+                              "timing_s": {}}
+        self.full = Family(cfg.learner, cfg.train, cfg.distill, out=self.results)
+        self.models = self.full.trained  # the full learner's trained stacks, by stage name
+        self._t0 = self._clock = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        """Record the time since the last lap as stage ``name``'s."""
+        now = time.perf_counter()
+        self.results["timing_s"][name] = now - self._clock
+        self._clock = now
+        self.log(f"  {name}: {self.results['timing_s'][name]:.1f} s")
+
+    # --- rows
+
+    def views(self, logits: dict, row: dict) -> dict:
+        """Add the views a model (or an ensemble) uses, read off its single-view test accuracy."""
+        c = self.cfg.data
+        acc = mechanism.per_view_accuracy(logits["single"], self.tests.single.y, self.tests.single.views_present, c.k)
+        row["view_acc"] = acc
+        row["views_learned"] = mechanism.views_used(acc)
+        return row
+
+    def stack_row(self, fam: Family, result) -> dict:
+        """Scores of every model of a trained stack (lists over the models), training accuracy and
+        fit step; for the full learner also the views each uses, its final Lambda, the views Lambda
+        counts as learned and when each crossed (tracking's threshold)."""
+        logits = self.ev.logits(result)
+        row = {k: v.tolist() for k, v in ex.scores(logits, self.tests).items()}
+        row["train_acc"] = result.train_acc.tolist()
+        row["fit_step"] = result.fit_step.tolist()  # first step at 100% training accuracy, -1 if never
+        if fam.views:
+            varrho = fam.learner.varrho
+            self.views(logits, row)
+            row["lambda"] = result.history["lambda"][-1]
+            row["lambda_learned"] = lambda_views(row["lambda"], varrho)
+            # When Lambda first crossed the threshold (-1 never), and whether a class's extra views
+            # crossed before the model fitted its training set.
+            row["learned_step"] = learned_step(result.history["step"], result.history["lambda"], varrho)
+            row["second_views"] = second_views(row["learned_step"], result.fit_step)
+        return row
+
+    def ensemble_row(self, fam: Family, result) -> dict:
+        """Scores of the average of a stack's outputs (the ensemble, or the trained average)."""
+        logits = {name: ensemble_output(z)[None] for name, z in self.ev.logits(result).items()}
+        row = ex.mean_scores(ex.scores(logits, self.tests))
+        return self.views(logits, row) if fam.views else row
+
+    def fit(self, fam: Family, name: str, seeds, learner=None, cfg=None, teacher=None):
+        result = self.stages.fit(fam.prefix + name, self.train_set, seeds, learner or fam.learner, cfg or fam.train,
+                                 teacher=teacher)
+        fam.trained[name] = result
+        return result
+
+    # --- the stages, in the order :func:`run` calls them
+
+    def single_models(self, fam: Family) -> None:
+        """``--seeds`` single models from different inits, trained to the stop rule; for the full
+        learner also what they had learned at each multiple of their fit step."""
+        single = self.fit(fam, "single", self.seeds)
+        fam.out["individual"] = self.stack_row(fam, single)
+        if fam.views and single.snapshots:
+            fam.out["individual"]["by_length"] = self.by_length(single)
+        fam.teacher = self.ev.train_logits(single)  # (S, n, k): the students' teachers
+
+    def ensemble(self, fam: Family) -> None:
+        """The average of the single models' logits."""
+        fam.out["ensemble"] = self.ensemble_row(fam, fam.trained["single"])
+
+    def students(self, fam: Family) -> None:
+        """KD students of the ensemble, their ensemble, and self-KD students (student s of single model s)."""
+        K = self.cfg.students
+        kd = self.fit(fam, "kd", self.fresh[:K], cfg=fam.distill, teacher=ensemble_output(fam.teacher))
+        fam.out["kd"] = self.stack_row(fam, kd)
+        fam.out["kd_ensemble"] = self.ensemble_row(fam, kd)
+        self_kd = self.fit(fam, "self_kd", self.fresh[:K], cfg=fam.distill, teacher=fam.teacher[:K])
+        fam.out["self_kd"] = self.stack_row(fam, self_kd)
+
+    def average(self, fam: Family) -> None:
+        """``--seeds`` models trained jointly on the loss of their mean output: one network of
+        seeds x m neurons per class, so the views it uses are those of its output."""
+        cfg = dataclasses.replace(fam.train, loss="average", group_size=self.cfg.seeds, snapshots=())
+        average = self.fit(fam, "average", self.seeds, cfg=cfg)
+        row = self.ensemble_row(fam, average)  # the trained object is the members' mean output
+        row["train_acc"] = [float(average.train_acc[0])]  # every member holds its group's accuracy
+        row["fit_step"] = [int(average.fit_step[0])]
+        if fam.views:  # Lambda of the whole network: the max over every member's neurons
+            row["lambda"] = np.asarray(average.history["lambda"][-1]).max(axis=0, keepdims=True)  # (1, k, V)
+            row["lambda_learned"] = lambda_views(row["lambda"], fam.learner.varrho)
+        fam.out["average"] = row
+
+    def family(self, fam: Family) -> None:
+        """The stages above for a learner whose features do not move (random features, NTK)."""
+        self.single_models(fam)
+        self.ensemble(fam)
+        self.students(fam)
+        self.average(fam)
+
+    def controls(self) -> None:
+        """Two controls of the full learner: the students' seeds trained on the labels alone as long
+        as the students (what KD adds beyond training; also the views each student's own init
+        favours), and one single model with ``--seeds`` times the neurons (as wide as the average:
+        the paper's reason why training the average does not help)."""
+        fam = self.full
+        long = self.fit(fam, "long_single", self.fresh[:self.cfg.students], cfg=control_config(self.cfg))
+        self.results["long_single"] = self.stack_row(fam, long)
+        wide_learner = dataclasses.replace(fam.learner, m=fam.learner.m * self.cfg.seeds)
+        wide = self.fit(fam, "wide_single", self.seeds[:1], learner=wide_learner)
+        self.results["wide_single"] = self.stack_row(fam, wide)
+
+    def mechanism(self) -> None:
+        """What decided the results: the init's lottery, what the students inherit, how the
+        single-view training samples are fitted, and what noise alone makes the models say."""
+        r, K = self.results, self.cfg.students
+        used = {key: np.asarray(r[key]["views_learned"]) for key in ("individual", "kd", "self_kd", "long_single")}
+        varrho = self.cfg.learner.varrho
+        out = {"calibration": mechanism.lambda_calibration(r["individual"]["lambda"], r["individual"]["view_acc"],
+                                                          varrho)}
+        hist = self.models["single"].history
+        if len(hist["step"]) and hist["step"][0] == 0:
+            out["lambda_init"] = hist["lambda"][0]
+            out["lottery"] = mechanism.init_lottery(hist["lambda"][0], used["individual"])
+        out["kd_inheritance"] = mechanism.kd_inheritance(used["individual"], used["kd"])
+        out["kd_inheritance"]["ensemble_views"] = float(np.mean(r["ensemble"]["views_learned"]))
+        out["self_kd_inheritance"] = mechanism.self_kd_inheritance(used["individual"][:K], used["long_single"],
+                                                                   used["self_kd"])
+        out["memorisation"] = self.memorisation(used["individual"])
+        noise = self.tests.noise_only
+        if noise is not None:
+            out["noise_response"] = {key: mechanism.noise_response(self.ev.on(self.models[name].model, noise))
+                                     for key, name in (("individual", "single"), ("kd", "kd"), ("self_kd", "self_kd"))}
+        r["mechanism"] = out
+
+    # --- helpers of the stages
+
+    def memorisation(self, used: np.ndarray) -> dict:
+        """How the single models fit the single-view training samples: through the view they show,
+        or, where the model does not use it, through the samples' own noise."""
+        import torch
+
+        data, model = self.train_set, self.models["single"].model
+        single = ~data.is_multi
+        shown = data.views_present.argmax(axis=1)  # the one view a single-view sample shows
+        sample_used = used[:, data.y, shown]  # (S, n)
+        correct = self.full.teacher.argmax(-1) == data.y
+        clean = self.ev.on(model, without_noise(data).X).argmax(-1) == data.y
+        W = model.weights
+        stored = noise_memorisation(W, torch.as_tensor(data.noise, dtype=W.dtype), torch.as_tensor(data.y)).numpy()
+        return mechanism.memorisation(correct, clean, stored, sample_used, single)
+
+    def by_length(self, result) -> dict:
+        """What the models of a stack had learned at each multiple of their own fit step that the
+        training kept (``TrainConfig.snapshots``): {"3x": {step, views_per_class, views_learned,
+        single_view_acc, multi_view_acc, ...}}, each a list over the models (means alongside)."""
+        out = {}
+        for mult, (_, steps) in result.snapshots.items():
+            logits = self.ev.model_logits(result.snapshot_model(mult))
+            row = {k: v.tolist() for k, v in ex.scores(logits, self.tests).items()}
+            self.views(logits, row)
+            row.update(step=steps.tolist(), views_per_class=row["views_learned"].sum(axis=-1).mean(axis=-1).tolist())
+            row.update({f"mean_{k}": float(np.mean(row[k])) for k in ("single_view_acc", "multi_view_acc", "views_per_class")})
+            out[f"{mult:g}x"] = row
+        return out
+
+    def frozen_families(self) -> None:
+        """The experiment again with learners whose features do not move, each when its config flag
+        (named like the mode) is on."""
+        for mode, train_name in FROZEN_FAMILIES:
+            if not getattr(self.cfg, mode):
+                continue
+            d = self.cfg.distill
+            train_cfg = getattr(self.cfg, train_name)
+            distill = dataclasses.replace(train_cfg, stop="steps", snapshots=(), loss=d.loss, temperature=d.temperature,
+                                          label_weight=d.label_weight, kd_weight=d.kd_weight,
+                                          teacher_scale=d.teacher_scale)
+            self.results[mode] = {}
+            self.family(Family(dataclasses.replace(self.cfg.learner, mode=mode), train_cfg, distill,
+                               out=self.results[mode], prefix=mode + "-", views=False))
+            self.lap(mode)
+
+    def finish(self) -> None:
+        self.results["timing_s"]["total"] = time.perf_counter() - self._t0
+        if self.stages.loaded:
+            self.log(f"  read back {len(self.stages.loaded)} finished stages: {', '.join(self.stages.loaded)}")
+
+
+def run(cfg: ViewLearningConfig, progress: bool = False, log=print, stages_dir=None) -> tuple[dict, Run]:
+    """Run the whole experiment, stage by stage. Returns (results, the Run: trained stacks and
+    data for figures). With ``stages_dir`` every trained stage is kept there and a stage found
+    there is read instead of trained (see :class:`Stages`)."""
     c = cfg.data
-    train_set, tests = make_data(cfg)
-    ev = ex.Evaluator(train_set, tests, cfg.train.backend, cfg.train.device)
-    S, K = cfg.seeds, cfg.students
-    seeds = list(range(cfg.seed * 1000, cfg.seed * 1000 + S))
-    fresh = [s + 500 for s in seeds]  # students' inits: never a teacher's
-    varrho = cfg.learner.varrho
-    results: dict = {}
-    extras: dict = {"train_set": train_set, "tests": tests}
-
-    def stage(name):
-        timing[name] = time.perf_counter() - stage.t0
-        stage.t0 = time.perf_counter()
-        log(f"  {name}: {timing[name]:.1f} s")
-
-    stage.t0 = time.perf_counter()
-    stages = Stages(stages_dir, progress)
-    log(f"single models: {S} seeds, n={cfg.n_train}, k={c.k}, V={c.views}, missing={c.missing}")
-    family, trained = _family(cfg, cfg.learner, cfg.train, cfg.distill, ev, train_set, seeds, fresh,
-                              stages, stage, views=True)
-    results.update(family)
-    extras.update(trained)
-
-    long = stages.fit("long_single", train_set, fresh[:K], cfg.learner, control_config(cfg))
-    results["long_single"] = _with_means(_models_row(ev, long, varrho))
-    stage("long_single")
-
-    # The paper's reading of why training the average does not help: the average of S models is
-    # one network with S*m neurons per class, and such a network still learns one view per class.
-    # One single model of that width, trained like the single models, tests the reading here.
-    wide_learner = dataclasses.replace(cfg.learner, m=cfg.learner.m * S)
-    wide = stages.fit("wide_single", train_set, seeds[:1], wide_learner, cfg.train)
-    results["wide_single"] = _with_means(_models_row(ev, wide, varrho))
-    stage("wide_single")
-
-    for mode, train_name in FROZEN_FAMILIES:
-        if not getattr(cfg, mode):
-            continue
-        learner = dataclasses.replace(cfg.learner, mode=mode)
-        train_cfg = getattr(cfg, train_name)
-        distill = dataclasses.replace(train_cfg, stop="steps", snapshots=(), loss=cfg.distill.loss,
-                                      temperature=cfg.distill.temperature, label_weight=cfg.distill.label_weight,
-                                      kd_weight=cfg.distill.kd_weight, teacher_scale=cfg.distill.teacher_scale)
-        results[mode], _ = _family(cfg, learner, train_cfg, distill, ev, train_set, seeds, fresh,
-                                  stages, lambda name: None, views=False, prefix=mode + "-")
-        stage(mode)
-    timing["total"] = time.perf_counter() - t_all
-    results["timing_s"] = timing
-    if stages.loaded:
-        log(f"  read back {len(stages.loaded)} finished stages: {', '.join(stages.loaded)}")
-    return results, extras
-
-
-def _family(cfg, learner, train_cfg, distill_cfg, ev, train_set, seeds, fresh, stages, stage, views, prefix=""):
-    """Single models, their ensemble, KD, self-KD, the KD students' ensemble and training the
-    average, for one learner. ``views``: also report which views each model learned; ``prefix``
-    names the family's stages."""
-    K, varrho = cfg.students, learner.varrho
-    track = varrho if views else None  # _models_row reports views only with a varrho
-    out = {}
-    single = stages.fit(prefix + "single", train_set, seeds, learner, train_cfg)
-    out["individual"] = _models_row(ev, single, track)
-    if views and single.snapshots:
-        out["individual"]["by_length"] = by_length(ev, single, train_set, varrho)
-    out["ensemble"] = ev.ensemble(single)
-    stage("single")
-
-    teacher = ev.train_logits(single)  # (S, n, k)
-    kd = stages.fit(prefix + "kd", train_set, fresh[:K], learner, distill_cfg, teacher=ensemble_output(teacher))
-    out["kd"] = _with_means(_models_row(ev, kd, track))
-    out["kd_ensemble"] = ev.ensemble(kd)
-    stage("kd")
-
-    self_kd = stages.fit(prefix + "self_kd", train_set, fresh[:K], learner, distill_cfg, teacher=teacher[:K])
-    out["self_kd"] = _with_means(_models_row(ev, self_kd, track))
-    stage("self_kd")
-
-    avg_cfg = dataclasses.replace(train_cfg, loss="average", group_size=cfg.seeds, snapshots=())
-    average = stages.fit(prefix + "average", train_set, seeds, learner, avg_cfg)
-    out["average"] = ev.ensemble(average)  # the trained object is the members' mean output
-    out["average"]["train_acc"] = [float(average.train_acc[0])]  # every member holds its group's accuracy
-    out["average"]["fit_step"] = [int(average.fit_step[0])]
-    if views:
-        # The trained object is one network with S*m neurons per class, so its Lambda is the max
-        # over all members' neurons and a view counts as learned if any member's neuron learned it.
-        lam = np.asarray(average.history["lambda"][-1]).max(axis=0, keepdims=True)  # (1, k, V)
-        out["average"]["lambda"] = lam
-        out["average"]["views_learned"] = views_learned(lam, varrho)
-    stage("average")
-    return out, {"single": single, "kd": kd}
+    r = Run(cfg, stages_dir, progress, log)
+    log(f"single models: {cfg.seeds} seeds, n={cfg.n_train}, k={c.k}, V={c.views}, missing={c.missing}")
+    full = r.full
+    r.single_models(full)
+    r.lap("single")
+    r.ensemble(full)
+    r.students(full)
+    r.lap("students")
+    r.average(full)
+    r.lap("average")
+    r.controls()
+    r.lap("controls")
+    r.mechanism()
+    r.lap("mechanism")
+    r.frozen_families()
+    r.finish()
+    return r.results, r
 
 
 # The same experiment for learners whose features do not move, each run when its config flag
@@ -340,6 +451,7 @@ FROZEN_FAMILIES = (
     ("random_features", "rf_train"),  # first layer frozen at init
     ("ntk", "ntk_train"),  # the network linearised around its init
 )
+
 
 # ----------------------------------------------------------------------------- command line
 
@@ -487,18 +599,17 @@ def main(argv: list[str] | None = None) -> int:
         out = start_run(args.out, args.resume, "view_learning", cfg.to_dict())
     except ValueError as err:
         parser.error(str(err))
-    results, extras = run(cfg, progress=progress_bars(args.quiet), log=log, stages_dir=out / "stages")
-    results["predictions"] = report.predictions(results)
-    results["prediction_margins"] = report.margins(results)
+    results, experiment = run(cfg, progress=progress_bars(args.quiet), log=log, stages_dir=out / "stages")
+    results["predictions"] = report.judge(results)
     rows = report.table_rows(results)
     write_json(out / "results.json", results)
     write_csv(out / "table.csv", rows)
     write_csv(out / "per_seed.csv", report.per_seed_rows(results))
     if not args.no_figures:
-        figures.view_learning_figures(out, cfg, results, extras, rows)
+        figures.view_learning_figures(out, cfg, results, experiment, rows)
     print(report.format_table(rows))
-    print("the paper's predictions, at this project's thresholds:")
-    print(report.format_predictions(results["predictions"], results))
+    print(report.format_predictions(results))
+    print(report.format_mechanism(results))
     print(report.format_by_length(results))
     print(report.format_second_views(results))
     print(report.format_second_views(results, "kd", "KD students"))
