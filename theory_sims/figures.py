@@ -183,7 +183,8 @@ def lottery_figure(results: dict):
     panels = [("single models: views used", single, "seed")]
     panels += [(title, np.asarray(results[key]["views_learned"], dtype=bool), "student of seed")
                for key, title in (("long_single", "own init, labels only (control)"),
-                                  ("self_kd", "self-KD students"), ("kd", "KD students (of the ensemble)"))]
+                                  ("self_kd", "self-KD students"), ("kd", "KD students (of the ensemble)"))
+               if key in results]
     lam0 = mech.get("lambda_init")
     if lam0 is not None:
         fav = np.zeros_like(single)
@@ -199,7 +200,7 @@ def lottery_figure(results: dict):
         sns.heatmap(code, ax=ax, cmap=cmap, vmin=-0.5, vmax=3.5 if V == 2 else V, linewidths=0.5,
                     linecolor="white", cbar=i == len(panels) - 1,
                     cbar_kws={"ticks": range(4)} if V == 2 else {"label": "views used"})
-        ax.set(title=title, xlabel="class", ylabel=ylabel if i in (0, len(panels) - 3) else "")
+        ax.set(title=title, xlabel="class", ylabel=ylabel if i == 0 or panels[i - 1][2] != ylabel else "")
         ax.title.set_fontsize(9)
         ax.set_ylim(S, 0)  # students sit in the rows of the seeds they share an index with
         ax.grid(False)
@@ -210,12 +211,12 @@ def lottery_figure(results: dict):
                 ax.text(j + 0.5, s_ + 0.5, "x", ha="center", va="center", fontsize=9, color="black")
     if V == 2:
         axes[-1].collections[0].colorbar.set_ticklabels(labels)
-    lot, sk, kd = mech.get("lottery"), mech["self_kd_inheritance"], mech["kd_inheritance"]
+    lot, sk, kd = mech.get("lottery"), mech.get("self_kd_inheritance"), mech["kd_inheritance"]
     parts = []
     if lot and lot["init_winner"] is not None:
         parts.append(f"{lot['init_winner']:.0%} of the one-view (seed, class) pairs use the init's favourite "
                      f"(chance {lot['chance']:.0%}; x: the others)")
-    if sk["union"]["fraction"] is not None:
+    if sk and sk["union"]["fraction"] is not None:
         parts.append(f"self-KD students use {sk['union']['fraction']:.0%} of the views their teacher or own init uses")
     if kd["ensemble"]["fraction"] is not None:
         parts.append(f"KD students {kd['ensemble']['fraction']:.0%} of the ensemble's")
@@ -343,6 +344,7 @@ def sweep_figure(path_png, rows: list[dict], paths: list[str]) -> list[Path]:
     order = list(dict.fromkeys(label(r) for r in rows))
 
     def long(prefix, names):
+        names = {key: text for key, text in names.items() if all(prefix + key in r for r in rows)}
         return {"x": [label(r) for r in rows for _ in names],
                 "y": [r[prefix + key] for r in rows for key in names],
                 "row": [text for _ in rows for text in names.values()]}

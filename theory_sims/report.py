@@ -303,10 +303,11 @@ def format_mechanism(results: dict) -> str:
                  f"{_frac(kd['few']['fraction'])} of those at most a third of the {kd['teachers']} teachers use, "
                  f"{_frac(kd['many']['fraction'])} of the others; by teachers using the view: " + ", ".join(
                      f"{r['teachers']}: {r['fraction']:.2f}" for r in kd["by_teachers"]))
-    sk = m["self_kd_inheritance"]
-    lines.append("  self-KD students use the views used by " + ", ".join(
-        f"{text}: {_frac(sk[g]['fraction'])} ({sk[g]['triples']})" for g, text in SELF_KD_GROUPS.items())
-                 + f"; the union (the teacher's or the own init's): {_frac(sk['union']['fraction'])}")
+    sk = m.get("self_kd_inheritance")
+    if sk:
+        lines.append("  self-KD students use the views used by " + ", ".join(
+            f"{text}: {_frac(sk[g]['fraction'])} ({sk[g]['triples']})" for g, text in SELF_KD_GROUPS.items())
+            + f"; the union (the teacher's or the own init's): {_frac(sk['union']['fraction'])}")
     mem = m["memorisation"]
     un, us = mem["unused"], mem["used"]
     lines.append(f"  single-view training samples whose view the model does not use ({un['pairs']} pairs): fitted "
@@ -382,9 +383,11 @@ def summary(results: dict) -> dict:
     out = {"multi_view_single": float(np.mean(results["individual"]["multi_view_acc"])),
            "train_acc_min": float(np.min(results["individual"]["train_acc"]))}
     for key in ACCURACY_ROWS:
-        out["sv_" + key] = single_view(results, key)
+        if key in results:  # the controls may be off
+            out["sv_" + key] = single_view(results, key)
     for key in VIEW_ROWS:
-        out["views_" + key] = float(np.asarray(results[key]["views_learned"]).sum(axis=-1).mean())
+        if key in results:
+            out["views_" + key] = float(np.asarray(results[key]["views_learned"]).sum(axis=-1).mean())
     single = out["sv_individual"]
     out["gain_ensemble"] = out["sv_ensemble"] - single
     out["gain_average"] = out["sv_average"] - single

@@ -101,6 +101,7 @@ class ViewLearningConfig:
     seed: int = 0
     random_features: bool = True
     ntk: bool = False
+    controls: bool = True  # the students' seeds on labels alone, and one model as wide as the average
 
     def __post_init__(self):
         check_int("n_train", self.n_train, 1)
@@ -349,7 +350,8 @@ class Run:
         """What decided the results: the init's lottery, what the students inherit, how the
         single-view training samples are fitted, and what noise alone makes the models say."""
         r, K = self.results, self.cfg.students
-        used = {key: np.asarray(r[key]["views_learned"]) for key in ("individual", "kd", "self_kd", "long_single")}
+        used = {key: np.asarray(r[key]["views_learned"]) for key in ("individual", "kd", "self_kd", "long_single")
+                if key in r}
         varrho = self.cfg.learner.varrho
         out = {"calibration": mechanism.lambda_calibration(r["individual"]["lambda"], r["individual"]["view_acc"],
                                                           varrho)}
@@ -359,8 +361,9 @@ class Run:
             out["lottery"] = mechanism.init_lottery(hist["lambda"][0], used["individual"])
         out["kd_inheritance"] = mechanism.kd_inheritance(used["individual"], used["kd"])
         out["kd_inheritance"]["ensemble_views"] = float(np.mean(r["ensemble"]["views_learned"]))
-        out["self_kd_inheritance"] = mechanism.self_kd_inheritance(used["individual"][:K], used["long_single"],
-                                                                   used["self_kd"])
+        if "long_single" in used:  # the students' own inits, read off the control
+            out["self_kd_inheritance"] = mechanism.self_kd_inheritance(used["individual"][:K], used["long_single"],
+                                                                       used["self_kd"])
         out["memorisation"] = self.memorisation(used["individual"])
         noise = self.tests.noise_only
         if noise is not None:
@@ -436,8 +439,9 @@ def run(cfg: ViewLearningConfig, progress: bool = False, log=print, stages_dir=N
     r.lap("students")
     r.average(full)
     r.lap("average")
-    r.controls()
-    r.lap("controls")
+    if cfg.controls:
+        r.controls()
+        r.lap("controls")
     r.mechanism()
     r.lap("mechanism")
     r.frozen_families()

@@ -1,0 +1,433 @@
+"""Search the regime where the paper's theorems hold, then validate it on data no trial saw.
+
+An Optuna study over the parameters the theory says decide the outcome: the dimension d against
+the noise (``noise_norm``, the Gaussian noise's norm per patch, sigma_p * sqrt(d)), the training
+set's size, the patches, the learner (sigma0, varrho, q, m), the learning rates and the stop rule,
+and distillation (temperature, the teacher's scale, length). ``--views 2 --missing 0.1`` and
+k = 10 stay fixed: the command our users run. Every trial runs the main experiment
+(:mod:`theory_sims.view_learning`, without its random-feature rows and controls, which judge no
+theorem) on each of ``--data-seeds`` (default 0, 1, 2), one job per data seed on the cluster layer
+(:mod:`theory_sims.cluster`), and scores
+
+    score = mean over the data seeds of sum over the four theorems of min(margin, 0),
+
+the theorems' total shortfall (0 where all four hold on every seed; margins in units of mu, as
+:func:`theory_sims.report.judge` measures them, with its finite-k tolerance). Optuna's TPE sampler
+(seeded by ``--sampler-seed``) maximises it.
+
+The study lives in the run folder (``study.journal``, Optuna's journal file, append-only), every
+job's record in ``jobs/``; a killed search resumes with ``--resume RUN`` (same flags) and loses at
+most its running trials, which are asked again with the same parameters (their finished data
+seeds are read back). ``--trials`` is the size of the study, counting the trials it already has.
+
+Outputs, rewritten after every batch: ``trials.csv`` (one row per trial: parameters, score, each
+theorem's margin per data seed, wall time), ``best.json`` (the best regimes as
+``view_learning`` flags), ``importances.png`` and ``slices.png`` (Optuna's parameter importances
+and slice plots). With ``--validate 100,101,102,103,104`` the best regime is then run on those
+held-out data seeds, which no trial used, and ``validation.csv`` / ``validation.json`` hold each
+seed's verdicts: the test set of the search. Example::
+
+    python -m theory_sims.search --trials 40 --out runs/search --validate 100,101,102,103,104
+    python -m theory_sims.search --resume runs/search --trials 60   # 20 more
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+import theory_sims  # noqa: F401  (sets the BLAS thread spin before numpy work starts)
+from multiview.checks import check_int
+from multiview.cli import Parser
+from theory_sims import cluster, report
+from theory_sims import view_learning as vl
+from theory_sims.sweep import with_value
+
+THEOREMS = [name for name, s in report.STATEMENTS.items() if s.kind == "theorem"]
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One searched parameter: a config path (``SECTION.FIELD``, a field of the experiment, or
+    ``noise_norm``), and its range (``low``/``high``, on a log scale with ``log``) or ``choices``."""
+
+    path: str
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    integer: bool = False
+    step: int | None = None
+    choices: tuple | None = None
+
+    def suggest(self, trial):
+        if self.choices is not None:
+            return trial.suggest_categorical(self.path, list(self.choices))
+        if self.integer:
+            return trial.suggest_int(self.path, int(self.low), int(self.high), step=self.step or 1, log=self.log)
+        return trial.suggest_float(self.path, self.low, self.high, log=self.log)
+
+    def distribution(self):
+        import optuna.distributions as od
+
+        if self.choices is not None:
+            return od.CategoricalDistribution(list(self.choices))
+        if self.integer:
+            return od.IntDistribution(int(self.low), int(self.high), step=self.step or 1, log=self.log)
+        return od.FloatDistribution(self.low, self.high, log=self.log)
+
+
+# The regime's axes. The noise enters as its norm per patch (about 1 in the paper's scaling,
+# sigma_p = 1/(sqrt(d) polylog k)), so d moves how specific a memorised noise patch is without
+# moving how loud it is. Ranges keep one run of the experiment within a few minutes on 2 cores.
+SPACE = (
+    Axis("data.d", choices=(160, 320, 640)),
+    Axis("noise_norm", 0.3, 1.3),
+    Axis("n_train", 100, 200, integer=True, step=50),
+    Axis("data.patches", choices=(32, 64)),
+    Axis("learner.sigma0", 0.02, 0.2, log=True),
+    Axis("learner.varrho", 0.5, 2.0, log=True),
+    Axis("learner.q", 3, 6, integer=True),
+    Axis("learner.m", 2, 3, integer=True),
+    Axis("train.lr", 100.0, 800.0, log=True),
+    Axis("train.fit_multiple", choices=(3.0, 10.0)),
+    Axis("distill.lr", 100.0, 800.0, log=True),
+    Axis("distill.temperature", 1.0, 8.0, log=True),
+    Axis("distill.teacher_scale", 1.0, 5.0),
+    Axis("distill.steps", 200, 800, integer=True, step=100),
+)
+
+
+def regime(base: vl.ViewLearningConfig, params: dict) -> vl.ViewLearningConfig:
+    """``base`` with a trial's parameters set (``noise_norm`` as noise_std = noise_norm / sqrt(d)),
+    without the rows that judge no theorem (random features, NTK, controls)."""
+    cfg = base
+    for path, value in params.items():
+        if path != "noise_norm":
+            cfg = with_value(cfg, path, value)
+    if "noise_norm" in params:
+        cfg = with_value(cfg, "data.noise_std", float(params["noise_norm"]) / math.sqrt(cfg.data.d))
+    return dataclasses.replace(cfg, random_features=False, ntk=False, controls=False)
+
+
+# Fields the command line names otherwise (the learner's k follows the data's; --views and
+# --missing open every command) or not at all (the learner's mode).
+FIXED_IN_COMMAND = {("learner", "k"), ("learner", "mode"), ("data", "views"), ("data", "missing")}
+
+
+def command(cfg: vl.ViewLearningConfig) -> str:
+    """The ``view_learning`` command line that runs ``cfg`` (floats to 4 significant digits)."""
+    return " ".join([f"python -m theory_sims.view_learning --views {cfg.data.views} --missing {cfg.data.missing:g}",
+                     *flags(cfg)])
+
+
+def flags(cfg: vl.ViewLearningConfig, base: vl.ViewLearningConfig = vl.ViewLearningConfig()) -> list[str]:
+    """The ``view_learning`` flags that turn ``base`` into ``cfg`` (the fields that differ)."""
+    out = []
+    for part, prefix in vl.PART_FLAGS.items():
+        mine, theirs = getattr(cfg, part), getattr(base, part)
+        for f in dataclasses.fields(mine):
+            value = getattr(mine, f.name)
+            if value != getattr(theirs, f.name) and (part, f.name) not in FIXED_IN_COMMAND:
+                name = f.name.replace("_", "-")
+                out += [f"--{name if name.startswith(prefix) else prefix + name}", f"{value:.4g}" if isinstance(value, float) else str(value)]
+    for name in vl.EXPERIMENT_FLAGS:
+        if name != "seed" and getattr(cfg, name) != getattr(base, name):
+            out += ["--" + name.replace("_", "-"), str(getattr(cfg, name))]
+    return out
+
+
+def params_key(params: dict) -> str:
+    """A short, stable name for a set of parameters (job records are keyed by it, so a trial asked
+    again with the same parameters reads back what it finished)."""
+    text = json.dumps({k: params[k] for k in sorted(params)}, sort_keys=True)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def trial_job(cfg: vl.ViewLearningConfig) -> dict:
+    """One run of the experiment at a regime on one data seed: the report's summary (every
+    statement's value and margin, single-view accuracies, views used) and its wall time.
+    Module-level, so a Dask worker can import it."""
+    t0 = time.perf_counter()
+    results, _ = vl.run(cfg, log=lambda *a, **k: None)
+    return {**report.summary(results), "wall_s": time.perf_counter() - t0}
+
+
+def score(records: list[dict]) -> float:
+    """The theorems' total shortfall, averaged over data seeds: 0 where all hold, < 0 otherwise."""
+    return float(np.mean([sum(min(r["margin_" + n], 0.0) for n in THEOREMS) for r in records]))
+
+
+def held_everywhere(records: list[dict]) -> int:
+    """How many of the four theorems held on every data seed."""
+    return sum(all(r["holds_" + n] for r in records) for n in THEOREMS)
+
+
+def _jobs(base, params: dict, seeds: list[int], prefix: str = "") -> list[cluster.Job]:
+    cfg = regime(base, params)
+    key = prefix + params_key(params)
+    return [cluster.Job(f"{key}-seed{s}", trial_job, (dataclasses.replace(cfg, seed=s),)) for s in seeds]
+
+
+def _storage(folder: Path):
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    return JournalStorage(JournalFileBackend(str(folder / "study.journal")))
+
+
+def open_study(folder: Path, sampler_seed: int):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sampler = optuna.samplers.TPESampler(seed=sampler_seed, n_startup_trials=10, multivariate=True)
+    return optuna.create_study(study_name="regime", storage=_storage(folder), direction="maximize",
+                               sampler=sampler, load_if_exists=True)
+
+
+def requeue_running(study) -> int:
+    """Trials a killed search left running: marked failed and asked again with their parameters."""
+    import optuna
+
+    stale = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    for t in stale:
+        study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+        study.enqueue_trial(t.params, skip_if_exists=False)
+    return len(stale)
+
+
+def trial_rows(study, seeds: list[int], axes=SPACE) -> list[dict]:
+    """One row per finished trial: number, score, theorems held on every seed, parameters, each
+    theorem's margin on each data seed, the mean wall time of a run."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        if t.state.name != "COMPLETE":
+            continue
+        row = {"trial": t.number, "score": t.value, "theorems_held": t.user_attrs["theorems_held"],
+               **{a.path: t.params[a.path] for a in axes}}
+        for s, rec in zip(seeds, t.user_attrs["records"]):
+            for n in THEOREMS:
+                row[f"margin_{n}_seed{s}"] = rec["margin_" + n]
+        row["run_s"] = float(np.mean([r["wall_s"] for r in t.user_attrs["records"]]))
+        rows.append(row)
+    return rows
+
+
+def best_regimes(rows: list[dict], base, axes=SPACE, top: int = 5) -> list[dict]:
+    """The ``top`` trials by score (then by run time), each with its ``view_learning`` flags."""
+    ranked = sorted(rows, key=lambda r: (-r["score"], r["run_s"]))[:top]
+    names = [a.path for a in axes]
+    out = []
+    for r in ranked:
+        params = {n: r[n] for n in names if n in r}
+        cfg = regime(base, params)
+        out.append({"trial": r["trial"], "score": r["score"], "theorems_held": r["theorems_held"],
+                    "run_s": r["run_s"], "params": params,
+                    "command": command(cfg)})
+    return out
+
+
+def plots(study, folder: Path, axes=SPACE) -> list[Path]:
+    """Optuna's parameter importances and slice plots, as PNG (and PDF) in the run folder."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import warnings
+
+    from optuna.exceptions import ExperimentalWarning
+    from optuna.visualization import matplotlib as ov
+
+    from theory_sims.results import save_figure
+
+    written = []
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    if len(complete) < 2:
+        return written
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        ax = ov.plot_param_importances(study)
+        ax.set_title("which parameters decide the theorems' shortfall (fANOVA importance)")
+        written += save_figure(ax.figure, folder / "importances.png")
+        axes = ov.plot_slice(study)
+        fig = np.ravel(axes)[0].figure
+        fig.set_size_inches(3.0 * min(len(axes), 5) + 1.0, 3.2 * math.ceil(len(axes) / 5) + 0.6)
+        fig.suptitle("score (the theorems' total shortfall, 0 = all hold) against each parameter, per trial")
+        written += save_figure(fig, folder / "slices.png")
+    plt.close("all")
+    return written
+
+
+def validate(base, params: dict, seeds: list[int], folder: Path, where, log) -> list[dict]:
+    """The regime ``params`` run on the held-out ``seeds``: one row per seed with every theorem's
+    value, margin and verdict."""
+    jobs = _jobs(base, params, seeds, prefix="validate-")
+    records = cluster.run_jobs(jobs, folder / "jobs", where, log=log)
+    rows = []
+    for s, job in zip(seeds, jobs):
+        rec = records[job.key]
+        row = {"data_seed": s, "theorems_held": sum(rec["holds_" + n] for n in THEOREMS)}
+        for n in report.judged_names([rec]):
+            row[n] = rec["value_" + n]
+            row["margin_" + n] = rec["margin_" + n]
+            row["holds_" + n] = rec["holds_" + n]
+        row.update(sv_individual=rec["sv_individual"], sv_ensemble=rec["sv_ensemble"], sv_kd=rec["sv_kd"],
+                   sv_self_kd=rec["sv_self_kd"], run_s=rec["wall_s"])
+        rows.append(row)
+    return rows
+
+
+def format_validation(rows: list[dict]) -> str:
+    head = f"{'seed':>5s} " + " ".join(f"{n:>16s}" for n in THEOREMS) + "  held"
+    lines = [head]
+    for r in rows:
+        cells = " ".join(f"{r[n]:7.3f} {'holds' if r['holds_' + n] else 'FAILS':>8s}" for n in THEOREMS)
+        lines.append(f"{r['data_seed']:>5d} {cells}  {r['theorems_held']}/4")
+    return "\n".join(lines)
+
+
+def _seed_list(flag: str, text: str) -> list[int]:
+    try:
+        seeds = [int(v) for v in text.split(",")]
+    except ValueError:
+        seeds = [-1]
+    if not seeds or min(seeds) < 0 or len(set(seeds)) < len(seeds):
+        raise ValueError(f"{flag} must be distinct comma-separated integers >= 0, got {text!r}")
+    return seeds
+
+
+def _axes(text: str | None) -> tuple[Axis, ...]:
+    if text is None:
+        return SPACE
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    known = {a.path: a for a in SPACE}
+    bad = [n for n in names if n not in known]
+    if not names or bad or len(set(names)) < len(names):
+        raise ValueError(f"--axes must name distinct axes among {', '.join(known)}, got {text!r}")
+    return tuple(known[n] for n in names)
+
+
+def build_parser() -> Parser:
+    p = vl.build_parser()
+    p.prog = "python -m theory_sims.search"
+    p.description = __doc__
+    for action in p._actions:  # the experiment's flags set what the search does not vary
+        if action.dest == "out":
+            action.help = "search folder (default: runs/search-<time>); one that holds another run is refused"
+        if action.dest == "resume":
+            action.help = ("continue the study in folder RUN, given with the same flags as when it started (--trials "
+                           "and --timeout-min may change): finished trials are kept, trials a killed search left "
+                           "running are asked again with their parameters")
+    g = p.add_argument_group("search (the experiment's flags above set what it does not vary)")
+    g.add_argument("--trials", type=int, default=40,
+                   help="finished trials the study should hold, counting those it has (default: 40)")
+    g.add_argument("--timeout-min", type=float, default=None,
+                   help="stop asking for new trials after this many minutes of this process (default: no limit)")
+    g.add_argument("--data-seeds", default="0,1,2", metavar="S1,S2,...",
+                   help="data seeds every trial is scored on (default: 0,1,2)")
+    g.add_argument("--validate", default=None, metavar="S1,S2,...",
+                   help="after the search, run the best regime on these held-out data seeds (none of --data-seeds), "
+                        "e.g. 100,101,102,103,104")
+    g.add_argument("--axes", default=None, metavar="A1,A2,...",
+                   help="search only these axes (the others keep the experiment's values): "
+                        + ", ".join(a.path for a in SPACE) + " (default: all)")
+    g.add_argument("--sampler-seed", type=int, default=0, help="seed of Optuna's TPE sampler (default: 0)")
+    cluster.add_flags(p, default="serial")
+    return p
+
+
+def search(study, base, axes, seeds: list[int], trials: int, out: Path, where, timeout_min=None, log=print) -> list[dict]:
+    """Ask, run and tell trials until the study holds ``trials`` finished ones (or ``timeout_min``
+    minutes passed); after every batch (as many trials as the cluster has workers) rewrite
+    trials.csv and best.json. Returns the trials' rows."""
+    from theory_sims.results import write_csv, write_json
+
+    t0 = time.perf_counter()
+    batch = where.workers if where.mode == "local" else 1
+
+    def finished():
+        return sum(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False))
+
+    while finished() < trials:
+        if timeout_min is not None and time.perf_counter() - t0 > 60 * timeout_min:
+            log(f"--timeout-min {timeout_min:g} reached")
+            break
+        asked = [study.ask({a.path: a.distribution() for a in axes}) for _ in range(min(batch, trials - finished()))]
+        jobs = {t.number: _jobs(base, t.params, seeds) for t in asked}
+        records = cluster.run_jobs([j for js in jobs.values() for j in js], out / "jobs", where, log=lambda *a: None)
+        for t in asked:
+            recs = [records[j.key] for j in jobs[t.number]]
+            t.set_user_attr("records", recs)
+            t.set_user_attr("theorems_held", held_everywhere(recs))
+            study.tell(t, score(recs))
+            log(f"trial {t.number}: score {score(recs):+.3f}, theorems held on every seed {held_everywhere(recs)}/4 "
+                f"({np.mean([r['wall_s'] for r in recs]):.0f} s a run); best so far {study.best_value:+.3f} "
+                f"(trial {study.best_trial.number})")
+        rows = trial_rows(study, seeds, axes)
+        write_csv(out / "trials.csv", rows)
+        write_json(out / "best.json", best_regimes(rows, base, axes))
+    return trial_rows(study, seeds, axes)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        base = vl.config_from_args(args)
+        check_int("--trials", args.trials, 1)
+        if args.timeout_min is not None and not args.timeout_min > 0:
+            raise ValueError(f"--timeout-min must be a number > 0, got {args.timeout_min}")
+        check_int("--sampler-seed", args.sampler_seed, 0)
+        seeds = _seed_list("--data-seeds", args.data_seeds)
+        held_out = _seed_list("--validate", args.validate) if args.validate is not None else []
+        if set(held_out) & set(seeds):
+            raise ValueError(f"--validate must name held-out data seeds that no trial uses, but "
+                             f"{sorted(set(held_out) & set(seeds))} are in --data-seeds")
+        axes = _axes(args.axes)
+        where = cluster.where(args)
+    except ValueError as err:
+        parser.error(str(err))
+    from theory_sims.results import start_run, write_csv, write_json
+
+    config = {"base": base.to_dict(), "space": [dataclasses.asdict(a) for a in axes], "data_seeds": seeds,
+              "sampler_seed": args.sampler_seed, "score": "mean over data seeds of sum over theorems of min(margin, 0)"}
+    try:
+        out = start_run(args.out, args.resume, "search", config)
+    except ValueError as err:
+        parser.error(str(err))
+    log = (lambda *a, **k: None) if args.quiet else (lambda *a, **k: print(*a, **k, flush=True))
+    study = open_study(out, args.sampler_seed)
+    again = requeue_running(study)
+    if again:
+        log(f"{again} trials the last search left running are asked again with their parameters")
+    log(f"search in {out}: {len(axes)} parameters, data seeds {seeds}, on {where.mode}; study {out / 'study.journal'}")
+    rows = search(study, base, axes, seeds, args.trials, out, where, args.timeout_min, log)
+    if rows:
+        best = best_regimes(rows, base, axes)
+        if not args.no_figures:
+            plots(study, out, axes)
+        print(f"{len(rows)} trials; the best:")
+        for b in best:
+            print(f"  trial {b['trial']}: score {b['score']:+.3f}, {b['theorems_held']}/4 theorems on every data seed, "
+                  f"{b['run_s']:.0f} s a run\n    {b['command']}")
+        if held_out:
+            log(f"validating trial {best[0]['trial']} on held-out data seeds {held_out}")
+            rows_v = validate(base, best[0]["params"], held_out, out, where, log)
+            write_csv(out / "validation.csv", rows_v)
+            write_json(out / "validation.json", {"trial": best[0]["trial"], "params": best[0]["params"],
+                                                 "command": best[0]["command"], "seeds": rows_v})
+            print(f"held-out data seeds, trial {best[0]['trial']} (test error in units of mu, each theorem's verdict):")
+            print(format_validation(rows_v))
+    print(f"results in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
