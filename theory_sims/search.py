@@ -123,7 +123,7 @@ FIXED_IN_COMMAND = {("learner", "k"), ("learner", "mode"), ("data", "views"), ("
 
 
 def command(cfg: vl.ViewLearningConfig) -> str:
-    """The ``view_learning`` command line that runs ``cfg`` (floats to 4 significant digits)."""
+    """The ``view_learning`` command line that runs ``cfg`` (floats to 6 significant digits)."""
     return " ".join([f"python -m theory_sims.view_learning --views {cfg.data.views} --missing {cfg.data.missing:g}",
                      *flags(cfg)])
 
@@ -137,7 +137,7 @@ def flags(cfg: vl.ViewLearningConfig, base: vl.ViewLearningConfig = vl.ViewLearn
             value = getattr(mine, f.name)
             if value != getattr(theirs, f.name) and (part, f.name) not in FIXED_IN_COMMAND:
                 name = f.name.replace("_", "-")
-                out += [f"--{name if name.startswith(prefix) else prefix + name}", f"{value:.4g}" if isinstance(value, float) else str(value)]
+                out += [f"--{name if name.startswith(prefix) else prefix + name}", f"{value:.6g}" if isinstance(value, float) else str(value)]
     for name in vl.EXPERIMENT_FLAGS:
         if name != "seed" and getattr(cfg, name) != getattr(base, name):
             out += ["--" + name.replace("_", "-"), str(getattr(cfg, name))]

@@ -1,0 +1,117 @@
+"""The regime search: a tiny study end to end, its resume after SIGKILL, its scoring and its flags."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from theory_sims import search
+from theory_sims import view_learning as vl
+
+TINY = [
+    "--k", "4", "--d", "40", "--patches", "16", "--n-train", "60", "--n-test", "80", "--seeds", "3",
+    "--students", "2", "--steps", "150", "--kd-steps", "20", "--lr", "50", "--kd-lr", "5", "--quiet",
+    "--axes", "learner.sigma0,distill.teacher_scale", "--data-seeds", "0,1",
+]
+
+
+def _complete(folder):
+    study = search.open_study(folder, 0)
+    return [t for t in study.get_trials() if t.state.name == "COMPLETE"], study
+
+
+def test_score_is_the_theorems_total_shortfall_averaged_over_seeds():
+    def rec(**margins):
+        full = {f"margin_{n}": margins.get(n, 0.1) for n in search.THEOREMS}
+        return {**full, **{f"holds_{n}": full[f"margin_{n}"] >= 0 for n in search.THEOREMS}}
+
+    assert search.score([rec(), rec()]) == 0.0  # every theorem holds on every seed
+    assert search.score([rec(single=-0.2, kd=-0.1), rec(kd=-0.3)]) == pytest.approx(-0.3)
+    assert search.held_everywhere([rec(kd=-0.1), rec()]) == 3
+
+
+def test_a_regime_sets_the_noise_from_its_norm_and_its_command_reproduces_it():
+    params = {"data.d": 640, "noise_norm": 1.0, "learner.m": 3, "distill.teacher_scale": 3.0, "n_train": 150}
+    cfg = search.regime(vl.ViewLearningConfig(), params)
+    assert cfg.data.noise_std == pytest.approx(1.0 / np.sqrt(640))
+    assert (cfg.learner.m, cfg.distill.teacher_scale, cfg.n_train) == (3, 3.0, 150)
+    assert not cfg.random_features and not cfg.controls  # rows that judge no theorem are left out
+    line = search.command(cfg).split()
+    again = vl.config_from_args(vl.build_parser().parse_args(line[3:]))
+    assert again.data.noise_std == pytest.approx(cfg.data.noise_std, rel=1e-5)  # 6 significant digits
+    assert vl.dataclasses.replace(again.data, noise_std=cfg.data.noise_std) == cfg.data
+    assert again.learner == cfg.learner and again.distill == cfg.distill
+    assert again.n_train == 150
+    assert search.params_key(params) == search.params_key(dict(reversed(params.items())))
+
+
+def test_a_tiny_study_writes_its_trials_best_regimes_plots_and_validation(tmp_path, capsys):
+    out = tmp_path / "s"
+    assert search.main(TINY + ["--trials", "3", "--validate", "5", "--out", str(out)]) == 0
+    done, _ = _complete(out)
+    assert len(done) == 3
+    rows = (out / "trials.csv").read_text().splitlines()
+    assert len(rows) == 1 + 3 and "margin_kd_seed1" in rows[0] and "learner.sigma0" in rows[0]
+    best = json.loads((out / "best.json").read_text())
+    assert best[0]["score"] == max(t.value for t in done)
+    assert "--kd-teacher-scale" in best[0]["command"] and "--k 4" in best[0]["command"]
+    for name in ("importances.png", "slices.png", "validation.csv"):
+        assert (out / name).exists(), name
+    val = json.loads((out / "validation.json").read_text())
+    assert [r["data_seed"] for r in val["seeds"]] == [5] and val["params"] == best[0]["params"]
+    # the held-out seed's verdicts are those of a direct run of the experiment at the best regime
+    cfg = search.regime(vl.config_from_args(vl.build_parser().parse_args(TINY[:22])), best[0]["params"])
+    direct = search.trial_job(vl.dataclasses.replace(cfg, seed=5))
+    assert val["seeds"][0]["margin_kd"] == pytest.approx(direct["margin_kd"])
+    assert "held-out data seeds" in capsys.readouterr().out
+
+
+def test_resume_after_sigkill_continues_the_study(tmp_path):
+    """A search killed while a trial runs keeps its finished trials; --resume asks the killed trial
+    again with the same parameters and finishes the study."""
+    out = tmp_path / "s"
+    cmd = [sys.executable, "-m", "theory_sims.search", *TINY, "--trials", "4", "--no-figures"]
+    proc = subprocess.Popen(cmd + ["--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "trials.csv").exists():  # written after the first trial
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before, study = _complete(out)
+    assert 1 <= len(before) < 4
+    running = [t for t in study.get_trials() if t.state.name == "RUNNING"]
+    subprocess.run(cmd + ["--resume", str(out)], check=True, capture_output=True)
+    after, study = _complete(out)
+    assert len(after) == 4
+    assert [t.params for t in after[: len(before)]] == [t.params for t in before]  # kept as they were
+    for t in running:  # asked again with the same parameters
+        assert any(d.params == t.params for d in after)
+    assert not [t for t in study.get_trials() if t.state.name == "RUNNING"]
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["--trials", "0"], "--trials must be an integer >= 1"),
+        (["--timeout-min", "0"], "--timeout-min must be a number > 0"),
+        (["--data-seeds", "0,0"], "--data-seeds must be distinct comma-separated integers >= 0"),
+        (["--validate", "1,x"], "--validate must be distinct comma-separated integers >= 0"),
+        (["--validate", "2,100"], "--validate must name held-out data seeds that no trial uses"),
+        (["--axes", "learner.nope"], "--axes must name distinct axes among"),
+        (["--sampler-seed", "-1"], "--sampler-seed must be an integer >= 0"),
+        (["--k", "1"], "k must be an integer >= 2"),
+    ],
+)
+def test_bad_search_flags_exit_2_with_one_line_and_write_nothing(argv, needle, capsys, tmp_path):
+    out = tmp_path / "s"
+    with pytest.raises(SystemExit) as exc:
+        search.main(argv + ["--out", str(out)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert needle in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
