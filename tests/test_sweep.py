@@ -238,3 +238,26 @@ def test_a_grid_sweep_draws_the_map_and_prints_each_prediction(tmp_path, capsys)
     printed = capsys.readouterr().out
     for name in THEOREMS + OBSERVATIONS:
         assert f"{name} (margin; held on how many of 1 data seeds), learner.q down, train.lr across" in printed
+
+
+def test_k_rule_ties_the_regime_to_k():
+    """d and n_train in proportion to k, the noise's norm per patch fixed, m about log k."""
+    base = vl.configure(data={"d": 160, "noise_std": 0.08}, n_train=200, learner={"m": 2})
+    rule = dict(sweep.k_rule(base, [5, 10, 20]))
+    assert rule["data.k"] == [5, 10, 20] and rule["data.d"] == [80, 160, 320] and rule["n_train"] == [100, 200, 400]
+    norms = [s * np.sqrt(d) for s, d in zip(rule["data.noise_std"], rule["data.d"])]
+    np.testing.assert_allclose(norms, 0.08 * np.sqrt(160), rtol=1e-5)
+    assert rule["learner.m"] == [1, 2, 3]  # 2 ln 5 / ln 10 = 1.4, 2 ln 20 / ln 10 = 2.6
+    runs = sweep.points(base, sweep.k_rule(base, [5, 20]), [0])
+    assert [(r["config"].data.k, r["config"].learner.k, r["config"].data.d) for r in runs] == [(5, 5, 80), (20, 20, 320)]
+
+
+def test_scale_k_refuses_vary_and_bad_values(capsys, tmp_path):
+    for argv, needle in ((["--scale-k", "5,10", "--vary", "learner.q=3,4"], "give no --vary with it"),
+                         (["--scale-k", "1,10"], "--scale-k must be distinct comma-separated integers >= 2"),
+                         (["--scale-k", "x"], "--scale-k must be")):
+        with pytest.raises(SystemExit) as exc:
+            sweep.main(argv + ["--out", str(tmp_path / "s")])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err
+        assert needle in err and len(err.strip().splitlines()) == 1

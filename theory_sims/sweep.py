@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import sys
 import time
 
@@ -86,6 +87,29 @@ def with_value(cfg: vl.ViewLearningConfig, path: str, value) -> vl.ViewLearningC
     if path == "data.k":
         parts["learner"] = dataclasses.replace(cfg.learner, k=value)
     return dataclasses.replace(cfg, **parts)
+
+
+def k_rule(base: vl.ViewLearningConfig, ks: list[int]) -> list[tuple[str, list]]:
+    """The regime's parameters tied to the number of classes k, as ``--vary`` lists moving together
+    (the theory is asymptotic in k, so a prediction should be followed along one rule, not one knob):
+    from the base config at its own k0, with x = k / k0,
+
+    * d = d0 * x (at least k * V): the feature dictionary and the noise grow with k;
+    * noise_std = noise_std0 * sqrt(d0 / d): the noise's norm per patch stays what it was;
+    * n_train = n0 * x: the same number of samples per class;
+    * m = m0 * ln k / ln k0 (rounded, at least 1): neurons per class about log k (the paper's
+      m in [polylog k, k]);
+    * P, the learning rates and everything else stay as they are.
+    """
+    k0, d0 = base.data.k, base.data.d
+    ds = [max(k * base.data.views, round(d0 * k / k0)) for k in ks]
+    return [
+        ("data.k", list(ks)),
+        ("data.d", ds),
+        ("data.noise_std", [float(f"{base.data.noise_std * math.sqrt(d0 / d):.6g}") for d in ds]),
+        ("n_train", [max(1, round(base.n_train * k / k0)) for k in ks]),
+        ("learner.m", [max(1, round(base.learner.m * math.log(k) / math.log(k0))) for k in ks]),
+    ]
 
 
 def points(base: vl.ViewLearningConfig, varied: list[tuple[str, list]], data_seeds: list[int],
@@ -164,6 +188,10 @@ def build_parser():
     g.add_argument("--grid", action="store_true",
                    help="run every combination of the --vary values (a grid) and draw map.png: one panel per "
                         "prediction, held or failed at each grid point, coloured by its margin")
+    g.add_argument("--scale-k", default=None, metavar="K1,K2,...",
+                   help="follow the predictions as k grows: these class counts, with d, the noise, n_train and m "
+                        "tied to k by one rule (theory_sims.sweep.k_rule: d and n_train in proportion to k, the "
+                        "noise's norm per patch fixed, m about log k)")
     g.add_argument("--data-seeds", default=None, metavar="S1,S2,...",
                    help="run every point on the data (world) of each of these seeds (default: --seed)")
     cluster.add_flags(p, default="local")
@@ -188,6 +216,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         base = vl.config_from_args(args)
         varied = [parse_vary(spec, base) for spec in args.vary]
+        if args.scale_k is not None:
+            if varied:
+                raise ValueError("--scale-k sets what varies (k and the parameters tied to it); give no --vary with it")
+            ks = [int(v) for v in args.scale_k.split(",")] if args.scale_k.replace(",", "").isdigit() else [0]
+            if min(ks) < 2 or len(set(ks)) < len(ks):
+                raise ValueError(f"--scale-k must be distinct comma-separated integers >= 2, got {args.scale_k!r}")
+            varied = k_rule(base, ks)
         if len({path for path, _ in varied}) < len(varied):
             raise ValueError("--vary: each parameter may be given once")
         if args.grid and len(varied) != 2:
