@@ -54,10 +54,11 @@ def test_gradient_matches_autograd(case, shared_teacher, data):
     assert rel_err(dF, autograd(fn, F)) < REL
 
 
+@pytest.mark.parametrize("how", ["average", "sum"])
 @pytest.mark.parametrize("group_size", [1, 2, 4])
-def test_average_gradient_matches_autograd(group_size, data):
+def test_average_gradient_matches_autograd(group_size, how, data):
     F, y, _ = data
-    fn = lambda F_: losses.loss_and_grad("average", F_, y, group_size=group_size)  # noqa: E731
+    fn = lambda F_: losses.loss_and_grad(how, F_, y, group_size=group_size)  # noqa: E731
     loss, dF = fn(F)
     assert loss.shape == (S,)
     assert rel_err(dF, autograd(fn, F, group_size)) < REL
@@ -210,3 +211,14 @@ def test_paper_kd_reported_loss_is_ce_plus_total_variation(data):
     ce, _ = losses.cross_entropy(F, y)
     tv = 0.5 * (losses.truncated_logit(F, tau) - losses.truncated_logit(teacher, tau)).abs().sum(-1).mean(-1)
     assert torch.allclose(loss, ce + w * tv, rtol=1e-12)
+
+
+def test_a_group_trained_as_a_sum_is_the_average_at_group_size_times_the_logits():
+    """'sum' and 'average' differ only in the output's scale: CE of the sum is CE of L times the mean."""
+    g = torch.Generator().manual_seed(1)
+    F = torch.randn(4, 5, 3, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (5,), generator=g)
+    loss_sum, d_sum = losses.loss_and_grad("sum", F, y, group_size=2)
+    loss_avg, d_avg = losses.loss_and_grad("average", F * 2, y, group_size=2)
+    assert torch.allclose(loss_sum, loss_avg)
+    assert torch.allclose(d_sum, d_avg * 2)

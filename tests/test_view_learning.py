@@ -326,3 +326,17 @@ def test_the_mechanism_in_results_is_recomputed_from_the_rows_it_reads(run_dir):
     assert m["lottery"] == mech.init_lottery(np.asarray(m["lambda_init"]), used["individual"])
     view_acc = np.asarray(res["individual"]["view_acc"], dtype=float)
     assert np.array_equal(mech.views_used(view_acc), used["individual"])
+
+
+def test_the_sum_control_is_the_average_members_trained_as_their_sum(run_dir, small):
+    """The members of the average (same inits) trained as one network whose output is their sum,
+    at lr / seeds: the row's scores are that network's."""
+    res = json.loads((run_dir / "results.json").read_text())
+    cfg, train_set, tests = small
+    sum_cfg = dataclasses.replace(cfg.train, loss="sum", group_size=cfg.seeds, snapshots=(), lr=cfg.train.lr / cfg.seeds)
+    summed = ex.fit(train_set, range(cfg.seeds), cfg.learner, sum_cfg)
+    scores = ex.Evaluator(train_set, tests).ensemble(summed)
+    for key in ("test_acc", "single_view_acc"):
+        assert res["sum_single"][key] == pytest.approx(scores[key])
+    assert np.asarray(res["sum_single"]["views_learned"]).shape == (1, 4, 2)
+    assert "the average's members trained as their sum" in (run_dir / "table.csv").read_text()

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from multiview.checks import check_choice, check_float, check_int
 from multiview.cli import param
-from theory_sims.losses import LOSSES
+from theory_sims.losses import GROUP_LOSSES, LOSSES
 
 MODES = ("full", "random_features", "ntk")
 BACKENDS = ("numba", "torch")
@@ -90,12 +90,13 @@ class TrainConfig:
     fit_multiple: float = param("stop='converge': train at least this many times the fit step", 10.0)
     loss_target: float = param("stop='converge': and until the training loss is at most this", 0.01)
     snapshots: tuple = param("multiples of the fit step at which to keep each model's weights", ())
-    loss: str = param("'ce', 'kd' (Hinton), 'kd_paper' (the paper's one-sided KD), 'kd_capped' or 'average'", "ce")
+    loss: str = param("'ce', 'kd' (Hinton), 'kd_paper' (the paper's one-sided KD), 'kd_capped', 'average' or 'sum' "
+                      "(a group of models trained as one: their mean or their sum)", "ce")
     temperature: float = param("KD temperature: T for 'kd'; tau for 'kd_paper' (0: 1/log^2 k) and 'kd_capped'", 1.0)
     label_weight: float = param("'kd', 'kd_capped': weight alpha of the label cross-entropy; 1 - alpha on the teacher", 0.0)
     kd_weight: float = param("'kd_paper': eta'/eta, the weight of the teacher's push against the label term", 1.0)
     teacher_scale: float = param("KD: the teacher's logits are multiplied by this", 1.0)
-    group_size: int = param("'average': number of consecutive models trained as one average", 1)
+    group_size: int = param("'average', 'sum': number of consecutive models trained as one network", 1)
     backend: str = param("'numba' (CPU) or 'torch' (CPU or CUDA)", "numba")
     device: str = param("torch device for backend='torch': 'cpu' or 'cuda'", "cpu")
     dtype: str = param("'float32' or 'float64'", "float32")
@@ -127,8 +128,8 @@ class TrainConfig:
         check_float("kd_weight", self.kd_weight, 0.0)
         check_float("teacher_scale", self.teacher_scale, 0.0, lo_open=True)
         check_int("group_size", self.group_size, 1)
-        if self.group_size > 1 and self.loss != "average":
-            raise ValueError(f"group_size must be 1 unless loss='average', got {self.group_size}")
+        if self.group_size > 1 and self.loss not in GROUP_LOSSES:
+            raise ValueError(f"group_size must be 1 unless loss is 'average' or 'sum', got {self.group_size}")
         check_choice("backend", self.backend, BACKENDS)
         check_choice("device", self.device, ("cpu", "cuda"))
         if self.backend == "numba" and self.device != "cpu":

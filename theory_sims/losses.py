@@ -45,6 +45,9 @@ each against torch autograd in float64.
     Models are taken in consecutive groups of ``group_size``; each group's output is the mean
     Fbar = (1/S_g) sum_{s in group} F_s and every member gets the group's loss CE(Fbar, y).
     Each member's gradient is therefore (1/S_g) of the group gradient: dF_s = (softmax(Fbar) - e_y) / (n S_g).
+    ``"sum"`` is the same group with the members' sum F = sum_s F_s as its output: one network of
+    S_g * m neurons per class, every member getting the group's gradient (softmax(F) - e_y) / n. The
+    two differ only in the output's scale, 1/S_g: the average's loss stays high longer.
 
 Teacher logits may be ``(n, k)`` (one teacher for every model) or ``(S, n, k)`` (one per model).
 """
@@ -55,7 +58,9 @@ import math
 
 import torch
 
-LOSSES = ("ce", "kd", "kd_paper", "kd_capped", "average")
+LOSSES = ("ce", "kd", "kd_paper", "kd_capped", "average", "sum")
+# Losses that train consecutive groups of ``group_size`` models as one network.
+GROUP_LOSSES = ("average", "sum")
 KD_LOSSES = ("kd", "kd_paper", "kd_capped")
 
 
@@ -123,11 +128,13 @@ def kd_capped(F, y, teacher, temperature: float, label_weight: float):
     return a * ce + (1 - a) * kl, a * dce + (1 - a) * tau * live * dkl
 
 
-def average_cross_entropy(F, y, group_size: int):
+def group_cross_entropy(F, y, group_size: int, how: str = "average"):
+    """CE of each group's output, its members' mean (``"average"``) or sum (``"sum"``)."""
     S, n, k = F.shape
     groups = F.reshape(S // group_size, group_size, n, k)
-    loss, dmean = cross_entropy(groups.mean(dim=1), y)
-    dF = (dmean / group_size).unsqueeze(1).expand(-1, group_size, -1, -1).reshape(S, n, k)
+    scale = 1.0 / group_size if how == "average" else 1.0
+    loss, dout = cross_entropy(groups.sum(dim=1) * scale, y)
+    dF = (dout * scale).unsqueeze(1).expand(-1, group_size, -1, -1).reshape(S, n, k)
     return loss.repeat_interleave(group_size), dF
 
 
@@ -135,8 +142,8 @@ def loss_and_grad(name: str, F, y, teacher=None, temperature=1.0, label_weight=0
     """Dispatch on ``name`` (one of ``LOSSES``); see the module docstring for each formula."""
     if name == "ce":
         return cross_entropy(F, y)
-    if name == "average":
-        return average_cross_entropy(F, y, group_size)
+    if name in GROUP_LOSSES:
+        return group_cross_entropy(F, y, group_size, name)
     if teacher is None:
         raise ValueError(f"loss {name!r} needs teacher logits")
     if name == "kd":

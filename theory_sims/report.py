@@ -33,6 +33,7 @@ ROWS = [
     ("self-distillation", "self_kd"),
     ("training the average", "average"),
     ("single model as wide as the average", "wide_single"),
+    ("the average's members trained as their sum", "sum_single"),
     ("ensemble of KD students", "kd_ensemble"),
 ]
 
@@ -371,10 +372,12 @@ def unfitted(results: dict) -> list[str]:
 ACCURACY_ROWS = {
     "individual": "single model", "ensemble": "ensemble", "kd": "KD", "self_kd": "self-KD",
     "long_single": "single, trained as long as KD", "average": "training the average",
-    "wide_single": "single as wide as the average", "kd_ensemble": "KD students' ensemble",
+    "wide_single": "single as wide as the average", "sum_single": "members trained as their sum",
+    "kd_ensemble": "KD students' ensemble",
 }
 VIEW_ROWS = {"individual": "single model", "kd": "KD", "self_kd": "self-KD",
-             "average": "training the average (whole network)", "wide_single": "single as wide as the average"}
+             "average": "training the average (whole network)", "wide_single": "single as wide as the average",
+             "sum_single": "members trained as their sum"}
 
 
 def summary(results: dict) -> dict:

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from theory_sims import tracking
 from theory_sims.backends import make_backend
 from theory_sims.config import LearnerConfig, TrainConfig
-from theory_sims.losses import KD_LOSSES, loss_and_grad
+from theory_sims.losses import GROUP_LOSSES, KD_LOSSES, loss_and_grad
 from theory_sims.model import TORCH_DTYPES, TwoLayerModel, init_model, random_features
 
 
@@ -189,7 +189,7 @@ def train(
         return loss_and_grad(cfg.loss, F, yb, tb, cfg.temperature, cfg.label_weight, cfg.group_size, cfg.kd_weight)
 
     def accuracy(F, yb):
-        if cfg.loss == "average":  # a group is one model: its output is the members' mean
+        if cfg.loss in GROUP_LOSSES:  # a group is one model: its argmax is that of the members' mean (or sum)
             G = F.view(S // cfg.group_size, cfg.group_size, *F.shape[1:]).mean(dim=1)
             return (G.argmax(-1) == yb).to(F.dtype).mean(dim=1).repeat_interleave(cfg.group_size)
         return (F.argmax(-1) == yb).to(F.dtype).mean(dim=1)

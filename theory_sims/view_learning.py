@@ -335,16 +335,28 @@ class Run:
         self.average(fam)
 
     def controls(self) -> None:
-        """Two controls of the full learner: the students' seeds trained on the labels alone as long
+        """Three controls of the full learner: the students' seeds trained on the labels alone as long
         as the students (what KD adds beyond training; also the views each student's own init
-        favours), and one single model with ``--seeds`` times the neurons (as wide as the average:
-        the paper's reason why training the average does not help)."""
+        favours), one single model with ``--seeds`` times the neurons (as wide as the average: the
+        paper's reason why training the average does not help), and the average's members trained
+        as one network whose output is their sum (the average without its 1/seeds)."""
         fam = self.full
         long = self.fit(fam, "long_single", self.fresh[:self.cfg.students], cfg=control_config(self.cfg))
         self.results["long_single"] = self.stack_row(fam, long)
         wide_learner = dataclasses.replace(fam.learner, m=fam.learner.m * self.cfg.seeds)
         wide = self.fit(fam, "wide_single", self.seeds[:1], learner=wide_learner)
         self.results["wide_single"] = self.stack_row(fam, wide)
+        # Why the trained average learns more views than its members: its output is 1/seeds of the
+        # members' sum, so its loss stays high longer. The same members (same inits) trained as one
+        # network whose output is their sum, with the lr divided by seeds so that each member moves
+        # as far per unit of gradient as in the average: only the output's scale differs.
+        S = self.cfg.seeds
+        sum_cfg = dataclasses.replace(fam.train, loss="sum", group_size=S, snapshots=(), lr=fam.train.lr / S)
+        summed = self.fit(fam, "sum_single", self.seeds, cfg=sum_cfg)
+        row = self.ensemble_row(fam, summed)  # the sum's argmax is the mean's
+        row["train_acc"] = [float(summed.train_acc[0])]
+        row["fit_step"] = [int(summed.fit_step[0])]
+        self.results["sum_single"] = row
 
     def mechanism(self) -> None:
         """What decided the results: the init's lottery, what the students inherit, how the
