@@ -29,18 +29,21 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def add_config_flags(group, config_cls, skip: tuple[str, ...] = ()) -> list[str]:
+def add_config_flags(group, config_cls, skip: tuple[str, ...] = (), defaults=None) -> list[str]:
     """Add one ``--flag`` per field of the frozen dataclass ``config_cls``.
 
-    The help text is the field's ``metadata["help"]``; the default is shown but the parsed default
-    is ``None`` so the caller can tell which flags were given. Returns the field names added.
+    The help text is the field's ``metadata["help"]``; the default shown is the value in
+    ``defaults`` (an instance: what the command really runs with) or else the dataclass's own,
+    but the parsed default is ``None`` so the caller can tell which flags were given. Returns the
+    field names added.
     """
     names = []
     for f in dataclasses.fields(config_cls):
         if f.name in skip:
             continue
         flag = "--" + f.name.replace("_", "-")
-        help_text = f"{f.metadata.get('help', '')} (default: {f.default})"
+        shown = getattr(defaults, f.name) if defaults is not None else f.default
+        help_text = f"{f.metadata.get('help', '')} (default: {shown})"
         if isinstance(f.default, bool):
             group.add_argument(
                 flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,

@@ -340,3 +340,21 @@ def test_the_sum_control_is_the_average_members_trained_as_their_sum(run_dir, sm
         assert res["sum_single"][key] == pytest.approx(scores[key])
     assert np.asarray(res["sum_single"]["views_learned"]).shape == (1, 4, 2)
     assert "the average's members trained as their sum" in (run_dir / "table.csv").read_text()
+
+
+def test_help_shows_the_defaults_a_run_with_no_flags_uses():
+    """Every default --help prints for the data and learner flags is the value in the config of a
+    run given no flags (not the dataclasses' own defaults)."""
+    import re
+
+    help_text = vl.build_parser().format_help()
+    cfg = vl.config_from_args(vl.build_parser().parse_args([])).to_dict()
+    flat = " ".join(help_text.split())
+    flat = flat[flat.index("data (multiview):"):]  # the flags' help, past the usage lines
+    for part, skip in (("data", ()), ("learner", ("k", "mode"))):
+        for name, value in cfg[part].items():
+            if name in skip:
+                continue
+            m = re.search(rf"--{name.replace('_', '-')} (?:INT|FLOAT|STR) .*?\(default: ([^)]*)\)", flat)
+            assert m is not None, name
+            assert m.group(1) == str(value), (name, m.group(1), value)

@@ -504,8 +504,10 @@ def build_parser() -> Parser:
     for name, (kind, text) in EXPERIMENT_FLAGS.items():
         g.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, default=None, metavar=kind.__name__.upper(),
                        help=f"{text} (default: {getattr(ViewLearningConfig(), name)})")
-    data_flags = add_config_flags(p.add_argument_group("data (multiview)"), MultiViewConfig)
-    learner_flags = add_config_flags(p.add_argument_group("learner"), LearnerConfig, skip=("k", "mode"))
+    # the defaults shown are the experiment's (DEFAULT_DATA, DEFAULT_LEARNER), not the dataclasses'
+    data_flags = add_config_flags(p.add_argument_group("data (multiview)"), MultiViewConfig, defaults=DEFAULT_DATA)
+    learner_flags = add_config_flags(p.add_argument_group("learner"), LearnerConfig, skip=("k", "mode"),
+                                     defaults=DEFAULT_LEARNER)
     t = p.add_argument_group("training of the single models")
     t.add_argument("--lr", type=float, default=None, help=f"learning rate (default: {DEFAULT_TRAIN.lr})")
     t.add_argument("--steps", type=int, default=None, help=f"most steps (default: {DEFAULT_TRAIN.steps})")
