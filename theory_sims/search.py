@@ -7,7 +7,9 @@ and distillation (temperature, the teacher's scale, length). ``--views 2 --missi
 k = 10 stay fixed: the command our users run. Every trial runs the main experiment
 (:mod:`theory_sims.view_learning`, without its random-feature rows and controls, which judge no
 theorem) on each of ``--data-seeds`` (default 0, 1, 2), one job per data seed on the cluster layer
-(:mod:`theory_sims.cluster`), and scores
+(:mod:`theory_sims.cluster`; the data seeds of a batch of trials one after the other, and a trial
+whose score after its first seeds is below the median of the earlier trials' stops there, Optuna's
+median pruner), and scores
 
     score = mean over the data seeds of sum over the four theorems of min(margin, 0),
 
@@ -92,7 +94,7 @@ SPACE = (
     Axis("noise_norm", 0.3, 1.3),
     Axis("n_train", 100, 200, integer=True, step=50),
     Axis("data.patches", choices=(32, 64)),
-    Axis("learner.sigma0", 0.02, 0.2, log=True),
+    Axis("learner.sigma0", 0.05, 0.3, log=True),
     Axis("learner.varrho", 0.5, 2.0, log=True),
     Axis("learner.q", 3, 6, integer=True),
     Axis("learner.m", 2, 3, integer=True),
@@ -188,8 +190,17 @@ def open_study(folder: Path, sampler_seed: int):
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = optuna.samplers.TPESampler(seed=sampler_seed, n_startup_trials=10, multivariate=True)
+    # A trial whose score on its first data seeds is below the median of the earlier trials' at the
+    # same point stops there (after 5 finished trials): most of a search's time goes to poor regimes.
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
     return optuna.create_study(study_name="regime", storage=_storage(folder), direction="maximize",
-                               sampler=sampler, load_if_exists=True)
+                               sampler=sampler, pruner=pruner, load_if_exists=True)
+
+
+def optuna_state(name: str):
+    import optuna
+
+    return getattr(optuna.trial.TrialState, name)
 
 
 def requeue_running(study) -> int:
@@ -361,9 +372,21 @@ def search(study, base, axes, seeds: list[int], trials: int, out: Path, where, t
             break
         asked = [study.ask({a.path: a.distribution() for a in axes}) for _ in range(min(batch, trials - finished()))]
         jobs = {t.number: _jobs(base, t.params, seeds) for t in asked}
-        records = cluster.run_jobs([j for js in jobs.values() for j in js], out / "jobs", where, log=lambda *a: None)
-        for t in asked:
-            recs = [records[j.key] for j in jobs[t.number]]
+        records: dict[int, list] = {t.number: [] for t in asked}
+        alive = list(asked)
+        for i in range(len(seeds)):  # the batch's trials seed by seed, so that a poor trial stops early
+            done = cluster.run_jobs([jobs[t.number][i] for t in alive], out / "jobs", where, log=lambda *a: None)
+            for t in list(alive):
+                records[t.number].append(done[jobs[t.number][i].key])
+                t.report(score(records[t.number]), i)
+                if i < len(seeds) - 1 and t.should_prune():
+                    alive.remove(t)
+                    t.set_user_attr("records", records[t.number])
+                    study.tell(t, state=optuna_state("PRUNED"))
+                    log(f"trial {t.number}: pruned after {i + 1} data seed(s), score so far "
+                        f"{score(records[t.number]):+.3f}")
+        for t in alive:
+            recs = records[t.number]
             t.set_user_attr("records", recs)
             t.set_user_attr("theorems_held", held_everywhere(recs))
             study.tell(t, score(recs))
