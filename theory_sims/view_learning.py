@@ -240,6 +240,7 @@ class Run:
                               "timing_s": {}}
         self.full = Family(cfg.learner, cfg.train, cfg.distill, out=self.results)
         self.models = self.full.trained  # the full learner's trained stacks, by stage name
+        self._logits: dict = {}  # each trained stack's logits on the test sets, computed once
         self._t0 = self._clock = time.perf_counter()
 
     def lap(self, name: str) -> None:
@@ -250,6 +251,13 @@ class Run:
         self.log(f"  {name}: {self.results['timing_s'][name]:.1f} s")
 
     # --- rows
+
+    def logits(self, result) -> dict:
+        """A trained stack's logits on the test sets (computed once per stack; the stacks live as
+        long as the run, in ``Family.trained``)."""
+        if id(result) not in self._logits:
+            self._logits[id(result)] = self.ev.logits(result)
+        return self._logits[id(result)]
 
     def views(self, logits: dict, row: dict) -> dict:
         """Add the views a model (or an ensemble) uses, read off its single-view test accuracy."""
@@ -263,7 +271,7 @@ class Run:
         """Scores of every model of a trained stack (lists over the models), training accuracy and
         fit step; for the full learner also the views each uses, its final Lambda, the views Lambda
         counts as learned and when each crossed (tracking's threshold)."""
-        logits = self.ev.logits(result)
+        logits = self.logits(result)
         row = {k: v.tolist() for k, v in ex.scores(logits, self.tests).items()}
         row["train_acc"] = result.train_acc.tolist()
         row["fit_step"] = result.fit_step.tolist()  # first step at 100% training accuracy, -1 if never
@@ -280,7 +288,7 @@ class Run:
 
     def ensemble_row(self, fam: Family, result) -> dict:
         """Scores of the average of a stack's outputs (the ensemble, or the trained average)."""
-        logits = {name: ensemble_output(z)[None] for name, z in self.ev.logits(result).items()}
+        logits = {name: ensemble_output(z)[None] for name, z in self.logits(result).items()}
         row = ex.mean_scores(ex.scores(logits, self.tests))
         return self.views(logits, row) if fam.views else row
 
