@@ -79,9 +79,11 @@ def new_run_dir(root: str | os.PathLike, name: str) -> Path:
 
 def out_dir(path: str | os.PathLike | None, name: str) -> Path:
     """The run folder a CLI writes to: ``path`` (created if missing), or a fresh
-    ``runs/name-<time>`` when ``path`` is None. A ``path`` that is a file is a ValueError."""
+    ``runs/name-<time>`` when ``path`` is None. A ``path`` that is a file, or empty, is a ValueError."""
     if path is None:
         return new_run_dir("runs", name)
+    if not str(path).strip():  # Path("") is the current folder: a run would spill into it
+        raise ValueError("--out must name a folder, got an empty string")
     out = Path(path)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out must be a folder, got the file {out}")

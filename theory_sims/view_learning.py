@@ -106,7 +106,7 @@ class ViewLearningConfig:
     def __post_init__(self):
         check_int("n_train", self.n_train, 1)
         check_int("n_test", self.n_test, 1)
-        check_int("seeds", self.seeds, 1)
+        check_int("seeds", self.seeds, 2)  # an ensemble and a trained average need two models
         check_int("students", self.students, 1, self.seeds)
         check_int("seed", self.seed, 0)
         if self.learner.k != self.data.k:
@@ -605,9 +605,27 @@ def config_from_args(args) -> ViewLearningConfig:
     for name in ("train", "distill", "rf_train", "ntk_train"):
         parts[name] = {**parts[name], **run_flags}
     try:
-        return configure(args.preset, **parts, **overrides)
+        cfg = configure(args.preset, **parts, **overrides)
     except ValueError as err:
         raise ValueError(as_flag(str(err), names=EXPERIMENT_FLAGS)) from None
+    for flag, dest, applies, when in INERT_FLAGS:  # a flag that would do nothing is refused, not ignored
+        if getattr(args, dest) is not None and not applies(cfg):
+            raise ValueError(f"{flag} does nothing {when}; drop it or change that")
+    return cfg
+
+
+# Flags that act only in some modes: (flag, argparse dest, whether it acts in a config, the mode it needs).
+INERT_FLAGS = (
+    ("--fit-multiple", "fit_multiple", lambda c: c.train.stop == "converge", "unless --stop converge"),
+    ("--loss-target", "loss_target", lambda c: c.train.stop == "converge", "unless --stop converge"),
+    ("--extra-steps", "extra_steps", lambda c: c.train.stop == "fit", "unless --stop fit"),
+    ("--kd-weight", "kd_weight", lambda c: c.distill.loss == "kd_paper", "unless --kd-loss kd_paper"),
+    ("--kd-label-weight", "kd_label_weight", lambda c: c.distill.loss != "kd_paper", "with --kd-loss kd_paper"),
+    ("--rf-lr", "rf_lr", lambda c: c.random_features, "with --no-random-features"),
+    ("--rf-steps", "rf_steps", lambda c: c.random_features, "with --no-random-features"),
+    ("--ntk-lr", "ntk_lr", lambda c: c.ntk, "without --ntk"),
+    ("--ntk-steps", "ntk_steps", lambda c: c.ntk, "without --ntk"),
+)
 
 
 def main(argv: list[str] | None = None) -> int:
