@@ -365,3 +365,13 @@ def test_help_shows_the_defaults_a_run_with_no_flags_uses():
             m = re.search(rf"--{name.replace('_', '-')} (?:INT|FLOAT|STR) .*?\(default: ([^)]*)\)", flat)
             assert m is not None, name
             assert m.group(1) == str(value), (name, m.group(1), value)
+
+
+def test_no_controls_leaves_out_their_rows_and_the_line_that_reads_them(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert vl.main(SMALL + ["--no-controls", "--no-figures", "--out", str(out)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert not {"long_single", "wide_single", "sum_single"} & set(res)
+    assert "self_kd_inheritance" not in res["mechanism"] and "kd_inheritance" in res["mechanism"]
+    printed = capsys.readouterr().out
+    assert "self-KD students use the views" not in printed and "KD students use" in printed

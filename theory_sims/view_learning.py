@@ -502,6 +502,9 @@ def build_parser() -> Parser:
                    help="trainer backend (default: numba, or torch with --device cuda)")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="device of the torch backend (default: cpu)")
     p.add_argument("--no-random-features", action="store_true", help="skip the random-feature rows")
+    p.add_argument("--no-controls", action="store_true",
+                   help="skip the controls (the students' seeds on labels alone, one model as wide as the average, the "
+                        "average's members trained as their sum); their rows and the self-KD inheritance line go")
     p.add_argument("--ntk", action="store_true",
                    help="also run the network linearised around its init (NTK rows; about 15 s more at the defaults)")
     p.add_argument("--no-figures", action="store_true", help="write no figures")
@@ -600,6 +603,8 @@ def config_from_args(args) -> ViewLearningConfig:
         overrides["students"] = min(base.students, overrides["seeds"])
     if args.no_random_features:
         overrides["random_features"] = False
+    if args.no_controls:
+        overrides["controls"] = False
     if args.ntk:
         overrides["ntk"] = True
     for name in ("train", "distill", "rf_train", "ntk_train"):
