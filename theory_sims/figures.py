@@ -353,15 +353,15 @@ def sweep_figure(path_png, rows: list[dict], paths: list[str]) -> list[Path]:
     fig, axes = plt.subplots(1, 3, figsize=(17, 4.6))
     panels = ((long("sv_", ACCURACY_ROWS), "single-view test accuracy"),
               (long("views_", VIEW_ROWS), "views used per class"),
-              (long("", margins), "margin (>= 0: the statement holds)"))
+              (long("", margins), "margin (>= 0: holds)"))
     for ax, (data, ylabel) in zip(axes, panels):
         sns.pointplot(x=data["x"], y=data["y"], hue=data["row"], order=order, errorbar=("pi", 100),
                       dodge=0.3, ax=ax, markersize=4, linewidth=1.2)
         ax.set(xlabel="\n".join(paths) or "point", ylabel=ylabel)
     axes[2].axhline(0.0, color="black", lw=0.8)
-    fig.suptitle("the paper's statements across the sweep (right: each statement's margin against the paper's "
+    fig.suptitle("the paper's statements across the sweep\n(right: each statement's margin against the paper's "
                  "bound, with the finite-k tolerance; bars: spread over data seeds)", fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
     # legends under the x labels, clear of the points (the x labels grow with the varied parameters)
     fig.canvas.draw()
     to_fig = fig.transFigure.inverted()
