@@ -24,8 +24,10 @@ seeds are read back). ``--trials`` is the size of the study, counting the trials
 
 Outputs, rewritten after every batch: ``trials.csv`` (one row per trial: parameters, score, each
 theorem's margin per data seed, wall time), ``best.json`` (the best regimes as
-``view_learning`` flags), ``importances.png`` and ``slices.png`` (Optuna's parameter importances
-and slice plots). With ``--validate 100,101,102,103,104`` the best regime is then run on those
+``view_learning`` flags); at the end ``importances.png`` (Optuna's fANOVA parameter importances)
+and ``slices.png`` (every trial's score against each parameter). The experiment's own flags
+(``--k``, ``--seeds``, ...) set what the search does not vary; ``--axes`` narrows it to some
+parameters. With ``--validate 100,101,102,103,104`` the best regime is then run on those
 held-out data seeds, which no trial used, and ``validation.csv`` / ``validation.json`` hold each
 seed's verdicts: the test set of the search. Example::
 
