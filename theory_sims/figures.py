@@ -158,16 +158,18 @@ def training_length(by_length: dict, views: int, k: int):
     for ax, (key, label, band, ylim) in zip(axes, panels):
         per_seed = np.array([by_length[n][key] for n in lengths])  # (lengths, S)
         ax.axhspan(*band, color="grey", alpha=0.15, lw=0,
-                   label=f"the single-model theorem: {lo:.2f}-{hi:.2f} (with the tolerance)")
+                   label=f"the single-model theorem, with the tolerance: {lo:.0%}-{hi:.0%} of the views (left) "
+                         "and of the single-view samples (right)")
         ax.plot(x, per_seed, color=sns.color_palette()[0], lw=0.8, alpha=0.35)
         ax.plot(x, per_seed.mean(axis=1), color=sns.color_palette()[0], lw=2.4, marker="o", label="mean over seeds")
         ax.set_xscale("log")
         ax.set_xticks(x, [f"{v:g}x" for v in x])
         ax.minorticks_off()
         ax.set(xlabel="training length, in multiples of each seed's fit step", ylabel=label, ylim=ylim)
-    axes[0].legend(loc="lower right", fontsize=8)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
     fig.suptitle("single models along training: the views they use and their single-view accuracy", fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     return fig
 
 
