@@ -102,7 +102,7 @@ def accuracy_bars(rows: list[dict], judged: dict | None = None):
     ax.invert_yaxis()
     ax.set(xlim=(0, 1.05), xlabel="test accuracy (bars: mean over the row's models; lines: ± 1 std)", ylabel="")
     ax.axvline(1.0, color="grey", lw=0.5)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.09), ncol=2, fontsize=8, frameon=False)  # clear of the bars
     theorems = {n: v["holds"] for n, v in (judged or {}).items() if v["kind"] == "theorem"}
     title = "test accuracy of every row"
     if theorems:
