@@ -192,9 +192,7 @@ def lottery_figure(results: dict):
         fav = np.zeros_like(single)
         np.put_along_axis(fav, np.asarray(lam0).argmax(-1)[..., None], True, axis=-1)
         panels.insert(0, ("the init's favourite view", fav, "seed"))
-    widths = [1.0] * len(panels)
-    fig, axes = plt.subplots(1, len(panels), figsize=(0.32 * k * len(panels) + 2.5, 0.3 * S + 2.4),
-                             gridspec_kw={"width_ratios": widths})
+    fig, axes = plt.subplots(1, len(panels), figsize=(0.32 * k * len(panels) + 2.5, 0.3 * S + 2.4))
     labels = ["none", "view 1", "view 2", "both"] if V == 2 else None
     cmap = sns.color_palette(["#eeeeee", "#4c72b0", "#dd8452", "#55a868"]) if V == 2 else "viridis"
     for i, (ax, (title, used, ylabel)) in enumerate(zip(axes, panels)):

@@ -53,7 +53,7 @@ from multiview.checks import check_int
 from multiview.cli import Parser
 from theory_sims import cluster, report
 from theory_sims import view_learning as vl
-from theory_sims.sweep import with_value
+from theory_sims.sweep import point_job, with_value
 
 THEOREMS = [name for name, s in report.STATEMENTS.items() if s.kind == "theorem"]
 
@@ -155,13 +155,9 @@ def params_key(params: dict) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
-def trial_job(cfg: vl.ViewLearningConfig) -> dict:
-    """One run of the experiment at a regime on one data seed: the report's summary (every
-    statement's value and margin, single-view accuracies, views used) and its wall time.
-    Module-level, so a Dask worker can import it."""
-    t0 = time.perf_counter()
-    results, _ = vl.run(cfg, log=lambda *a, **k: None)
-    return {**report.summary(results), "wall_s": time.perf_counter() - t0}
+# One run of the experiment at a regime on one data seed is a sweep point's job: the report's summary
+# (every statement's value and margin, single-view accuracies, views used) and its wall time.
+trial_job = point_job
 
 
 def score(records: list[dict]) -> float:

@@ -292,6 +292,14 @@ class Run:
         row = ex.mean_scores(ex.scores(logits, self.tests))
         return self.views(logits, row) if fam.views else row
 
+    def group_row(self, fam: Family, result) -> dict:
+        """The row of a stack trained as one network (its mean or its sum: the same argmax): the
+        scores of its output, and its training accuracy and fit step, which every member holds."""
+        row = self.ensemble_row(fam, result)
+        row["train_acc"] = [float(result.train_acc[0])]
+        row["fit_step"] = [int(result.fit_step[0])]
+        return row
+
     def fit(self, fam: Family, name: str, seeds, learner=None, cfg=None, teacher=None):
         result = self.stages.fit(fam.prefix + name, self.train_set, seeds, learner or fam.learner, cfg or fam.train,
                                  teacher=teacher)
@@ -327,9 +335,7 @@ class Run:
         seeds x m neurons per class, so the views it uses are those of its output."""
         cfg = dataclasses.replace(fam.train, loss="average", group_size=self.cfg.seeds, snapshots=())
         average = self.fit(fam, "average", self.seeds, cfg=cfg)
-        row = self.ensemble_row(fam, average)  # the trained object is the members' mean output
-        row["train_acc"] = [float(average.train_acc[0])]  # every member holds its group's accuracy
-        row["fit_step"] = [int(average.fit_step[0])]
+        row = self.group_row(fam, average)
         if fam.views:  # Lambda of the whole network: the max over every member's neurons
             row["lambda"] = np.asarray(average.history["lambda"][-1]).max(axis=0, keepdims=True)  # (1, k, V)
             row["lambda_learned"] = lambda_views(row["lambda"], fam.learner.varrho)
@@ -360,11 +366,7 @@ class Run:
         # as far per unit of gradient as in the average: only the output's scale differs.
         S = self.cfg.seeds
         sum_cfg = dataclasses.replace(fam.train, loss="sum", group_size=S, snapshots=(), lr=fam.train.lr / S)
-        summed = self.fit(fam, "sum_single", self.seeds, cfg=sum_cfg)
-        row = self.ensemble_row(fam, summed)  # the sum's argmax is the mean's
-        row["train_acc"] = [float(summed.train_acc[0])]
-        row["fit_step"] = [int(summed.fit_step[0])]
-        self.results["sum_single"] = row
+        self.results["sum_single"] = self.group_row(fam, self.fit(fam, "sum_single", self.seeds, cfg=sum_cfg))
 
     def mechanism(self) -> None:
         """What decided the results: the init's lottery, what the students inherit, how the
@@ -403,9 +405,10 @@ class Run:
         shown = data.views_present.argmax(axis=1)  # the one view a single-view sample shows
         sample_used = used[:, data.y, shown]  # (S, n)
         correct = self.full.teacher.argmax(-1) == data.y
-        clean = self.ev.on(model, without_noise(data).X).argmax(-1) == data.y
+        noise = data.noise  # derived from X: computed once here
+        clean = self.ev.on(model, data.X - noise).argmax(-1) == data.y
         W = model.weights
-        stored = noise_memorisation(W, torch.as_tensor(data.noise, dtype=W.dtype), torch.as_tensor(data.y)).numpy()
+        stored = noise_memorisation(W, torch.as_tensor(noise, dtype=W.dtype), torch.as_tensor(data.y)).numpy()
         return mechanism.memorisation(correct, clean, stored, sample_used, single)
 
     def by_length(self, result) -> dict:
