@@ -4,8 +4,8 @@ Run: ``python -m pytest benchmarks/test_trainer_speed.py`` (the summary prints a
 ``--benchmark-json out.json`` for the raw timings). Everything is measured in one run:
 
 * the machine's float32 matrix-product rate (numpy/OpenBLAS, a 2048^3 product);
-* a full-batch step of the numba backend for 1 and 10 stacked models, at the default size and a
-  larger one, as achieved GFLOP/s (2 products of 2*n*P*d*N flops each, N = S*k*m);
+* a full-batch step of the numba backend for 1 and 10 stacked models, at the default size, a
+  larger one and the view-learning job's shapes, as achieved GFLOP/s (2 products of 2*n*P*d*N flops each, N = S*k*m);
 * the same step on the torch backend (CPU), and a straightforward PyTorch autograd
   implementation that trains the models one at a time (what public code for this theory does).
 
@@ -30,47 +30,49 @@ from theory_sims import LearnerConfig, TrainConfig, train  # noqa: E402
 from theory_sims.backends import srelu  # noqa: E402
 
 SIZES = {
-    # the regime of shared/DESIGN.md: k = 10, m = 5, n = 600, P = 50, d = 500
-    "default": dict(n=600, P=50, d=500),
-    "large": dict(n=2000, P=50, d=1000),
+    # the regime of shared/DESIGN.md: k = 10, m = 5, q = 3, n = 600, P = 50, d = 500
+    "default": dict(n=600, P=50, d=500, m=5, q=3),
+    "large": dict(n=2000, P=50, d=1000, m=5, q=3),
+    # the view-learning job's defaults (theory_sims.view_learning: the regime search's shapes)
+    "main job": dict(n=150, P=32, d=640, m=3, q=5),
 }
-K, M, STEPS = 10, 5, 10
+K, STEPS = 10, 10
 RESULTS: dict = {}
 
 
-def flops_per_step(n, P, d, S):
-    return 2 * (2 * n * P * d * S * K * M)
+def flops_per_step(n, P, d, m, q, S):
+    return 2 * (2 * n * P * d * S * K * m)
 
 
-def data(n, P, d):
+def data(n, P, d, **_):
     rng = np.random.default_rng(0)
     return rng.standard_normal((n, P, d), dtype=np.float32) * 0.05, rng.integers(0, K, n)
 
 
-def run_train(X, y, S, backend, steps=STEPS):
+def run_train(X, y, S, backend, m, q, steps=STEPS):
     cfg = TrainConfig(lr=1.0, steps=steps, track_every=0, backend=backend)
-    train(X, y, range(S), LearnerConfig(k=K, m=M, q=3), cfg)
+    train(X, y, range(S), LearnerConfig(k=K, m=m, q=q), cfg)
 
 
-def setup_time(X, y, S, backend, rounds=3):
+def setup_time(X, y, S, backend, m, q, rounds=3):
     """Time of a train() call that takes no step: what the step time must not include."""
     best = float("inf")
     for _ in range(rounds):
         t0 = time.perf_counter()
-        run_train(X, y, S, backend, steps=0)
+        run_train(X, y, S, backend, m, q, steps=0)
         best = min(best, time.perf_counter() - t0)
     return best
 
 
-def autograd_train(X, y, S, steps=STEPS, q=3, rho=1.0, lr=1.0):
+def autograd_train(X, y, S, m, q, steps=STEPS, rho=1.0, lr=1.0):
     """Straightforward autograd training, one model after the other."""
     Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
     n, P, d = X.shape
     for seed in range(S):
-        W = (torch.randn(K * M, d, generator=torch.Generator().manual_seed(seed)) * 0.05).requires_grad_(True)
+        W = (torch.randn(K * m, d, generator=torch.Generator().manual_seed(seed)) * 0.05).requires_grad_(True)
         for _ in range(steps):
             A = Xt.reshape(n * P, d) @ W.T
-            F = srelu(A, q, rho).view(n, P, K, M).sum(dim=(1, 3))
+            F = srelu(A, q, rho).view(n, P, K, m).sum(dim=(1, 3))
             loss = torch.nn.functional.cross_entropy(F, yt)
             loss.backward()
             with torch.no_grad():
@@ -95,11 +97,12 @@ def test_step(benchmark, impl, S, size):
     else:
         S_run = S
     X, y = data(**SIZES[size])
-    fn = autograd_train if impl == "autograd" else (lambda *a: run_train(*a, impl))
-    fn(X[:8], y[:8], S_run)  # warm-up: numba compilation, allocator
+    m, q = SIZES[size]["m"], SIZES[size]["q"]
+    fn = autograd_train if impl == "autograd" else (lambda *a: run_train(*a[:3], impl, *a[3:]))
+    fn(X[:8], y[:8], S_run, m, q)  # warm-up: numba compilation, allocator
     rounds = 1 if size == "large" else 3
-    benchmark.pedantic(fn, args=(X, y, S_run), rounds=rounds, iterations=1)
-    setup = 0.0 if impl == "autograd" else setup_time(X, y, S_run, impl)
+    benchmark.pedantic(fn, args=(X, y, S_run, m, q), rounds=rounds, iterations=1)
+    setup = 0.0 if impl == "autograd" else setup_time(X, y, S_run, impl, m, q)
     step = (benchmark.stats.stats.min - setup) / STEPS * S / S_run
     RESULTS[(impl, S, size)] = step
     benchmark.extra_info["step_s"] = step
@@ -108,7 +111,7 @@ def test_step(benchmark, impl, S, size):
 
 def test_summary(capsys):
     """Print the table the README quotes: rates and ratios from this one run."""
-    if "matmul_gflops" not in RESULTS or len(RESULTS) < 13:
+    if "matmul_gflops" not in RESULTS or len(RESULTS) < 1 + 6 * len(SIZES):
         pytest.skip("run the whole module to get the summary")
     mm = RESULTS["matmul_gflops"]
     lines = [f"float32 matrix product (2048^3, numpy/OpenBLAS): {mm:.0f} GFLOP/s"]

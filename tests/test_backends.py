@@ -109,14 +109,21 @@ def test_backends_agree_in_float32(problem):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("products", ["mkl", "openblas"])
 @pytest.mark.parametrize("model_cols", [None, 100])
-def test_numba_products_do_not_depend_on_the_cores_or_blas_threads(monkeypatch, model_cols):
-    """A skinny gradient product (output 1000 x 64 over 2000 rows), one OpenBLAS splits across
-    its threads in a thread-count-dependent order: the backend's bits must not move with the
-    number of threads (its row blocks and pool) nor with the BLAS threads the caller set."""
+def test_numba_products_do_not_depend_on_the_cores_or_blas_threads(monkeypatch, model_cols, products):
+    """A skinny gradient product (output 1000 x 64 over 2000 rows), one OpenBLAS (and MKL outside
+    its strict mode) splits across its threads in a thread-count-dependent order: the backend's
+    bits must not move with the number of threads (torch's, or its own row blocks and pool) nor
+    with the BLAS threads the caller set, on either product path."""
     from threadpoolctl import threadpool_limits
 
     from theory_sims import backends
+
+    if products == "mkl" and not backends.mkl_strict():
+        pytest.skip("torch's MKL is not in strict CNR mode on an AVX2/AVX-512 branch here")
+    monkeypatch.setattr(backends, "mkl_strict", lambda: products == "mkl")
+    torch_threads = torch.get_num_threads()
 
     rng = np.random.default_rng(0)
     X = rng.standard_normal((2000, 1, 64), dtype=np.float32) * 0.1
@@ -125,14 +132,41 @@ def test_numba_products_do_not_depend_on_the_cores_or_blas_threads(monkeypatch, 
 
     def run(cores, blas):
         monkeypatch.setattr(backends, "_threads", lambda: cores)
-        with threadpool_limits(blas):
-            be = make_backend("numba", X, torch.float32, 3, 1.0, model_cols=model_cols)
-            return be.patch_sums(W).numpy().copy(), be.grads(G).numpy().copy()
+        torch.set_num_threads(cores)
+        try:
+            with threadpool_limits(blas):
+                be = make_backend("numba", X, torch.float32, 3, 1.0, model_cols=model_cols)
+                assert be.mkl == (products == "mkl")
+                return be.patch_sums(W).numpy().copy(), be.grads(G).numpy().copy()
+        finally:
+            torch.set_num_threads(torch_threads)
 
     ref_h, ref_g = run(1, 1)
     for cores, blas in ((2, 2), (4, 1), (3, 2)):
         h, g = run(cores, blas)
         assert np.array_equal(h, ref_h) and np.array_equal(g, ref_g), (cores, blas)
+
+
+def test_the_two_product_paths_agree_to_float32_rounding(monkeypatch):
+    """MKL (strict mode) and one-thread OpenBLAS blocks sum in other orders: other bits, the same
+    numbers to float32 rounding, at a shape where the OpenBLAS path cuts several row blocks."""
+    from theory_sims import backends
+
+    if not backends.mkl_strict():
+        pytest.skip("torch's MKL is not in strict CNR mode on an AVX2/AVX-512 branch here")
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((150, 32, 640), dtype=np.float32) * 0.05
+    W = torch.from_numpy(rng.standard_normal((300, 640), dtype=np.float32) * 0.1)
+    G = torch.from_numpy(rng.standard_normal((150, 300), dtype=np.float32))
+    out = {}
+    for products in ("mkl", "openblas"):
+        monkeypatch.setattr(backends, "mkl_strict", lambda: products == "mkl")
+        be = make_backend("numba", X, torch.float32, 5, 0.77, model_cols=30)
+        assert be.mkl == (products == "mkl")
+        out[products] = (be.patch_sums(W).clone(), be.grads(G).clone())
+    assert len(backends._row_blocks(150 * 32, 640 * 300)) > 2
+    for a, b in zip(out["mkl"], out["openblas"]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -165,6 +199,7 @@ def test_fused_blocks_give_the_bits_of_products_then_kernels(monkeypatch, P):
     product followed by the whole-array kernel, whatever P does to the block edges."""
     from theory_sims import backends, kernels
 
+    monkeypatch.setattr(backends, "mkl_strict", lambda: False)  # the one-thread OpenBLAS path
     monkeypatch.setattr(backends, "SMALL_PRODUCT", 64 * 40 * 3)  # many row blocks of 64 rows
     rng = np.random.default_rng(3)
     n, d, N, q = 40, 40, 30, 5

@@ -17,6 +17,10 @@ os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 # Gaussian experiment 20% faster with the numba backend and 1.9x faster with the torch backend
 # on 2 cores. It must be set before torch is first imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# torch multiplies through MKL; in its strict reproducibility mode a gemm gives the same bits on
+# any number of threads, so the numba backend can use MKL's products on all cores and stay
+# thread-independent (theory_sims.backends). MKL reads this at its first call.
+os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 
 from theory_sims.config import LearnerConfig, TrainConfig  # noqa: E402
 from theory_sims.model import TwoLayerModel, init_model  # noqa: E402

@@ -8,32 +8,40 @@ first-layer weights ``W`` of shape ``(N, d)`` (N = S*k*m neurons of all models):
 * ``grads(G)``: for G = dLoss/dH of shape ``(n, N)``, dLoss/dW = (sReLU'(A) * G)^T X, shape
   ``(N, d)``, where A = X W^T is the pre-activation kept from the last ``patch_sums``.
 
-``NumbaBackend`` multiplies through numpy's BLAS and runs the elementwise work in the numba
-kernels of :mod:`theory_sims.kernels`, reusing one pre-activation buffer in place.
+``NumbaBackend`` runs the elementwise work in the numba kernels of :mod:`theory_sims.kernels`,
+reusing one pre-activation buffer in place, and multiplies by one of two paths, chosen once:
 
-Stacked against alone (numba backend). When one model's share of a product is below
-``SMALL_PRODUCT`` multiply-adds, the backend multiplies model by model, with the very shapes a
-model trained alone uses, so a model's bits are those it gets alone, on any BLAS (tested). Above
-it, one stacked product is faster (measured for 10 models, stacked vs model by model: 194 vs
-130 GFLOP/s at the default size on an earlier machine; on an AMD EPYC, 124 vs 99 at the main
-job's shape, 165 vs 129 and 173 vs 141 at the benchmark's two sizes), and whether model s's columns of it are the numbers it gets alone depends on
-the BLAS build: a blocked product sums every output element over K in an order fixed by K on
-many builds, but OpenBLAS's float32 Haswell kernels on an AMD EPYC give a column block other bits
-beside other columns than alone, and a row block other bits than the same rows of a larger
-product. There, at the main job's shape, a model trained in a stack of 10 ends 20 steps apart from
-the same seed alone by 1e-6 to 3e-6 (tested as a tolerance). Results are still a pure function of
-the config: a stack's products, their blocks and the threads they run on are fixed by its shapes.
-The same bits on any number of cores, too. OpenBLAS splits some products (a small output with a
-long inner dimension, e.g. the gradient of a 64-dimensional input) across its threads in an order
-that depends on how many it has, so a job on a one-thread Dask worker and the same job on two
-threads differed in the last bits. The numba backend therefore runs every product with OpenBLAS
-held to one thread and spreads the work itself: a large product is cut into row blocks whose
-size depends on the product's shape alone (at least ``SMALL_PRODUCT`` multiply-adds each, never on
-the number of threads), model-by-model products run side by side, each block on a thread of a pool
-(numpy releases the GIL). A block's bits depend only on its own rows and shape, so the result
-depends on neither the threads nor the cores (tested). The blocks are fixed rather than one per
-thread because whether a row block equals the same rows of one whole product depends on the BLAS
-build: on some processors OpenBLAS's float32 kernels sum a block's last rows in another order.
+* **MKL, strict mode** (the default where it is available). torch's CPU build multiplies through
+  Intel MKL; in MKL's strict conditional-numerical-reproducibility mode (``MKL_CBWR=AUTO,STRICT``,
+  which ``import theory_sims`` sets before MKL's first call) its gemm gives the same bits on any
+  number of threads, on its AVX2 and AVX-512 code branches. A product is then one call on all of
+  torch's threads: 270-310 GFLOP/s at the main job's shapes on a 2-core Xeon, where the
+  one-thread OpenBLAS blocks below ran at 155-166 (docs/performance.md). :func:`mkl_strict`
+  asks MKL whether the mode is on (it is not when MKL_CBWR was set otherwise, when MKL ran before
+  theory_sims was imported, on other code branches, or without MKL), and the backend falls back
+  to the second path.
+* **OpenBLAS, one thread per block.** OpenBLAS splits some products (a small output with a long
+  inner dimension, e.g. the gradient of a 64-dimensional input) across its threads in an order
+  that depends on how many it has. So every product runs with OpenBLAS held to one thread, cut
+  into row blocks whose size depends on the product's shape alone (at least ``SMALL_PRODUCT``
+  multiply-adds each, never on the number of threads), each block on a thread of a pool (numpy
+  releases the GIL), with the patch sums of a forward block fused behind its product while it
+  is in cache. Fixed blocks rather than one per thread because whether a row block equals the
+  same rows of one whole product depends on the BLAS build. ``THEORY_SIMS_PRODUCTS=openblas``
+  forces this path (to compare the two).
+
+Either way a job's bits depend on neither the threads nor the cores (tested for both paths), and
+are a pure function of the config on one machine; the two paths agree to float32 rounding, not
+bit for bit (tested).
+
+Stacked against alone. When one model's share of a product is below ``SMALL_PRODUCT``
+multiply-adds, the backend multiplies model by model, with the very shapes a model trained alone
+uses, so a model's bits are those it gets alone (tested). Above it, one stacked product is faster
+(for 10 models on an AMD EPYC with OpenBLAS, stacked vs model by model: 124 vs 99 GFLOP/s at the
+main job's shape, 165 vs 129 and 173 vs 141 at the benchmark's two sizes), and whether model s's
+columns of it are the numbers it gets alone depends on the BLAS: OpenBLAS's float32 Haswell
+kernels give a column block other bits beside other columns than alone. There, a model trained in
+a stack of 10 ends 20 steps apart from the same seed alone by 1e-6 to 3e-6 (tested as a tolerance).
 ``TorchBackend`` states the same maths in torch, on CPU or CUDA. Both take and return torch
 tensors (zero-copy views for numba) so the trainer is written once.
 """
@@ -131,6 +139,25 @@ def _one_thread_products(products) -> None:
     _one_thread_tasks([functools.partial(np.matmul, a, b, out=out) for a, b, out in products])
 
 
+@functools.cache
+def mkl_strict() -> bool:
+    """Whether torch multiplies through MKL in strict CNR mode on an AVX2 or AVX-512 branch,
+    where MKL's gemm gives the same bits on any number of threads."""
+    import ctypes
+
+    if os.environ.get("THEORY_SIMS_PRODUCTS", "") == "openblas":
+        return False
+    try:
+        lib = ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so"))
+        setting, branch = lib.mkl_serv_cbwr_get(-1), lib.mkl_serv_cbwr_get_auto_branch()
+    except (OSError, AttributeError):
+        return False
+    return bool(setting & MKL_CBWR_STRICT) and branch >= MKL_CBWR_AVX2
+
+
+MKL_CBWR_STRICT, MKL_CBWR_AVX2 = 0x10000, 10
+
+
 def _row_blocks(rows: int, macs_per_row: int) -> list[tuple[int, int]]:
     """Contiguous row ranges of at least SMALL_PRODUCT multiply-adds (rounded up to 64 rows),
     fixed by the product's shape alone so that the bits never depend on the threads."""
@@ -148,6 +175,7 @@ class NumbaBackend(_Backend):
         self.d = d
         self.model_cols = model_cols  # neurons per model (k*m); None: never split by model
         self.rho = kernels.as_rho(rho, self.np_dtype)
+        self.mkl = mkl_strict()  # products through torch's MKL (strict CNR), else one-thread OpenBLAS blocks
 
     def _row_index(self, samples):
         return (samples[:, None] * self.P + np.arange(self.P)).ravel()
@@ -172,6 +200,18 @@ class NumbaBackend(_Backend):
             return 1
         return N // c
 
+    def _products(self, products) -> None:
+        """``out = a @ b`` for every (a, b, out): through MKL one after the other (each on all of
+        torch's threads), or as :func:`_one_thread_products`."""
+        if not self.mkl:
+            _one_thread_products(products)
+            return
+        for a, b, out in products:
+            torch.matmul(torch.from_numpy(a), torch.from_numpy(b), out=torch.from_numpy(out))
+
+    def _blocks(self, rows: int, macs_per_row: int) -> list[tuple[int, int]]:
+        return [(0, rows)] if self.mkl else _row_blocks(rows, macs_per_row)
+
     def patch_sums(self, W: torch.Tensor) -> torch.Tensor:
         w = W.detach().numpy()
         P = self.P
@@ -179,7 +219,7 @@ class NumbaBackend(_Backend):
         A = self._buffer(self.rows.shape[0], w.shape[0])
         H = np.empty((n, w.shape[0]), dtype=self.np_dtype)
         S = self._split(w.shape[0])
-        if S == 1 and self.D is None:
+        if S == 1 and self.D is None and not self.mkl:
             # Each row block's product, then the patch sums of the samples wholly inside it, on
             # the same thread while the block is in cache; a sample split by a block edge after.
             rows, d = self.rows.shape
@@ -196,10 +236,10 @@ class NumbaBackend(_Backend):
             return torch.from_numpy(H)
         if S == 1:
             rows, d = self.rows.shape
-            _one_thread_products([(self.rows[a:b], w.T, A[a:b]) for a, b in _row_blocks(rows, d * w.shape[0])])
+            self._products([(self.rows[a:b], w.T, A[a:b]) for a, b in self._blocks(rows, d * w.shape[0])])
         else:
             c = self.model_cols
-            _one_thread_products([(self.rows, w[s * c : (s + 1) * c].T, A[:, s * c : (s + 1) * c]) for s in range(S)])
+            self._products([(self.rows, w[s * c : (s + 1) * c].T, A[:, s * c : (s + 1) * c]) for s in range(S)])
         if self.D is None:
             kernels.patch_sums(A, P, self.q, self.rho, H)
         else:
@@ -212,7 +252,7 @@ class NumbaBackend(_Backend):
         out = np.empty((N, d), dtype=self.np_dtype)
         S = self._split(N)
         if S == 1:
-            blocks = _row_blocks(N, K * d)
+            blocks = self._blocks(N, K * d)
         else:
             c = self.model_cols
             blocks = [(s * c, (s + 1) * c) for s in range(S)]
@@ -220,7 +260,7 @@ class NumbaBackend(_Backend):
             kernels.patch_grads(A, g, self.P, self.q, self.rho)
         else:
             kernels.linear_patch_grads(A, self.D, g, self.P)
-        _one_thread_products([(A[:, a:b].T, self.rows, out[a:b]) for a, b in blocks])
+        self._products([(A[:, a:b].T, self.rows, out[a:b]) for a, b in blocks])
         return torch.from_numpy(out)
 
 
