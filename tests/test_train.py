@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 from multiview import MultiViewConfig, MultiViewDistribution
 from theory_sims import LearnerConfig, Probe, TrainConfig, train
@@ -312,3 +313,37 @@ def test_a_stacked_product_gives_each_model_its_alone_numbers_to_float32_roundin
     for s in (0, 7):
         alone = train(X, y, [s], learner, cfg)
         np.testing.assert_allclose(stacked.model.W[s].numpy(), alone.model.W[0].numpy(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("products", ["mkl", "openblas"])
+def test_training_bits_do_not_depend_on_torch_or_numba_threads(monkeypatch, products):
+    """A stack large enough for one stacked product per step (one model's share above
+    SMALL_PRODUCT) trained with 1 and with 2 threads for torch (its MKL products and its small
+    ops) and numba: the same bits, on either product path."""
+    import numba
+
+    from theory_sims import backends
+
+    if products == "mkl" and not backends.mkl_strict():
+        pytest.skip("torch's MKL is not in strict CNR mode on an AVX2/AVX-512 branch here")
+    monkeypatch.setattr(backends, "mkl_strict", lambda: products == "mkl")
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((100, 16, 200), dtype=np.float32) * 0.1
+    y = rng.integers(0, 10, 100)
+    learner = LearnerConfig(k=10, m=5, q=3)
+    assert 100 * 16 * 200 * 10 * 5 >= backends.SMALL_PRODUCT
+    cfg = TrainConfig(lr=2.0, steps=20, track_every=5)
+    probe = Probe(rng.standard_normal((10, 2, 200)).astype(np.float32), 2)
+    torch_threads, numba_threads = torch.get_num_threads(), numba.get_num_threads()
+    out = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        try:
+            res = train(X, y, range(3), learner, cfg, probe=probe)
+        finally:
+            torch.set_num_threads(torch_threads)
+            numba.set_num_threads(numba_threads)
+        out.append((res.model.W.numpy().copy(), res.history["loss"], res.history["lambda"]))
+    for a, b in zip(*out):
+        np.testing.assert_array_equal(a, b)

@@ -215,61 +215,62 @@ def train(
     snaps = {mult: [param.detach().clone(), np.full(S, -1)] for mult in cfg.snapshots}
     batches = _batches(n, cfg.batch_size, cfg.batch_seed)
     bar = tqdm(range(cfg.steps), desc=f"train {learner.mode} x{S}", disable=not progress, leave=False)
-    for t in bar:
-        epoch_end, samples = next(batches)
-        F = forward(samples)
-        yb = rows(y_all, samples)
-        tb = rows(teacher_all, samples, dim=teacher_all.dim() - 2) if teacher_all is not None else None
-        loss, dF = objective(F, yb, tb)
-        acc = accuracy(F, yb)
-        hist["loss"].append(loss.cpu().numpy())
-        hist["acc"].append(acc.cpu().numpy())
-        if track and (t in cfg.corr_at):
-            hist["corr"][t] = tracking.correlations(model.weights, feats).cpu().numpy()
-        if track and cfg.track_every and t % cfg.track_every == 0:
-            record(t)
+    with be.small_ops():  # through the final evaluation: the bits must not depend on the threads
+        for t in bar:
+            epoch_end, samples = next(batches)
+            F = forward(samples)
+            yb = rows(y_all, samples)
+            tb = rows(teacher_all, samples, dim=teacher_all.dim() - 2) if teacher_all is not None else None
+            loss, dF = objective(F, yb, tb)
+            acc = accuracy(F, yb)
+            hist["loss"].append(loss.cpu().numpy())
+            hist["acc"].append(acc.cpu().numpy())
+            if track and (t in cfg.corr_at):
+                hist["corr"][t] = tracking.correlations(model.weights, feats).cpu().numpy()
+            if track and cfg.track_every and t % cfg.track_every == 0:
+                record(t)
 
-        grad = backward(dF, samples)  # before a full-set check below reuses the backend
-        # Full-batch GD checks the fit on the step's own forward pass, whatever the stop rule;
-        # SGD needs a pass over the whole set, made only where the fit stops training.
-        if samples is None or (cfg.stop == "fit" and epoch_end):
-            full_acc = acc if samples is None else accuracy(forward(None), y_all)
-            newly = (full_acc.cpu().numpy() >= 1.0) & (fit_step < 0)
-            fit_step[newly] = t
-            if cfg.stop == "fit":
-                stop_at[newly] = np.minimum(stop_at[newly], t + cfg.extra_steps)
-        if cfg.stop == "converge":
-            done = (fit_step >= 0) & (t >= cfg.fit_multiple * fit_step) & (hist["loss"][-1] <= cfg.loss_target)
-            stop_at[done] = np.minimum(stop_at[done], t)
-        for mult, (kept, at) in snaps.items():  # the weights this step's forward pass used
-            due = (fit_step >= 0) & (at < 0) & (t >= mult * fit_step) & (stop_at >= t)
-            if due.any():
-                pick = torch.as_tensor(due, device=dev)
-                kept[pick] = param[pick]
-                at[due] = t
-        active &= torch.as_tensor(stop_at > t, device=dev)
-        if not bool(active.any()):
-            break
-        step = grad if velocity is None else velocity.mul_(cfg.momentum).add_(grad)
-        scale = active.to(dtype)
-        length = cfg.lr * _model_norms(step, cfg.group_size)
-        hist["step_length"].append(length.cpu().numpy())
-        if cfg.max_step > 0:
-            scale = scale * torch.clamp(cfg.max_step / length.clamp(min=torch.finfo(dtype).tiny), max=1.0)
-        param.sub_(cfg.lr * step * scale.view(S, *([1] * (param.dim() - 1))))
-        updates += active.cpu().numpy()
-        if progress and t % 10 == 0:
-            bar.set_postfix(loss=f"{float(loss.mean()):.3g}", acc=f"{float(acc.mean()):.3f}")
+            grad = backward(dF, samples)  # before a full-set check below reuses the backend
+            # Full-batch GD checks the fit on the step's own forward pass, whatever the stop rule;
+            # SGD needs a pass over the whole set, made only where the fit stops training.
+            if samples is None or (cfg.stop == "fit" and epoch_end):
+                full_acc = acc if samples is None else accuracy(forward(None), y_all)
+                newly = (full_acc.cpu().numpy() >= 1.0) & (fit_step < 0)
+                fit_step[newly] = t
+                if cfg.stop == "fit":
+                    stop_at[newly] = np.minimum(stop_at[newly], t + cfg.extra_steps)
+            if cfg.stop == "converge":
+                done = (fit_step >= 0) & (t >= cfg.fit_multiple * fit_step) & (hist["loss"][-1] <= cfg.loss_target)
+                stop_at[done] = np.minimum(stop_at[done], t)
+            for mult, (kept, at) in snaps.items():  # the weights this step's forward pass used
+                due = (fit_step >= 0) & (at < 0) & (t >= mult * fit_step) & (stop_at >= t)
+                if due.any():
+                    pick = torch.as_tensor(due, device=dev)
+                    kept[pick] = param[pick]
+                    at[due] = t
+            active &= torch.as_tensor(stop_at > t, device=dev)
+            if not bool(active.any()):
+                break
+            step = grad if velocity is None else velocity.mul_(cfg.momentum).add_(grad)
+            scale = active.to(dtype)
+            length = cfg.lr * _model_norms(step, cfg.group_size)
+            hist["step_length"].append(length.cpu().numpy())
+            if cfg.max_step > 0:
+                scale = scale * torch.clamp(cfg.max_step / length.clamp(min=torch.finfo(dtype).tiny), max=1.0)
+            param.sub_(cfg.lr * step * scale.view(S, *([1] * (param.dim() - 1))))
+            updates += active.cpu().numpy()
+            if progress and t % 10 == 0:
+                bar.set_postfix(loss=f"{float(loss.mean()):.3g}", acc=f"{float(acc.mean()):.3f}")
 
-    F = forward(None)
-    final_loss, _ = objective(F, y_all, teacher_all)
-    final_acc = accuracy(F, y_all)
-    if track:
-        last = int(updates.max())
-        if not hist["step"] or hist["step"][-1] != last:
-            record(last)
-        if cfg.corr_at:  # asked for correlations: also keep the final matrix
-            hist["corr"].setdefault(last, tracking.correlations(model.weights, feats).cpu().numpy())
+        F = forward(None)
+        final_loss, _ = objective(F, y_all, teacher_all)
+        final_acc = accuracy(F, y_all)
+        if track:
+            last = int(updates.max())
+            if not hist["step"] or hist["step"][-1] != last:
+                record(last)
+            if cfg.corr_at:  # asked for correlations: also keep the final matrix
+                hist["corr"].setdefault(last, tracking.correlations(model.weights, feats).cpu().numpy())
     history = {
         key: (np.stack(v) if v else np.empty((0,))) if isinstance(v, list) else v for key, v in hist.items()
     }
