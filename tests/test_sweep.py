@@ -261,3 +261,19 @@ def test_scale_k_refuses_vary_and_bad_values(capsys, tmp_path):
         assert exc.value.code == 2
         err = capsys.readouterr().err
         assert needle in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("argv", [
+    ["--vary", "learner.varrho=1,1"],
+    ["--vary", "train.lr=330,330.0"],
+    ["--data-seeds", "0,0"],
+    ["--vary", "learner.q=3,3", "--vary", "learner.m=2,3", "--grid"],
+])
+def test_a_sweep_refuses_two_runs_of_one_config(argv, capsys):
+    """Identical runs would be counted as independent evidence ("2/2"): refused before anything
+    runs, in one line naming the flags."""
+    with pytest.raises(SystemExit) as err:
+        sweep.main(argv + ["--out", "never-written", "--cluster", "serial"])
+    assert err.value.code == 2
+    msg = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "would be the same run" in msg and "--vary" in msg and "--data-seeds" in msg

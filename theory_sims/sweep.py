@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import math
 import sys
 import time
@@ -125,15 +126,22 @@ def points(base: vl.ViewLearningConfig, varied: list[tuple[str, list]], data_see
             raise ValueError("--vary flags move together and need the same number of values, got "
                              + ", ".join(f"{p}: {n}" for p, n in lengths.items()) + " (or pass --grid)")
         combos = list(zip(*(vals for _, vals in varied))) if varied else [()]
-    runs = []
+    runs, seen = [], {}
     for i, combo in enumerate(combos):
         values = {path: value for (path, _), value in zip(varied, combo)}
         cfg = base
         for path, value in values.items():
             cfg = with_value(cfg, path, value)
         for seed in data_seeds:
-            runs.append({"point": i, "values": values, "data_seed": seed,
-                         "config": dataclasses.replace(cfg, seed=seed)})
+            run_cfg = dataclasses.replace(cfg, seed=seed)
+            # Two runs of one config are one result counted twice: refused, whichever flag repeats.
+            key = json.dumps(run_cfg.to_dict(), sort_keys=True)
+            if key in seen:
+                raise ValueError(f"point {seen[key][0]} and point {i} on data seed {seed} would be the same run "
+                                 f"({', '.join(f'{p}={v}' for p, v in values.items()) or 'the base config'}): "
+                                 "give distinct --vary values and --data-seeds")
+            seen[key] = (i, seed)
+            runs.append({"point": i, "values": values, "data_seed": seed, "config": run_cfg})
     return runs
 
 
