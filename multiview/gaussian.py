@@ -72,7 +72,7 @@ class GaussianConfig:
         check_float("margin", self.margin, 0.0)
         if not isinstance(self.balance, bool):
             raise ValueError(f"balance must be True or False, got {self.balance!r}")
-        check_float("label_noise", self.label_noise, 0.0, 1.0)
+        check_float("label_noise", self.label_noise, 0.0, 1.0, hi_open=True)  # 1 would flip every label
 
     @property
     def dim(self) -> int:

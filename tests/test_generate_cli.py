@@ -38,7 +38,8 @@ def test_gaussian_kind(tmp_path, capsys):
         (["--n", "0"], "--n must be an integer >= 1"),
         (["--teacher", "fc"], "--teacher applies only to --kind gaussian"),
         (["--kind", "gaussian", "--views", "3"], "--views applies only to --kind multiview"),
-        (["--kind", "gaussian", "--label-noise", "1.5"], "label_noise must be a number in [0.0, 1.0]"),
+        (["--kind", "gaussian", "--label-noise", "1.5"], "label_noise must be a number in [0.0, 1.0)"),
+        (["--kind", "gaussian", "--label-noise", "1"], "label_noise must be a number in [0.0, 1.0)"),
         (["--missing", "lots"], "invalid float value"),
     ],
 )
