@@ -246,6 +246,17 @@ def test_bad_flags_exit_2_with_one_line(argv, needle, capsys):
     assert needle in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("argv", [["--n-train", "99999999999"], ["--n-test", "99999999999"]])
+def test_a_run_too_large_for_memory_is_refused_before_its_folder(argv, tmp_path, capsys):
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as exc:
+        vl.main(argv + ["--out", str(out)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "--n-train" in err and "GiB of memory available" in err and len(err.splitlines()) == 1
+    assert not out.exists()
+
+
 def test_cli_help_and_bad_flag_have_no_traceback():
     proc = subprocess.run([sys.executable, "-m", "theory_sims.view_learning", "--seeds", "0"],
                           capture_output=True, text=True)

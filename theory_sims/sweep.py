@@ -236,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.grid and len(varied) != 2:
             raise ValueError(f"--grid needs exactly two --vary parameters (the map's axes), got {len(varied)}")
         runs = points(base, varied, _data_seeds(args.data_seeds, base.seed), grid=args.grid)
+        for r in runs:
+            vl.check_memory(r["config"])
     except ValueError as err:
         parser.error(str(err))
     from theory_sims import figures

@@ -157,6 +157,22 @@ def control_config(cfg: ViewLearningConfig) -> TrainConfig:
     return dataclasses.replace(cfg.train, stop="steps", steps=d.steps, lr=d.lr, max_step=d.max_step, snapshots=())
 
 
+def check_memory(cfg: ViewLearningConfig) -> None:
+    """Refuse, before any folder is made, a run whose data alone need more memory than is
+    available: the training set and the four test sets (inputs and per-patch feature weights)
+    and the training pre-activations of the widest stack, a lower bound on what the run needs."""
+    from multiview.generate import available_memory, bytes_needed
+
+    c, ln = cfg.data, cfg.learner
+    need = (bytes_needed(c, cfg.n_train) + 4 * bytes_needed(c, cfg.n_test)
+            + cfg.n_train * c.patches * cfg.seeds * ln.k * ln.m * 4)
+    have = available_memory()
+    if have is not None and need > have:
+        raise ValueError(f"--n-train {cfg.n_train} with --n-test {cfg.n_test} needs at least {need / 2**30:.1f} GiB "
+                         f"for its data, more than the {have / 2**30:.1f} GiB of memory available; "
+                         "ask for fewer samples (or a smaller --d, --patches or --seeds)")
+
+
 def make_data(cfg: ViewLearningConfig) -> tuple:
     """The run's training set and its test sets (multi-view, single-view, the single-view samples
     without their Gaussian noise, and noise-only inputs), all from one world."""
@@ -641,6 +657,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         cfg = config_from_args(args)
+        check_memory(cfg)
     except ValueError as err:
         parser.error(str(err))
     from theory_sims import figures, report
