@@ -129,6 +129,31 @@ def test_bad_flags_exit_2_with_one_line(flags, message, capsys, tmp_path):
     assert not (tmp_path / "never").exists()  # nothing written before the flags are checked
 
 
+GOOD_MV = {"individual": {"test_acc": [0.9, 0.92], "single_view_acc": [0.6, 0.7], "multi_view_acc": [1.0, 1.0]},
+           "ensemble": {"test_acc": 0.99, "single_view_acc": 0.95, "multi_view_acc": 1.0}}
+
+
+@pytest.mark.parametrize("part, key, value, message", [
+    ("ensemble", "single_view_acc", 7.0, "ensemble.single_view_acc must be an accuracy in [0, 1], got 7.0"),
+    ("individual", "test_acc", [], "individual.test_acc must be a non-empty list of accuracies in [0, 1], got []"),
+    ("individual", "multi_view_acc", [1, "x"], "individual.multi_view_acc must be a non-empty list"),
+    ("ensemble", "test_acc", [0.9], "ensemble.test_acc must be an accuracy in [0, 1]"),
+])
+def test_a_multiview_results_file_with_bad_accuracies_is_refused(part, key, value, message, capsys, tmp_path):
+    """The reference gains are read from a file: a value that is no accuracy is named in one
+    line, not turned into "+632.57 pts" or "+nan pts"."""
+    bad = json.loads(json.dumps(GOOD_MV))
+    bad[part][key] = value
+    mv = tmp_path / "mv.json"
+    mv.write_text(json.dumps(bad))
+    with pytest.raises(SystemExit) as exc:
+        gn.main(["--multiview-results", str(mv), "--out", str(tmp_path / "never")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"--multiview-results {mv}: {message}" in err
+    assert not (tmp_path / "never").exists()
+
+
 def test_cli_help_and_a_bad_flag_in_a_subprocess():
     helped = subprocess.run([sys.executable, "-m", "theory_sims.gaussian_negative", "--help"],
                             capture_output=True, text=True)

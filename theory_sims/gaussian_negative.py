@@ -196,6 +196,9 @@ def multiview_from_results(path) -> dict:
     """The multi-view gains from a ``results.json`` written by ``theory_sims.view_learning``."""
     try:
         res = json.loads(Path(path).read_text())
+        for key in ("test_acc", "single_view_acc", "multi_view_acc"):
+            _check_accuracies(path, f"individual.{key}", res["individual"][key], many=True)
+            _check_accuracies(path, f"ensemble.{key}", res["ensemble"][key], many=False)
         return _multiview_gains(res["individual"], res["ensemble"], f"read from {path}")
     except OSError as err:
         raise ValueError(f"--multiview-results {path}: cannot be read ({err.strerror or err})") from None
@@ -205,6 +208,22 @@ def multiview_from_results(path) -> dict:
     except (KeyError, TypeError) as err:
         raise ValueError(f"--multiview-results {path}: not a results.json of theory_sims.view_learning "
                          f"(it lacks {err})") from None
+    except _BadRecord as err:
+        raise ValueError(str(err)) from None
+
+
+class _BadRecord(Exception):
+    pass
+
+
+def _check_accuracies(path, name: str, value, many: bool) -> None:
+    """An accuracy in the file: a number in [0, 1], or for ``many`` a non-empty list of them."""
+    values = value if many and isinstance(value, list) else [value]
+    ok = (not many or isinstance(value, list)) and len(values) > 0 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v <= 1.0 for v in values)
+    if not ok:
+        what = "a non-empty list of accuracies in [0, 1]" if many else "an accuracy in [0, 1]"
+        raise _BadRecord(f"--multiview-results {path}: {name} must be {what}, got {json.dumps(value)[:80]}")
 
 
 def _multiview_gains(individual: dict, ensemble: dict, source: str) -> dict:
