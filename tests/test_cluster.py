@@ -102,6 +102,23 @@ def test_resume_runs_only_the_missing_jobs(serial_sweep, tmp_path, capsys):
     assert sweep_rows(half) == sweep_rows(serial_sweep)
 
 
+def test_resume_reruns_a_damaged_or_edited_record_instead_of_tabulating_it(serial_sweep, tmp_path, capsys):
+    half = tmp_path / "edited"
+    shutil.copytree(serial_sweep, half)
+    (half / "sweep.json").unlink()
+    records = sorted((half / "jobs").iterdir())
+    saved = json.loads(records[0].read_text())
+    saved["record"] = json.loads(json.dumps(saved["record"]).replace("0.", "99.0"))  # every value edited
+    records[0].write_text(json.dumps(saved))
+    records[1].write_text(records[1].read_text()[:40])  # truncated
+    argv = [a for a in SMALL if a != "--quiet"] + VARY + ["--cluster", "serial", "--resume", str(half)]
+    assert sweep.main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"{records[0]}: its content does not match its checksum" in out
+    assert f"{records[1]}: unreadable" in out and "2 of 4 jobs already have records" in out
+    assert sweep_rows(half) == sweep_rows(serial_sweep)
+
+
 def test_resume_refuses_a_command_that_describes_another_run(serial_sweep, capsys):
     with pytest.raises(SystemExit) as exc:
         sweep.main(SMALL + ["--vary", "learner.q=3,5", "--data-seeds", "0,1", "--resume", str(serial_sweep)])

@@ -88,6 +88,24 @@ def test_view_learning_killed_mid_run_resumes_to_the_uninterrupted_result(vl_run
     assert without_timings(resumed) == without_timings(json.loads((vl_run / "results.json").read_text()))
 
 
+def test_a_damaged_stage_is_trained_again_on_resume(vl_run, tmp_path, capsys):
+    """A truncated stages/*.pt (a disk filled mid-write by another program, a bad copy) is named
+    in one line and trained again: the resumed run gives the uninterrupted result."""
+    import shutil
+
+    out = tmp_path / "damaged"
+    shutil.copytree(vl_run, out)
+    (out / "results.json").unlink()
+    kd = out / "stages" / "kd.pt"
+    kd.write_bytes(kd.read_bytes()[:100])
+    (out / "stages" / "average.pt").write_text("not a stage")
+    assert vl.main([a for a in VL_SMALL if a != "--quiet"] + ["--resume", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert f"{kd}: not a finished stage" in text and "average.pt: not a finished stage" in text
+    resumed = json.loads((out / "results.json").read_text())
+    assert without_timings(resumed) == without_timings(json.loads((vl_run / "results.json").read_text()))
+
+
 def test_resume_with_other_flags_is_refused(vl_run, capsys):
     err = one_line_error(vl.main, VL_SMALL + ["--kd-lr", "9", "--resume", str(vl_run)], capsys)
     assert "describes another run" in err and "distill.lr (5.0 there, 9.0 here)" in err

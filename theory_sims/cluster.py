@@ -23,6 +23,7 @@ and in which order jobs ran never changes a result: records are JSON, the same i
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -124,11 +125,11 @@ def execute(fn: Callable, args: tuple, record_path: str, *_after):
     """Run one job where it was sent and write its record atomically; an existing record is
     returned instead (a job retried after its worker died, or a resumed run). ``_after``: the
     records of the jobs it waited for (Dask passes them; the job reads what it needs from disk)."""
-    from theory_sims.results import as_json, write_json
+    from theory_sims.results import as_json
 
     path = Path(record_path)
     if path.exists():
-        return json.loads(path.read_text())
+        return read_record(path)
     try:
         from distributed import get_worker
 
@@ -140,8 +141,37 @@ def execute(fn: Callable, args: tuple, record_path: str, *_after):
             os.environ[name] = str(threads)
         _limit_threads(threads)  # for those already loaded
     record = as_json(fn(*args))
-    write_json(path, record)
+    write_record(path, record)
     return record
+
+
+class BadRecord(ValueError):
+    """A job record that cannot be read back as written (truncated, edited, another format)."""
+
+
+def _digest(record) -> str:
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
+
+
+def write_record(path, record) -> None:
+    """A job's record, atomically, with the SHA-256 of its canonical JSON beside it."""
+    from theory_sims.results import write_json
+
+    write_json(path, {"sha256": _digest(record), "record": record})
+
+
+def read_record(path):
+    """The record ``write_record`` wrote; :class:`BadRecord` naming the file if it is unreadable or
+    its content no longer matches its checksum."""
+    try:
+        saved = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise BadRecord(f"{path}: unreadable ({type(err).__name__})") from None
+    if not isinstance(saved, dict) or set(saved) != {"sha256", "record"}:
+        raise BadRecord(f"{path}: not a job record of this version (no checksum)")
+    if _digest(saved["record"]) != saved["sha256"]:
+        raise BadRecord(f"{path}: its content does not match its checksum (edited or damaged)")
+    return saved["record"]
 
 
 def _client(w: Where):
@@ -180,7 +210,15 @@ def run_jobs(jobs: list[Job], records: str | os.PathLike, where_: Where = Where(
         if missing:
             raise ValueError(f"job {j.key!r} needs {missing}, which must come before it in the list")
         seen.add(j.key)
-    done = {k: json.loads(_record_path(records, k).read_text()) for k in keys if _record_path(records, k).exists()}
+    done = {}
+    for k in keys:
+        path = _record_path(records, k)
+        if path.exists():
+            try:
+                done[k] = read_record(path)
+            except BadRecord as err:  # never tabulated: the job runs again and writes a good one
+                log(f"{err}; running that job again")
+                path.unlink()
     todo = [j for j in jobs if j.key not in done]
     if done:
         log(f"{len(done)} of {len(jobs)} jobs already have records in {records}; running the other {len(todo)}")

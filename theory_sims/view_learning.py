@@ -201,9 +201,9 @@ class Stages:
     an earlier (killed) run of the same config finished it; every trained stage is saved there
     atomically, so ``--resume`` skips what was done and gives what the uninterrupted run gives."""
 
-    def __init__(self, folder=None, progress: bool = False):
+    def __init__(self, folder=None, progress: bool = False, log=print):
         self.folder = None if folder is None else Path(folder)
-        self.progress = progress
+        self.progress, self.log = progress, log
         self.loaded: list[str] = []
 
     def fit(self, name: str, *args, **kwargs):
@@ -213,8 +213,14 @@ class Stages:
 
         path = self.folder / f"{name}.pt"
         if path.exists():
-            self.loaded.append(name)
-            return torch.load(path, weights_only=False)
+            try:  # the run's own file; a truncated or foreign one is trained again, not trusted
+                result = torch.load(path, weights_only=False)
+            except Exception as err:  # noqa: BLE001 (torch.load raises many kinds on a bad file)
+                result = err
+            if isinstance(result, ex.TrainResult):
+                self.loaded.append(name)
+                return result
+            self.log(f"  {path}: not a finished stage ({type(result).__name__}); training it again")
         result = ex.fit(*args, progress=self.progress, **kwargs)
         from theory_sims.results import write_atomic
 
@@ -248,7 +254,7 @@ class Run:
         self.cfg, self.log = cfg, log
         self.train_set, self.tests = make_data(cfg)
         self.ev = ex.Evaluator(self.train_set, self.tests, cfg.train.backend, cfg.train.device)
-        self.stages = Stages(stages_dir, progress)
+        self.stages = Stages(stages_dir, progress, log)
         self.seeds = list(range(cfg.seed * 1000, cfg.seed * 1000 + cfg.seeds))
         self.fresh = [s + 500 for s in self.seeds]  # students' inits: never a teacher's
         # what the report needs to judge the rows: k (the tolerance) and mu (the error's unit)
