@@ -263,9 +263,10 @@ def main(argv: list[str] | None = None) -> int:
     from real_data import data as rd
     from real_data.data import ENV_VAR, DataError
     from real_data.train import load_models, normalise
-    from theory_sims.results import out_dir, save_figure, write_csv, write_json
+    from theory_sims.results import refuse_another_run, save_figure, start_run, write_csv, write_json
 
     try:
+        refuse_another_run(args.out)  # before the slow part: a folder of earlier figures is never mixed with new ones
         for flag, value, lo in (("--top", args.top, 1), ("--n-test", args.n_test, 1), ("--auto", args.auto, 1),
                                 ("--am-steps", args.am_steps, 0), ("--seed", args.seed, 0)):
             if value is not None and value < lo:
@@ -298,8 +299,8 @@ def main(argv: list[str] | None = None) -> int:
         shown = lambda names: ", ".join(list(names)[:4]) + (", ..." if len(names) > 4 else "")  # noqa: E731
         fail(parser.prog, f"--data {data_path} (--dataset {args.dataset}) holds the classes {shown(images.classes)}, "
                           f"but the checkpoint was trained on {shown(classes)}: pass the data and --dataset of its run")
-    try:  # the folder only once the inputs are known good
-        out = out_dir(args.out, "visualize")
+    try:  # the folder only once the inputs are known good; its config.json marks it as this run's
+        out = start_run(args.out, None, "visualize", {k: v for k, v in vars(args).items() if k != "out"})
     except ValueError as err:
         parser.error(str(err))
     mean, std = meta["mean"], meta["std"]

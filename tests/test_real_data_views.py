@@ -39,6 +39,12 @@ def test_visualize_writes_channel_compare_and_ablation_figures(smoke_run, image_
     assert random_curve.shape == (10, 4)
     rows = (out / "ablation.csv").read_text().splitlines()
     assert len(rows) == 1 + 20 and rows[0].startswith("order,fraction,class0")
+    # the folder now holds this run: a second visualize there is refused, its files untouched
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    with pytest.raises(SystemExit) as exc:
+        vz.main(["--checkpoint", str(ck / "single-0.pt"), "--data", str(image_tree), "--out", str(out)])
+    assert exc.value.code == 2
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
 
 
 def test_ablation_at_zero_is_the_plain_accuracy_and_all_off_is_one_prediction(smoke_run, image_tree):
