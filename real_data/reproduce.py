@@ -483,8 +483,8 @@ def build_parser() -> Parser:
     p.add_argument("--cache-dir", default=None, help="where decoded images are cached as .npz (default: no cache)")
     p.add_argument("--out", default=None, help="run folder (default: runs/reproduce-<time>)")
     p.add_argument("--resume", default=None, metavar="RUN_FOLDER",
-                   help="continue the run in this folder with its saved config and data path (other experiment "
-                        "flags ignored): finished jobs (RUN/jobs/*.json) are kept, a job cut short resumes from its "
+                   help="continue the run in this folder with its saved config and data path (experiment and "
+                        "training flags, --preset and --out are refused with it): finished jobs (RUN/jobs/*.json) are kept, a job cut short resumes from its "
                         "last epoch's checkpoint")
     p.add_argument("--device", default=None, help="'cpu' or 'cuda' (default: cuda if available, else cpu)")
     p.add_argument("--quiet", action="store_true",
@@ -512,6 +512,13 @@ def main(argv: list[str] | None = None) -> int:
         require_cuda(device)
         saved_data = None
         if args.resume is not None:
+            # --resume continues the saved run as it was: a flag it would have to ignore is refused
+            ignored = ["--" + name.replace("_", "-") for name in (*args._exp, *args._spec)
+                       if getattr(args, name) is not None]
+            ignored += [flag for flag, value in (("--preset", args.preset), ("--out", args.out)) if value is not None]
+            if ignored:
+                raise ValueError(f"--resume continues the run with its saved config; {', '.join(ignored)} "
+                                 f"cannot change it (start a new run with --out to use other values)")
             out = Path(args.resume)
             saved = out / "config.json"
             if not saved.exists():

@@ -127,6 +127,15 @@ def test_reproduce_resume_alone_uses_the_saved_data_path(smoke_run, monkeypatch,
     assert Path(json.loads((smoke_run / "config.json").read_text())["data"]).is_absolute()
 
 
+@pytest.mark.parametrize("flags, named", [(["--seeds", "5"], "--seeds"), (["--out", "elsewhere"], "--out"),
+                                          (["--epochs", "9", "--preset", "smoke"], "--epochs, --preset")])
+def test_reproduce_resume_refuses_flags_it_would_ignore(flags, named, smoke_run, capsys):
+    before = {p.name: p.stat().st_mtime_ns for p in smoke_run.iterdir()}
+    err = one_line_error(reproduce.main, ["--resume", str(smoke_run)] + flags, capsys)
+    assert f"{named} cannot change it" in err
+    assert {p.name: p.stat().st_mtime_ns for p in smoke_run.iterdir()} == before
+
+
 def test_reproduce_refuses_an_existing_run_and_checkpoints_of_another_config(smoke_run, image_tree, capsys,
                                                                              tmp_path):
     err = one_line_error(reproduce.main, ["--preset", "smoke", "--data", str(image_tree), "--lr", "0.05",
