@@ -64,6 +64,18 @@ def test_sweep_on_a_local_cluster_of_two_workers_equals_serial(serial_sweep, tmp
     assert sorted(p.name for p in (out / "jobs").iterdir()) == sorted(p.name for p in (serial_sweep / "jobs").iterdir())
 
 
+def test_random_feature_rows_on_one_thread_workers_equal_a_serial_run(dask_cluster, tmp_path):
+    """The random-feature family too: its read-out products and the step's small torch ops must
+    not depend on the threads (one per worker here, all the cores in the serial run)."""
+    rf = [a for a in SMALL if a != "--no-random-features"] + ["--rf-steps", "40", "--data-seeds", "0,1"]
+    serial, workers = tmp_path / "serial", tmp_path / "workers"
+    assert sweep.main(rf + ["--cluster", "serial", "--out", str(serial)]) == 0
+    assert sweep.main(rf + ["--cluster", dask_cluster.scheduler_address, "--out", str(workers)]) == 0
+    rows = sweep_rows(serial)
+    assert all(r.get("value_rf_ensemble") is not None for r in rows)
+    assert sweep_rows(workers) == rows
+
+
 def test_a_worker_killed_mid_run_loses_only_its_job(serial_sweep, dask_cluster, tmp_path):
     killed = []
 
