@@ -6,7 +6,11 @@ Examples::
     python -m multiview.generate --kind gaussian --input mixture --teacher conv --patches 4 \\
         --sampling rejection --margin 0.5 --label-noise 0.1 --out gauss.npz
 
-Load the file back with ``multiview.load(path)``.
+Load the file back with ``multiview.load(path)``. The defaults are the generators' own (for
+multi-view data MultiViewConfig's: d = 500, P = 50 patches, noise std 0.067), not the data of the
+view-learning experiment (d = 640, P = 32, noise std 0.0245 and the paper's other-feature
+weights; ``python -m theory_sims.view_learning --help`` lists its values): pass those flags to
+draw that data.
 """
 
 from __future__ import annotations

@@ -386,3 +386,14 @@ def test_no_controls_leaves_out_their_rows_and_the_line_that_reads_them(tmp_path
     assert "self_kd_inheritance" not in res["mechanism"] and "kd_inheritance" in res["mechanism"]
     printed = capsys.readouterr().out
     assert "self-KD students use the views" not in printed and "KD students use" in printed
+
+
+def test_generate_help_quotes_both_sets_of_defaults_as_they_are():
+    """multiview.generate's --help says its defaults are not the main job's data and quotes both;
+    the quoted numbers must be the configs' own."""
+    from multiview import MultiViewConfig, generate
+
+    doc = " ".join(generate.__doc__.split())
+    gen, job = MultiViewConfig(), vl.DEFAULT_DATA
+    assert f"d = {gen.d}, P = {gen.patches} patches, noise std {gen.noise_std:g}" in doc
+    assert f"(d = {job.d}, P = {job.patches}, noise std {job.noise_std:g}" in doc
