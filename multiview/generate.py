@@ -143,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--{stray[0].replace('_', '-')} applies only to --kind {other}")
     if args.n < 1:
         parser.error(f"--n must be an integer >= 1, got {args.n}")
+    for flag, value in (("--seed", args.seed), ("--world-seed", args.world_seed)):
+        if value < 0:  # numpy's own message ("expected non-negative integer") names no flag
+            parser.error(f"{flag} must be an integer >= 0, got {value}")
     try:
         config = KINDS[args.kind](**given(args, flags[args.kind]))
         _check_out(args.out, args.overwrite)

@@ -36,6 +36,8 @@ def test_gaussian_kind(tmp_path, capsys):
         (["--missing", "1.5"], "missing must be a number in [0.0, 1.0]"),
         (["--d", "3"], "d must be >= k * views"),
         (["--n", "0"], "--n must be an integer >= 1"),
+        (["--seed", "-1"], "--seed must be an integer >= 0, got -1"),
+        (["--world-seed", "-3"], "--world-seed must be an integer >= 0, got -3"),
         (["--teacher", "fc"], "--teacher applies only to --kind gaussian"),
         (["--kind", "gaussian", "--views", "3"], "--views applies only to --kind multiview"),
         (["--kind", "gaussian", "--label-noise", "1.5"], "label_noise must be a number in [0.0, 1.0)"),
