@@ -226,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--data: no such file or folder: {data_path}")
         sizes = TINY if args.tiny else FULL
         out = start_run(args.out, None, "gpu_check", {"device": device, "tiny": args.tiny, "only": only,
-                                                      "data": None if data_path is None else str(data_path)})
+                                                      "data": None if data_path is None else str(data_path)},
+                        resumable=False)
     except ValueError as err:
         p.error(str(err))
     report = {"device": device, "device_name": torch.cuda.get_device_name(0) if device == "cuda" else

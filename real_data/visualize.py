@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     from theory_sims.results import refuse_another_run, save_figure, start_run, write_csv, write_json
 
     try:
-        refuse_another_run(args.out)  # before the slow part: a folder of earlier figures is never mixed with new ones
+        refuse_another_run(args.out, resumable=False)  # before the slow part: a folder of earlier figures is never mixed with new ones
         for flag, value, lo in (("--top", args.top, 1), ("--n-test", args.n_test, 1), ("--auto", args.auto, 1),
                                 ("--am-steps", args.am_steps, 0), ("--seed", args.seed, 0)):
             if value is not None and value < lo:
@@ -300,7 +300,8 @@ def main(argv: list[str] | None = None) -> int:
         fail(parser.prog, f"--data {data_path} (--dataset {args.dataset}) holds the classes {shown(images.classes)}, "
                           f"but the checkpoint was trained on {shown(classes)}: pass the data and --dataset of its run")
     try:  # the folder only once the inputs are known good; its config.json marks it as this run's
-        out = start_run(args.out, None, "visualize", {k: v for k, v in vars(args).items() if k != "out"})
+        out = start_run(args.out, None, "visualize", {k: v for k, v in vars(args).items() if k != "out"},
+                        resumable=False)
     except ValueError as err:
         parser.error(str(err))
     mean, std = meta["mean"], meta["std"]

@@ -434,4 +434,11 @@ def test_gpu_check_bad_flags_exit_2_with_one_line(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0]
     assert not (tmp_path / "o").exists()
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "config.json").write_text("{}")
+    with pytest.raises(SystemExit):  # gpu_check has no --resume: its message must not offer one
+        gpu_check.main(["--only", "theory", "--out", str(taken)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds another run" in err[0] and "--resume" not in err[0]
     assert gpu_check.bf16_peak("NVIDIA H100 80GB HBM3") == 989e12 and gpu_check.bf16_peak("NVIDIA H100 PCIe") == 756e12

@@ -103,16 +103,20 @@ def _differences(saved, wanted, prefix="") -> list[str]:
     return [] if saved == wanted else [f"{prefix[:-1]} ({saved!r} there, {wanted!r} here)"]
 
 
-def refuse_another_run(out: str | os.PathLike | None, same_flags: bool = True) -> None:
+def refuse_another_run(out: str | os.PathLike | None, same_flags: bool = True, resumable: bool = True) -> None:
     """ValueError if the folder ``out`` already holds a run (a ``config.json``); ``same_flags``: the
-    command's --resume needs the run's flags again (not where --resume reads the saved config)."""
+    command's --resume needs the run's flags again (not where --resume reads the saved config);
+    ``resumable``: the command has a --resume to suggest."""
     if out is not None and (Path(out) / "config.json").exists():
+        if not resumable:
+            raise ValueError(f"--out {out} holds another run (its config.json); choose a new folder")
         flags = " and the same flags" if same_flags else ""
         raise ValueError(f"--out {out} holds another run (its config.json); continue it with --resume {out}"
                          f"{flags}, or choose a new folder")
 
 
-def start_run(out: str | os.PathLike | None, resume: str | os.PathLike | None, name: str, config: dict) -> Path:
+def start_run(out: str | os.PathLike | None, resume: str | os.PathLike | None, name: str, config: dict,
+              resumable: bool = True) -> Path:
     """The run folder of a command, and its ``config.json``.
 
     Without ``resume``: a new folder (``out``, or ``runs/name-<time>``) whose ``config.json`` is
@@ -136,7 +140,7 @@ def start_run(out: str | os.PathLike | None, resume: str | os.PathLike | None, n
             shown = "; ".join(diff[:3]) + (f"; and {len(diff) - 3} more" if len(diff) > 3 else "")
             raise ValueError(f"--resume {folder}: this command describes another run than the one there: {shown}")
         return folder
-    refuse_another_run(out)
+    refuse_another_run(out, resumable=resumable)
     folder = out_dir(out, name)
     write_json(folder / "config.json", wanted)
     return folder
