@@ -106,6 +106,13 @@ def test_a_damaged_stage_is_trained_again_on_resume(vl_run, tmp_path, capsys):
     assert without_timings(resumed) == without_timings(json.loads((vl_run / "results.json").read_text()))
 
 
+def test_resume_of_another_commands_run_says_so(vl_run, capsys):
+    from theory_sims import sweep
+
+    err = one_line_error(sweep.main, ["--resume", str(vl_run), "--cluster", "serial"], capsys)
+    assert f"--resume {vl_run}: not a sweep run" in err and "the command that made it" in err
+
+
 def test_resume_with_other_flags_is_refused(vl_run, capsys):
     err = one_line_error(vl.main, VL_SMALL + ["--kd-lr", "9", "--resume", str(vl_run)], capsys)
     assert "describes another run" in err and "distill.lr (5.0 there, 9.0 here)" in err

@@ -135,6 +135,9 @@ def start_run(out: str | os.PathLike | None, resume: str | os.PathLike | None, n
             saved = json.loads(saved_path.read_text())
         except (OSError, ValueError) as err:
             raise ValueError(f"--resume {folder}: its config.json cannot be read ({err})") from None
+        if isinstance(saved, dict) and isinstance(wanted, dict) and set(saved) != set(wanted):
+            raise ValueError(f"--resume {folder}: not a {name} run (its config.json has the sections "
+                             f"{', '.join(sorted(saved)) or 'none'}); resume it with the command that made it")
         diff = _differences(saved, wanted)
         if diff:
             shown = "; ".join(diff[:3]) + (f"; and {len(diff) - 3} more" if len(diff) > 3 else "")
