@@ -74,3 +74,50 @@ def test_the_link_checker_catches_a_broken_link(tmp_path):
     page.write_text("# Title\n[ok](#title) [ok](other.md#a-heading) [bad](missing.md) [bad anchor](#nowhere) "
                     "[bad anchor](other.md#b)\n")
     assert broken_links(page) == ["missing.md", "#nowhere", "other.md#b"]
+
+
+# The README's headline table, tied to the run that made it: docs/main_job_results.json and its
+# config.json are that run's files (python -m theory_sims.view_learning --views 2 --missing 0.1).
+README_ROWS = {
+    "single model (10 seeds)": ["single model"],
+    "ensemble of the 10 (mean logits)": ["ensemble"],
+    "knowledge distillation from the ensemble (5 students)": ["knowledge distillation"],
+    "self-distillation (5 students)": ["self-distillation"],
+    "training the average of 10": ["training the average"],
+    "ensemble of the KD students": ["ensemble of KD students"],
+    "random features: single / ensemble / KD": ["random features: single model", "random features: ensemble",
+                                                "random features: knowledge distillation"],
+}
+
+
+def _cell(row: dict, key: str, with_std: bool = True) -> str:
+    if row[key] is None:
+        return ""
+    std = row.get(key + "_std") if with_std else None
+    return f"{row[key]:.3f}" + (f" ± {std:.3f}" if std is not None else "")
+
+
+def test_the_readme_table_is_the_kept_run_of_the_current_defaults():
+    import json
+
+    from theory_sims import report
+    from theory_sims import view_learning as vl
+    from theory_sims.results import as_json
+
+    kept = json.loads((ROOT / "docs" / "main_job_config.json").read_text())
+    assert kept == as_json(vl.ViewLearningConfig().to_dict()), "the defaults changed: re-run the main job into docs/"
+    rows = {r["row"]: r for r in report.table_rows(json.loads((ROOT / "docs" / "main_job_results.json").read_text()))}
+    table = {}
+    for line in (ROOT / "README.md").read_text().splitlines():
+        cells = [c.strip().replace("**", "") for c in line.strip().strip("|").split("|")]
+        if cells[0] in README_ROWS:
+            table[cells[0]] = cells[1:]
+    assert set(table) == set(README_ROWS)
+    for label, names in README_ROWS.items():
+        got = [rows[n] for n in names]
+        want = [" / ".join(_cell(r, key, with_std=len(got) == 1) for r in got) for key in ("multi_view_acc", "single_view_acc",
+                                                                    "single_view_clean_acc")]
+        views = got[0]["views_per_class"]
+        assert table[label][:3] == want, label
+        if len(names) == 1:
+            assert table[label][3].split(" of ")[0] == f"{views:.2f}", label
