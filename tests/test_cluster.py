@@ -201,7 +201,23 @@ def test_the_environment_names_the_scheduler(monkeypatch):
     with pytest.raises(ValueError, match="no Dask scheduler answered"):
         cluster.where(args)
     monkeypatch.delenv(cluster.ENV_VAR)
-    assert cluster.where(sweep.build_parser().parse_args([])) == cluster.Where("local", workers=os.cpu_count())
+    assert cluster.where(sweep.build_parser().parse_args(["--cluster", "local"])) == \
+        cluster.Where("local", workers=os.cpu_count())
+
+
+@pytest.mark.parametrize("cores, flags, want", [
+    (2, [], cluster.Where("serial")),
+    (3, [], cluster.Where("serial")),
+    (4, [], cluster.Where("local", workers=4)),
+    (16, [], cluster.Where("local", workers=16)),
+    (2, ["--workers", "2"], cluster.Where("local", workers=2)),  # --workers asks for the local cluster
+])
+def test_the_default_cluster_follows_the_cores(monkeypatch, cores, flags, want):
+    """Below 4 cores one job already uses them all and a local cluster only adds its overheads."""
+    monkeypatch.delenv(cluster.ENV_VAR, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    for build in (sweep.build_parser, gn.build_parser):
+        assert cluster.where(build().parse_args(flags)) == want
 
 
 def test_jobs_must_come_after_the_jobs_they_need(tmp_path):

@@ -72,13 +72,26 @@ class Where:
     address: str | None = None
 
 
+# Where a command's default is "auto": a local cluster only from this many cores. Below it one job
+# already keeps every core busy, and a local cluster of one-thread workers only adds its start-up
+# and each worker's imports: on 2 cores gaussian_negative --quick ran at 0.76x and 0.55x of serial
+# (docs/performance.md, "Many jobs: Dask").
+AUTO_LOCAL_CORES = 4
+
+
 def add_flags(parser, default: str) -> None:
-    """``--cluster`` and ``--workers`` (parsed defaults None, resolved by :func:`where`)."""
+    """``--cluster`` and ``--workers`` (parsed defaults None, resolved by :func:`where`); ``default``
+    is 'serial', 'local' or 'auto' (local from AUTO_LOCAL_CORES cores, serial below)."""
+    shown = (f"auto: local on {AUTO_LOCAL_CORES} or more cores, serial below, where one job already uses "
+             f"every core; serial here, {os.cpu_count()} cores" if default == "auto" and
+             (os.cpu_count() or 1) < AUTO_LOCAL_CORES else
+             f"auto: local on {AUTO_LOCAL_CORES} or more cores, serial below; local here" if default == "auto"
+             else default)
     g = parser.add_argument_group("where the jobs run (Dask; see python -m theory_sims.cluster --help)")
     g.add_argument("--cluster", default=None, metavar="serial|local|tcp://HOST:PORT",
                    help=f"'serial': one job after the other in this process; 'local': a local Dask cluster of "
                         f"--workers processes; tcp://HOST:PORT: an existing Dask scheduler, whose workers must "
-                        f"see the run folder (shared storage) (default: ${ENV_VAR} if set, else {default})")
+                        f"see the run folder (shared storage) (default: ${ENV_VAR} if set, else {shown})")
     g.add_argument("--workers", type=int, default=None, metavar="N",
                    help=f"worker processes of --cluster local, one thread each (default: the number of cores, "
                         f"{os.cpu_count()} here)")
@@ -88,6 +101,8 @@ def add_flags(parser, default: str) -> None:
 def where(args) -> Where:
     """The :class:`Where` of parsed ``args``; ValueError naming the flag for a bad value."""
     text = args.cluster if args.cluster is not None else os.environ.get(ENV_VAR) or args._cluster_default
+    if text == "auto":  # --workers asks for a local cluster; otherwise the cores decide
+        text = "local" if args.workers is not None or (os.cpu_count() or 1) >= AUTO_LOCAL_CORES else "serial"
     flag = "--cluster" if args.cluster is not None else (f"${ENV_VAR}" if os.environ.get(ENV_VAR) else "--cluster")
     if args.workers is not None:
         check_int("--workers", args.workers, 1)

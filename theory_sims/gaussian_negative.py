@@ -329,7 +329,7 @@ def build_parser() -> Parser:
     p.add_argument("--resume", default=None, metavar="RUN",
                    help="continue the grid in folder RUN, given with the same flags as when it started: cells whose "
                         "record is in RUN/jobs are kept, the others run")
-    cluster.add_flags(p, default="local")
+    cluster.add_flags(p, default="auto")
     g = p.add_argument_group("grid and data")
     fields = {f.name: f for f in dataclasses.fields(NegativeConfig)}
     for name, kind in FLAGS.items():

@@ -202,7 +202,7 @@ def build_parser():
                         "noise's norm per patch fixed, m about log k)")
     g.add_argument("--data-seeds", default=None, metavar="S1,S2,...",
                    help="run every point on the data (world) of each of these seeds (default: --seed)")
-    cluster.add_flags(p, default="local")
+    cluster.add_flags(p, default="auto")
     return p
 
 
