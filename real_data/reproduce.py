@@ -427,6 +427,11 @@ def format_table(rows: list[dict], mode: str = "full") -> str:
     return "\n".join(lines)
 
 
+def plural(n: int, word: str) -> str:
+    """'1 student', '5 students'."""
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
 def accuracy_figure(rows: list[dict], results: dict, title: str):
     """Left: every row's test accuracy, each model as a dot where a row has several, with chance
     level drawn, so a run that barely learned reads as one. Right: each row's gain over the single
@@ -452,19 +457,20 @@ def accuracy_figure(rows: list[dict], results: dict, title: str):
     chance = 100 / results["num_classes"] if "num_classes" in results else None
     if chance is not None:
         ax.axvline(chance, color="tab:red", ls="--", lw=1, label=f"chance ({chance:.0f}%)")
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.22), frameon=False)  # clear of the bars
     ax.set_yticks(list(y), names)
     ax.invert_yaxis()
     ax.set(xlim=(0, 100), xlabel="test accuracy % (dots: the row's models)", ylabel="")
     spread = rows[0]["std"] or 0.0
     gx.axvspan(-spread, spread, color="grey", alpha=0.2, lw=0, label=f"± 1 std of a single model ({spread:.2f})")
-    gx.barh(y, [r["gain_over_single"] for r in rows], color="tab:green")
+    gains = [r["gain_over_single"] for r in rows]
+    gx.barh(y, gains, color=["tab:green" if g >= 0 else "tab:red" for g in gains])  # a loss is not a gain
     gx.axvline(0, color="grey", lw=0.8)
     gx.set(xlabel="minus the single models' mean (percentage points)")
     if chance is not None and rows[0]["test_acc"] < chance + 5:
         gx.set_title("the single models are within 5 points of chance: these gains mean nothing",
                      fontsize=9, color="tab:red")
-    gx.legend(fontsize=8, loc="lower right")
+    gx.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.22), frameon=False)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
@@ -574,8 +580,8 @@ def main(argv: list[str] | None = None) -> int:
     write_csv(out / "table.csv", rows)
     n_train = cfg.n_train or "all"
     title = (f"{cfg.dataset} ({results.get('num_classes', '?')} classes), {cfg.model} net width {cfg.width:g}, "
-             f"{cfg.mode}; {cfg.seeds} seeds, {cfg.students} students; {n_train} training images, "
-             f"{cfg.spec.epochs} epochs")
+             f"{cfg.mode}; {plural(cfg.seeds, 'seed')}, {plural(cfg.students, 'student')}; {n_train} training "
+             f"images, {plural(cfg.spec.epochs, 'epoch')}")
     save_figure(accuracy_figure(rows, results, title), out / "accuracy.png")
     print(format_table(rows, cfg.mode))
     print(f"total {results['timing_s']['total']:.1f} s on {results['throughput']['device']}; results in {out}")

@@ -442,3 +442,25 @@ def test_gpu_check_bad_flags_exit_2_with_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "holds another run" in err[0] and "--resume" not in err[0]
     assert gpu_check.bf16_peak("NVIDIA H100 80GB HBM3") == 989e12 and gpu_check.bf16_peak("NVIDIA H100 PCIe") == 756e12
+
+
+def test_reproduce_accuracy_figure_colours_losses_and_keeps_legends_off_the_bars():
+    import matplotlib.colors as mcolors
+
+    from real_data.reproduce import accuracy_figure, plural
+
+    rows = [{"row": "single model", "key": "individual", "test_acc": 60.0, "std": 1.0, "gain_over_single": 0.0},
+            {"row": "ensemble", "key": "ensemble", "test_acc": 64.0, "std": None, "gain_over_single": 4.0},
+            {"row": "KD", "key": "kd", "test_acc": 58.0, "std": None, "gain_over_single": -2.0}]
+    results = {"individual": {"test_acc": [0.59, 0.61]}, "kd": {}, "self_kd": {}, "num_classes": 10}
+    fig = accuracy_figure(rows, results, f"x; {plural(1, 'student')}, {plural(2, 'seed')}")
+    ax, gx = fig.axes
+    colours = [mcolors.to_hex(p.get_facecolor()) for p in gx.patches if p.get_height() < 1]
+    assert colours[-1] == mcolors.to_hex("tab:red") and colours[1] == mcolors.to_hex("tab:green")
+    fig.canvas.draw()
+    for axis in (ax, gx):  # each legend sits below its axes, off the bars
+        assert axis.get_legend().get_window_extent().y1 <= axis.get_window_extent().y0
+    assert fig._suptitle.get_text() == "x; 1 student, 2 seeds"
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
