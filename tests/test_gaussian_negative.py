@@ -161,3 +161,18 @@ def test_cli_help_and_a_bad_flag_in_a_subprocess():
     bad = subprocess.run([sys.executable, "-m", "theory_sims.gaussian_negative", "--n-train", "x"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_gain_heatmap_marks_the_cells_the_grid_did_not_run():
+    from theory_sims import figures
+
+    cells = [{"cell": {"input": "gaussian", "teacher": t, "sampling": "uniform", "margin": m, "label_noise": False},
+              "gain": 0.01} for t, m in (("fc", False), ("conv", True))]  # 2 of the 4 (row, column) cells
+    fig = figures.gain_heatmap(cells)
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert texts.count("not run") == 2 and texts.count("+1.0") == 2
+    assert "multi-view" not in figures.gains_vs_multiview(
+        [{**c, "gain_ci": [0.0, 0.02]} for c in cells], None).axes[0].get_title()
+    import matplotlib.pyplot as plt
+
+    plt.close("all")

@@ -259,7 +259,7 @@ def view_learning_figures(out: Path, cfg, results: dict, run, rows: list[dict]) 
 
 def gain_heatmap(cells: list[dict]):
     """Ensemble gains (percentage points) over the grid: rows input x teacher, columns
-    sampling x margin x label noise. Cells not run stay blank."""
+    sampling x margin x label noise. Cells not run are hatched and say so."""
     yes_no = lambda flag: "yes" if flag else "no"  # noqa: E731
     row = lambda c: f"{c['input']} / {c['teacher']}"  # noqa: E731
     col = lambda c: f"{c['sampling']}\nmargin {yes_no(c['margin'])}\nnoise {yes_no(c['label_noise'])}"  # noqa: E731
@@ -272,8 +272,12 @@ def gain_heatmap(cells: list[dict]):
     bound = max(1.0, float(np.nanmax(np.abs(grid))))
     sns.heatmap(grid, annot=True, fmt="+.1f", cmap="RdBu_r", vmin=-bound, vmax=bound, ax=ax,
                 xticklabels=cols, yticklabels=rows, cbar_kws={"label": "ensemble gain (pts)"})
+    for i, j in zip(*np.nonzero(np.isnan(grid))):  # a cell the grid did not run says so
+        ax.add_patch(plt.Rectangle((j, i), 1, 1, fill=False, hatch="//", edgecolor="lightgrey", lw=0))
+        ax.text(j + 0.5, i + 0.5, "not run", ha="center", va="center", fontsize=8, color="grey")
     ax.set_title("ensemble minus mean single model, test accuracy (percentage points)")
-    ax.tick_params(axis="x", labelsize=7, rotation=0)
+    ax.tick_params(axis="x", labelsize=9, rotation=0)
+    ax.tick_params(axis="y", labelsize=9)
     return fig
 
 
@@ -304,7 +308,7 @@ def gains_vs_multiview(cells: list[dict], reference: dict | None):
         if gain > 1 and gain >= top_gains:  # the cells that disagree most are named, not hidden
             name = (f"{cell['input'][:3]}/{cell['sampling'][:3]} m{yes_no(cell['margin'])}"
                     f" n{yes_no(cell['label_noise'])}")
-            ax.annotate(name, (x + jitter, gain), xytext=(3, 0), textcoords="offset points", fontsize=6,
+            ax.annotate(name, (x + jitter, gain), xytext=(3, 0), textcoords="offset points", fontsize=8,
                         va="center", color="dimgrey")
     if reference is not None:
         for name, key in (("multi-view data:\ntest mixture", "test_acc"),
@@ -321,8 +325,8 @@ def gains_vs_multiview(cells: list[dict], reference: dict | None):
     if reference is not None:
         handles.append(Patch(color="tab:green", label="multi-view data (view_learning defaults)"))
     ax.legend(handles=handles, fontsize=7, loc="upper left")
-    ax.set_title("ensembles help on multi-view data, not on Gaussian-like data\n"
-                 "(named: the largest gains above 1 point; input/sampling, m+ margin, n+ label noise)", fontsize=10)
+    ax.set_title("ensemble gain on each Gaussian-like cell" + (" and on multi-view data" if reference else "") +
+                 "\n(named: the largest gains above 1 point; input/sampling, m+ margin, n+ label noise)", fontsize=10)
     fig.tight_layout()
     return fig
 
