@@ -226,8 +226,10 @@ def ablation_figure(fractions, curves: dict, classes):
             ax.plot(fractions, acc[:, c], marker="o", ms=2.5, lw=1, label=cls)
         ax.set(title=f"{name} channels zeroed", xlabel="fraction of channels zeroed", ylim=(-0.02, 1.02))
     axes[0, 0].set_ylabel("test accuracy of the class")
-    axes[0, -1].legend(fontsize=6, ncol=2, loc="lower left")
     fig.tight_layout()
+    handles, labels = axes[0, -1].get_legend_handles_labels()  # below the panels, clear of the curves
+    fig.legend(handles, labels, fontsize=7, ncol=min(len(labels), 5), loc="upper center",
+               bbox_to_anchor=(0.5, 0.0), frameon=False)
     return fig
 
 
@@ -340,8 +342,10 @@ def main(argv: list[str] | None = None) -> int:
                 for t, b in enumerate(best):
                     _overlay(axes[r, 3 * j + t], images.x_test[int(on[b])], feats[b, ch].cpu().numpy())
                 axes[r, 3 * j].set_title(f"ch {ch}", fontsize=7, loc="left")
-            axes[r, 0].set_ylabel(f"{name}\n{half} ch = half", fontsize=7)
-        fig.suptitle(f"class '{cls}': the 4 channels each network relies on most (3 top images each)", fontsize=9)
+            axes[r, 0].set_ylabel(f"{name}\n{half} channels give\nhalf the logit", fontsize=7)
+        fig.suptitle(f"class '{cls}': each network's 4 most relied-on channels (by their share of the class logit), "
+                     f"3 top images each;\noverlay: where the channel fires (bright = strong); left: how many "
+                     f"channels carry half of the logit", fontsize=9)
         fig.tight_layout()
         written += save_figure(fig, out / "compare.png")
         write_csv(out / "compare.csv", rows)

@@ -184,3 +184,14 @@ def test_table_compares_each_mode_with_the_papers_matching_row():
     assert rf[4]["key"] == "average" and rf[4]["paper"] == 41.47 and rf[0]["fast_replication"] is None
     assert rf[1]["gain_over_single"] == pytest.approx(10.0)
     assert "paper RF (NTK)" in format_table(rf, "random_features")
+
+
+def test_ablation_legend_sits_below_the_curves():
+    fig = vz.ablation_figure(np.linspace(0, 0.9, 4), {"random": np.full((4, 3), 0.5), "most active": np.zeros((4, 3))},
+                             ["a", "b", "c"])
+    fig.canvas.draw()
+    legend = fig.legends[0].get_window_extent()
+    assert all(legend.y1 <= ax.get_window_extent().y0 for ax in fig.axes)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
