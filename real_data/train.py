@@ -207,7 +207,8 @@ def fit(models: list[nn.Module], data: DeviceData, spec: TrainSpec, seed: int, o
     With ``checkpoint``, the state after every epoch is written there atomically and an existing
     checkpoint is resumed from. ``stop_after`` ends the call after that many epochs of this call
     (to simulate a killed run in tests). Returns the job's record (``epochs_done``,
-    ``train_loss`` per epoch, ``wall_s``, ``images_per_s``).
+    ``train_loss`` per epoch, ``wall_s``, ``cpu_s`` (this process's CPU time: on a CPU, what the
+    training cost whatever else loads the machine), ``images_per_s``).
     """
     check_choice("objective", objective, OBJECTIVES)
     if objective == "kd" and not teachers:
@@ -230,13 +231,14 @@ def fit(models: list[nn.Module], data: DeviceData, spec: TrainSpec, seed: int, o
         for t in teachers:
             t.to(dev).eval()
     opt = _optimizer(models, spec)
-    record = {"epochs_done": 0, "train_loss": [], "wall_s": 0.0}
+    record = {"epochs_done": 0, "train_loss": [], "wall_s": 0.0, "cpu_s": 0.0}
     if checkpoint is not None and Path(checkpoint).exists():
         state = torch.load(checkpoint, map_location=dev, weights_only=False)
         for m, sd in zip(models, state["models"]):
             m.load_state_dict(sd)
         opt.load_state_dict(state["optimizer"])
         record = state["record"]
+        record.setdefault("cpu_s", 0.0)  # checkpoints written before the CPU time was recorded
     forward = [torch.compile(m) if spec.compile else m for m in models]
 
     n = len(data.y_train)
@@ -248,7 +250,7 @@ def fit(models: list[nn.Module], data: DeviceData, spec: TrainSpec, seed: int, o
     if stop_after is not None:
         epochs = epochs[:stop_after]
     for epoch in tqdm(epochs, desc=desc, disable=not progress, leave=False):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()  # wall, and this process's CPU (every thread)
         gen = torch.Generator(device=dev).manual_seed(seed * 100_003 + epoch)
         order = torch.randperm(n, generator=gen, device=dev)
         for m in models:
@@ -288,6 +290,7 @@ def fit(models: list[nn.Module], data: DeviceData, spec: TrainSpec, seed: int, o
         record["train_loss"].append(float(loss_sum) / n)
         record["epochs_done"] = epoch + 1
         record["wall_s"] += time.perf_counter() - t0
+        record["cpu_s"] += time.process_time() - c0
         if checkpoint is not None:
             save_atomic({"models": [m.state_dict() for m in models], "optimizer": opt.state_dict(),
                          "record": record, "spec": spec.to_dict(), "seed": seed, "objective": objective,
