@@ -430,6 +430,9 @@ def format_table(rows: list[dict], mode: str = "full") -> str:
         acc = f"{r['test_acc']:.2f}" + (f" ± {r['std']:.2f}" if r["std"] is not None else "")
         lines.append(f"{r['row']:26} {acc:>14} {r['gain_over_single']:+9.2f} {fmt(r.get('train_acc')):>8}   "
                      f"{fmt(r['paper']):>15} {fmt(r['fast_replication']):>16}")
+    if any(r["paper"] is not None or r["fast_replication"] is not None for r in rows):
+        lines.append(f"({paper} and fast replication: published full-size references for comparison, "
+                     f"not numbers of this run)")
     return "\n".join(lines)
 
 

@@ -465,3 +465,13 @@ def test_reproduce_accuracy_figure_colours_losses_and_keeps_legends_off_the_bars
     import matplotlib.pyplot as plt
 
     plt.close(fig)
+
+
+def test_reproduce_table_says_the_reference_columns_are_not_this_run():
+    from real_data.reproduce import format_table
+
+    row = {"row": "single model", "test_acc": 21.9, "std": None, "gain_over_single": 0.0, "train_acc": 30.0,
+           "paper": 96.7, "fast_replication": None}
+    text = format_table([row])
+    assert "96.70" in text and "not numbers of this run" in text.splitlines()[-1]
+    assert "not numbers of this run" not in format_table([{**row, "paper": None}])
