@@ -25,7 +25,7 @@ from test_sweep import SMALL, VARY
 
 distributed = pytest.importorskip("distributed")
 
-TIMINGS = {"wall_s", "timing_s", "images_per_s", "throughput"}
+TIMINGS = {"wall_s", "cpu_s", "timing_s", "images_per_s", "throughput"}
 
 
 def without_timings(obj):

@@ -39,8 +39,8 @@ def one_line_error(main, argv, capsys) -> str:
 
 def without_timings(obj):
     if isinstance(obj, dict):
-        return {k: without_timings(v) for k, v in obj.items() if k not in ("timing_s", "wall_s", "images_per_s",
-                                                                           "throughput")}
+        return {k: without_timings(v) for k, v in obj.items() if k not in ("timing_s", "wall_s", "cpu_s",
+                                                                           "images_per_s", "throughput")}
     if isinstance(obj, list):
         return [without_timings(v) for v in obj]
     return obj
