@@ -137,7 +137,9 @@ def points(base: vl.ViewLearningConfig, varied: list[tuple[str, list]], data_see
             # Two runs of one config are one result counted twice: refused, whichever flag repeats.
             key = json.dumps(run_cfg.to_dict(), sort_keys=True)
             if key in seen:
-                raise ValueError(f"point {seen[key][0]} and point {i} on data seed {seed} would be the same run "
+                same = (f"point {i} would run twice on data seed {seed}" if seen[key][0] == i else
+                        f"point {seen[key][0]} and point {i} on data seed {seed} would be the same run")
+                raise ValueError(f"{same} "
                                  f"({', '.join(f'{p}={v}' for p, v in values.items()) or 'the base config'}): "
                                  "give distinct --vary values and --data-seeds")
             seen[key] = (i, seed)
