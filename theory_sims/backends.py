@@ -18,8 +18,8 @@ reusing one pre-activation buffer in place, and multiplies by one of two paths, 
   torch's threads: 270-310 GFLOP/s at the main job's shapes on a 2-core Xeon, where the
   one-thread OpenBLAS blocks below ran at 155-166 (docs/performance.md). :func:`mkl_strict`
   asks MKL whether the mode is on (it is not when MKL_CBWR was set otherwise, when MKL ran before
-  theory_sims was imported, on other code branches, or without MKL), and the backend falls back
-  to the second path.
+  theory_sims was imported, on other code branches, or without MKL) and uses it on Intel
+  processors only (where it was measured); elsewhere the backend takes the second path.
 * **OpenBLAS, one thread per block.** OpenBLAS splits some products (a small output with a long
   inner dimension, e.g. the gradient of a 64-dimensional input) across its threads in an order
   that depends on how many it has. So every product runs with OpenBLAS held to one thread, cut
@@ -153,11 +153,11 @@ def _one_thread_products(products) -> None:
 
 @functools.cache
 def mkl_strict() -> bool:
-    """Whether torch multiplies through MKL in strict CNR mode on an AVX2 or AVX-512 branch,
-    where MKL's gemm gives the same bits on any number of threads."""
+    """Whether torch multiplies through MKL in strict CNR mode on an AVX2 or AVX-512 branch of an
+    Intel processor, where MKL's gemm gives the same bits on any number of threads."""
     import ctypes
 
-    if os.environ.get("THEORY_SIMS_PRODUCTS", "") == "openblas":
+    if os.environ.get("THEORY_SIMS_PRODUCTS", "") == "openblas" or not _intel_cpu():
         return False
     try:
         lib = ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so"))
@@ -168,6 +168,16 @@ def mkl_strict() -> bool:
 
 
 MKL_CBWR_STRICT, MKL_CBWR_AVX2 = 0x10000, 10
+
+
+def _intel_cpu() -> bool:
+    """MKL on other vendors' processors takes other code paths, where this project has not measured
+    whether strict mode holds (the one-thread OpenBLAS blocks were measured on an AMD EPYC)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any(line.startswith("vendor_id") and "GenuineIntel" in line for line in f)
+    except OSError:
+        return False
 
 
 def _row_blocks(rows: int, macs_per_row: int) -> list[tuple[int, int]]:
