@@ -151,6 +151,9 @@ def _one_thread_products(products) -> None:
     _one_thread_tasks([functools.partial(np.matmul, a, b, out=out) for a, b, out in products])
 
 
+MKL_CBWR_STRICT, MKL_CBWR_AVX2 = 0x10000, 10  # mkl_cbwr_get's strict bit, and its AVX2 branch number
+
+
 @functools.cache
 def mkl_strict() -> bool:
     """Whether torch multiplies through MKL in strict CNR mode on an AVX2 or AVX-512 branch of an
@@ -165,9 +168,6 @@ def mkl_strict() -> bool:
     except (OSError, AttributeError):
         return False
     return bool(setting & MKL_CBWR_STRICT) and branch >= MKL_CBWR_AVX2
-
-
-MKL_CBWR_STRICT, MKL_CBWR_AVX2 = 0x10000, 10
 
 
 def _intel_cpu() -> bool:

@@ -79,14 +79,16 @@ class Where:
 AUTO_LOCAL_CORES = 4
 
 
+def _auto_mode() -> str:
+    return "local" if (os.cpu_count() or 1) >= AUTO_LOCAL_CORES else "serial"
+
+
 def add_flags(parser, default: str) -> None:
     """``--cluster`` and ``--workers`` (parsed defaults None, resolved by :func:`where`); ``default``
     is 'serial', 'local' or 'auto' (local from AUTO_LOCAL_CORES cores, serial below)."""
-    shown = (f"auto: local on {AUTO_LOCAL_CORES} or more cores, serial below, where one job already uses "
-             f"every core; serial here, {os.cpu_count()} cores" if default == "auto" and
-             (os.cpu_count() or 1) < AUTO_LOCAL_CORES else
-             f"auto: local on {AUTO_LOCAL_CORES} or more cores, serial below; local here" if default == "auto"
-             else default)
+    shown = default if default != "auto" else (
+        f"auto: local on {AUTO_LOCAL_CORES} or more cores, serial below, where one job already uses every core; "
+        f"{_auto_mode()} here, {os.cpu_count()} cores")
     g = parser.add_argument_group("where the jobs run (Dask; see python -m theory_sims.cluster --help)")
     g.add_argument("--cluster", default=None, metavar="serial|local|tcp://HOST:PORT",
                    help=f"'serial': one job after the other in this process; 'local': a local Dask cluster of "
@@ -102,7 +104,7 @@ def where(args) -> Where:
     """The :class:`Where` of parsed ``args``; ValueError naming the flag for a bad value."""
     text = args.cluster if args.cluster is not None else os.environ.get(ENV_VAR) or args._cluster_default
     if text == "auto":  # --workers asks for a local cluster; otherwise the cores decide
-        text = "local" if args.workers is not None or (os.cpu_count() or 1) >= AUTO_LOCAL_CORES else "serial"
+        text = "local" if args.workers is not None else _auto_mode()
     flag = "--cluster" if args.cluster is not None else (f"${ENV_VAR}" if os.environ.get(ENV_VAR) else "--cluster")
     if args.workers is not None:
         check_int("--workers", args.workers, 1)

@@ -196,10 +196,9 @@ def multiview_from_results(path) -> dict:
     """The multi-view gains from a ``results.json`` written by ``theory_sims.view_learning``."""
     try:
         res = json.loads(Path(path).read_text())
-        for key in ("test_acc", "single_view_acc", "multi_view_acc"):
-            _check_accuracies(path, f"individual.{key}", res["individual"][key], many=True)
-            _check_accuracies(path, f"ensemble.{key}", res["ensemble"][key], many=False)
-        return _multiview_gains(res["individual"], res["ensemble"], f"read from {path}")
+        individual, ensemble = res["individual"], res["ensemble"]
+        values = {f"{part}.{key}": entry[key] for part, entry in (("individual", individual), ("ensemble", ensemble))
+                  for key in ("test_acc", "single_view_acc", "multi_view_acc")}
     except OSError as err:
         raise ValueError(f"--multiview-results {path}: cannot be read ({err.strerror or err})") from None
     except ValueError:
@@ -208,12 +207,9 @@ def multiview_from_results(path) -> dict:
     except (KeyError, TypeError) as err:
         raise ValueError(f"--multiview-results {path}: not a results.json of theory_sims.view_learning "
                          f"(it lacks {err})") from None
-    except _BadRecord as err:
-        raise ValueError(str(err)) from None
-
-
-class _BadRecord(Exception):
-    pass
+    for name, value in values.items():
+        _check_accuracies(path, name, value, many=name.startswith("individual."))
+    return _multiview_gains(individual, ensemble, f"read from {path}")
 
 
 def _check_accuracies(path, name: str, value, many: bool) -> None:
@@ -223,7 +219,7 @@ def _check_accuracies(path, name: str, value, many: bool) -> None:
         isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v <= 1.0 for v in values)
     if not ok:
         what = "a non-empty list of accuracies in [0, 1]" if many else "an accuracy in [0, 1]"
-        raise _BadRecord(f"--multiview-results {path}: {name} must be {what}, got {json.dumps(value)[:80]}")
+        raise ValueError(f"--multiview-results {path}: {name} must be {what}, got {json.dumps(value)[:80]}")
 
 
 def _multiview_gains(individual: dict, ensemble: dict, source: str) -> dict:
