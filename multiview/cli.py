@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import sys
 
 
@@ -24,6 +25,10 @@ class Parser(argparse.ArgumentParser):
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
         super().__init__(*args, **kwargs)
+        # argparse reads "-1" as a value but "-1,0" or "-1e3" as an unknown flag, so
+        # "--data-seeds -1,0" would fail with "expected one argument" instead of the flag's own
+        # range check. No flag of ours starts with "-<digit>", so anything of that form is a value.
+        self._negative_number_matcher = re.compile(r"^-\.?\d[\w.,+-]*$")
 
     def error(self, message: str):  # noqa: D102 - argparse API
         self.exit(2, f"{self.prog}: error: {message}\n")

@@ -43,6 +43,8 @@ def test_gaussian_kind(tmp_path, capsys):
         (["--kind", "gaussian", "--label-noise", "1.5"], "label_noise must be a number in [0.0, 1.0)"),
         (["--kind", "gaussian", "--label-noise", "1"], "label_noise must be a number in [0.0, 1.0)"),
         (["--missing", "lots"], "invalid float value"),
+        (["--seed", "-1e3"], "argument --seed: invalid int value: '-1e3'"),
+        (["--missing", "-1e-3"], "missing must be a number in [0.0, 1.0]"),
     ],
 )
 def test_bad_flags_exit_2_with_one_line(argv, needle, capsys):

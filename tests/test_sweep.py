@@ -204,6 +204,7 @@ def test_a_sweep_point_is_the_experiment_run_with_that_config(sweep_dir):
         (["--vary", "learner.q=3", "--vary", "learner.q=4"], "each parameter may be given once"),
         (["--data-seeds", "0,x"], "--data-seeds must be comma-separated integers >= 0"),
         (["--data-seeds", "-1"], "--data-seeds must be comma-separated integers >= 0"),
+        (["--data-seeds", "-1,0"], "--data-seeds must be comma-separated integers >= 0"),
         (["--missing", "2"], "missing must be a number in [0.0, 1.0]"),
         (["--grid", "--vary", "learner.q=3,4"], "--grid needs exactly two --vary parameters"),
     ],
