@@ -69,6 +69,18 @@ def given(args: argparse.Namespace, names: list[str]) -> dict:
     return {n: getattr(args, n) for n in names if getattr(args, n) is not None}
 
 
+def refuse_inert(args: argparse.Namespace, config, rules) -> None:
+    """Raise ValueError for the first flag the user gave that would do nothing in ``config``.
+
+    ``rules`` holds ``(flag, dest, acts, when)``: the flag as typed, its argparse dest, a predicate
+    on the config that is true where the flag acts, and the words for the mode it needs (``"unless
+    --stop converge"``). A flag that would be ignored is refused, never silently dropped.
+    """
+    for flag, dest, acts, when in rules:
+        if getattr(args, dest, None) is not None and not acts(config):
+            raise ValueError(f"{flag} does nothing {when}; drop it or change that")
+
+
 def fail(prog: str, message: str) -> None:
     """Print ``prog: error: message`` and exit with status 2 (for errors found after parsing)."""
     print(f"{prog}: error: {message}", file=sys.stderr)

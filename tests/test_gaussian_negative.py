@@ -17,7 +17,7 @@ TINY = gn.NegativeConfig(
     learner=LearnerConfig(k=3, m=4, q=1, sigma0=0.1), train=TrainConfig(lr=2.0, steps=30, track_every=0),
 )
 TINY_FLAGS = ["--k", "3", "--dim", "8", "--conv-patches", "2", "--n-train", "90", "--n-test", "150",
-              "--seeds", "3", "--n-boot", "50", "--m", "4", "--steps", "30", "--quiet"]
+              "--seeds", "3", "--n-boot", "50", "--width", "32", "--max-steps", "300", "--quiet"]
 
 
 def test_grid_has_64_distinct_cells_with_every_axis_balanced():
@@ -118,7 +118,10 @@ def test_cli_end_to_end_with_a_multiview_results_file(tmp_path):
      (["--margin", "0"], "margin must be a number > 0.0, got 0.0"),
      (["--conv-patches", "3"], "--conv-patches must divide dim=64, got 3"),
      (["--multiview-results", "/nonexistent/results.json"], "--multiview-results /nonexistent/results.json: cannot be read"),
-     (["--m", "0"], "m must be an integer >= 1, got 0")],
+     (["--learner", "theory", "--m", "0"], "m must be an integer >= 1, got 0"),
+     (["--learner", "theory", "--width", "50"], "--width does nothing unless --learner standard"),
+     (["--m", "5"], "--m does nothing unless --learner theory"),
+     (["--steps", "5"], "--steps does nothing unless --learner theory")],
 )
 def test_bad_flags_exit_2_with_one_line(flags, message, capsys, tmp_path):
     with pytest.raises(SystemExit) as exc:

@@ -60,7 +60,7 @@ def vl_run(tmp_path_factory):
                                         (sweep.main, SMALL[:-3])], ids=["view_learning", "gaussian", "sweep"])
 def test_out_holding_another_run_is_refused_and_left_as_it_was(main, argv, vl_run, capsys):
     before = {p.name: p.read_bytes() for p in vl_run.iterdir() if p.is_file()}
-    err = one_line_error(main, argv + ["--lr", "7", "--out", str(vl_run)], capsys)
+    err = one_line_error(main, argv + ["--seed", "7", "--out", str(vl_run)], capsys)
     assert f"--out {vl_run} holds another run" in err and "--resume" in err
     assert {p.name: p.read_bytes() for p in vl_run.iterdir() if p.is_file()} == before
 

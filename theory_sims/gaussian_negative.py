@@ -50,7 +50,7 @@ import numpy as np
 
 import theory_sims  # noqa: F401  (sets the thread-spin environment before numpy work starts)
 from multiview.checks import check_choice, check_float, check_int
-from multiview.cli import Parser, as_flag, given, param, progress_bars, require_cuda
+from multiview.cli import Parser, as_flag, given, param, progress_bars, refuse_inert, require_cuda
 from multiview.gaussian import INPUTS, SAMPLINGS, TEACHERS, GaussianConfig, GaussianTask
 from theory_sims import cluster, standard, stats
 from theory_sims.config import LearnerConfig, TrainConfig
@@ -358,7 +358,18 @@ def config_from_args(args) -> NegativeConfig:
     train_cfg = dataclasses.replace(DEFAULT_TRAIN, **given(args, ["lr", "steps", "backend", "device"]))
     std = StandardConfig(**given(args, [f.name for f in dataclasses.fields(StandardConfig)]))
     kind = {"learner_kind": args.learner} if args.learner is not None else {}
-    return NegativeConfig(learner=learner, train=train_cfg, standard=std, **kind, **top)
+    cfg = NegativeConfig(learner=learner, train=train_cfg, standard=std, **kind, **top)
+    refuse_inert(args, cfg, INERT_FLAGS)
+    return cfg
+
+
+# Each learner's flags act only with that learner: (flag, argparse dest, whether it acts, the mode it needs).
+INERT_FLAGS = (
+    *((f"--{f.name.replace('_', '-')}", f.name, lambda c: c.learner_kind == "standard", "unless --learner standard")
+      for f in dataclasses.fields(StandardConfig)),
+    *((f"--{name}", name, lambda c: c.learner_kind == "theory", "unless --learner theory")
+      for name in ("m", "q", "sigma0", "lr", "steps")),
+)
 
 
 def main(argv: list[str] | None = None) -> int:

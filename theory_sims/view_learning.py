@@ -42,7 +42,7 @@ import numpy as np
 import theory_sims  # noqa: F401  (sets the BLAS thread spin before numpy work starts)
 from multiview import MultiViewConfig, MultiViewDistribution
 from multiview.checks import check_choice, check_int
-from multiview.cli import Parser, add_config_flags, as_flag, given, progress_bars, require_cuda
+from multiview.cli import Parser, add_config_flags, as_flag, given, progress_bars, refuse_inert, require_cuda
 from multiview.multiview import expected_single_fraction
 from theory_sims import experiments as ex
 from theory_sims import mechanism
@@ -638,9 +638,7 @@ def config_from_args(args) -> ViewLearningConfig:
         cfg = configure(args.preset, **parts, **overrides)
     except ValueError as err:
         raise ValueError(as_flag(str(err), names=EXPERIMENT_FLAGS)) from None
-    for flag, dest, applies, when in INERT_FLAGS:  # a flag that would do nothing is refused, not ignored
-        if getattr(args, dest) is not None and not applies(cfg):
-            raise ValueError(f"{flag} does nothing {when}; drop it or change that")
+    refuse_inert(args, cfg, INERT_FLAGS)
     return cfg
 
 
