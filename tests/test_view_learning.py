@@ -397,3 +397,26 @@ def test_generate_help_quotes_both_sets_of_defaults_as_they_are():
     gen, job = MultiViewConfig(), vl.DEFAULT_DATA
     assert f"d = {gen.d}, P = {gen.patches} patches, noise std {gen.noise_std:g}" in doc
     assert f"(d = {job.d}, P = {job.patches}, noise std {job.noise_std:g}" in doc
+
+
+@pytest.mark.parametrize("bottom, top, ticks", [
+    (0.0, 13.0, [0.0, 0.1, 1.0, 10.0]),
+    (-0.47, 7.0, [-0.1, 0.0, 0.1, 1.0]),
+    (-3.2, 0.05, [-1.0, -0.1, 0.0]),
+])
+def test_lambda_axis_ticks_are_zero_and_decades_reached_by_the_data(bottom, top, ticks):
+    from theory_sims.figures import _symlog_ticks
+
+    assert _symlog_ticks(bottom, top) == ticks
+
+
+def test_lambda_figure_labels_each_tick_once_in_plain_numbers():
+    from theory_sims import figures
+
+    lam = np.zeros((5, 3, 3, 2))
+    lam[:, :, :, 0] = np.linspace(0.0, 6.0, 5)[:, None, None]
+    lam[:, :, :, 1] = np.linspace(-0.4, 0.2, 5)[:, None, None]
+    fig = figures.lambda_trajectories(np.arange(5), lam, threshold=0.77)
+    fig.canvas.draw()
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert labels == ["\N{MINUS SIGN}0.1", "0", "0.1", "1"] or labels == ["-0.1", "0", "0.1", "1"]

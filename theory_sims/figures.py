@@ -36,6 +36,15 @@ def views_heatmap(views_learned: np.ndarray, title: str, ylabel: str = "seed"):
     return fig
 
 
+def _symlog_ticks(bottom: float, top: float) -> list[float]:
+    """Ticks of a symlog axis with linthresh 0.1 over [bottom, top]: 0 and +-0.1, +-1, +-10, ...
+    (each side only as far as the data reach), never a minor tick inside the linear zone."""
+    def decades(x):
+        return [10.0 ** e for e in range(-1, int(np.floor(np.log10(x))) + 1)] if x >= 0.1 else []
+
+    return [-t for t in reversed(decades(-bottom))] + [0.0] + [t for t in decades(top)]
+
+
 def lambda_trajectories(steps: np.ndarray, lam: np.ndarray, seeds=(0, 1, 2), classes=(0, 1, 2),
                         fit_step=None, threshold=None):
     """Lambda_{j,l}(t) for a few seeds (columns) and classes (rows). Colour says which view; the
@@ -65,6 +74,9 @@ def lambda_trajectories(steps: np.ndarray, lam: np.ndarray, seeds=(0, 1, 2), cla
                 ax.axhline(threshold, color="black", lw=0.8, ls=":")
             ax.set_yscale("symlog", linthresh=0.1, linscale=0.5)
             ax.set_ylim(bottom, top * 1.3)
+            ax.set_yticks(_symlog_ticks(bottom, top * 1.3))
+            ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.minorticks_off()
             ax.set_title(f"seed {s}, class {j}", fontsize=9)
             if c == 0:
                 ax.set_ylabel(r"$\Lambda_{j,l} = \max_r \langle w_{j,r}, v_{j,l}\rangle$", fontsize=9)
