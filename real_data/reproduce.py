@@ -315,7 +315,8 @@ def run(cfg: ReproduceConfig, data_path, out: Path, device: str = "cpu", cache_d
     serial = where.mode == "serial"
     if serial and progress:  # per-epoch bars inside the jobs, as before
         jobs = [dataclasses.replace(j, args=j.args + (True,)) for j in jobs]
-    records = cluster.run_jobs(jobs, out / "jobs", where, log=log, progress=progress and not serial,
+    kept = []
+    records = cluster.run_jobs(jobs, out / "jobs", where, log=log, progress=progress and not serial, kept=kept,
                                on_done=lambda key, rec: f"  {key}: {rec['epochs_done']} epochs, {rec['wall_s']:.1f} s")
     for j in specs:
         timing[j["name"]] = records[j["name"]]["wall_s"]
@@ -368,6 +369,7 @@ def run(cfg: ReproduceConfig, data_path, out: Path, device: str = "cpu", cache_d
     log(f"  training the average: {100 * results['average']['test_acc']:.2f}%")
 
     timing["total"] = time.perf_counter() - t_all
+    timing["earlier_processes"] = cluster.earlier_work(out / "jobs", kept)
     results["timing_s"] = timing
     if not cfg.stack:  # what distillation costs: the distill job against training its students alone
         def per_student_vs_single(key):
@@ -593,7 +595,10 @@ def main(argv: list[str] | None = None) -> int:
              f"images, {plural(cfg.spec.epochs, 'epoch')}")
     save_figure(accuracy_figure(rows, results, title), out / "accuracy.png")
     print(format_table(rows, cfg.mode))
-    print(f"total {results['timing_s']['total']:.1f} s on {results['throughput']['device']}; results in {out}")
+    from theory_sims.cluster import format_earlier
+
+    print(f"total {results['timing_s']['total']:.1f} s in this process on {results['throughput']['device']}"
+          f"{format_earlier(results['timing_s']['earlier_processes'])}; results in {out}")
     return 0
 
 

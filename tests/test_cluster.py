@@ -109,8 +109,14 @@ def test_resume_runs_only_the_missing_jobs(serial_sweep, tmp_path, capsys):
     kept = {p.name: p.stat().st_mtime_ns for p in records[2:]}
     argv = [a for a in SMALL if a != "--quiet"] + VARY + ["--cluster", "serial", "--resume", str(half)]
     assert sweep.main(argv) == 0
-    assert "2 of 4 jobs already have records" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "2 of 4 jobs already have records" in out
     assert {p.name: p.stat().st_mtime_ns for p in records[2:]} == kept
+    # the time the kept jobs took in the first process is counted beside this one's
+    earlier = json.loads((half / "sweep.json").read_text())["timing_s"]["earlier_processes"]
+    took = [json.loads(p.read_text())["wall_s"] for p in records[2:]]
+    assert earlier == {"jobs": 2, "wall_s": pytest.approx(sum(took))} and min(took) > 0
+    assert f"plus 2 job(s) kept from an earlier process, which took {sum(took):.1f} s there" in out
     assert sweep_rows(half) == sweep_rows(serial_sweep)
 
 
@@ -226,3 +232,14 @@ def test_jobs_must_come_after_the_jobs_they_need(tmp_path):
         cluster.run_jobs(jobs, tmp_path)
     with pytest.raises(ValueError, match="job key must be"):
         cluster.Job("a/b", gn.summarise)
+
+
+def test_earlier_work_sums_the_kept_jobs_times_and_counts_untimed_records(tmp_path):
+    cluster.write_record(tmp_path / "a.json", {"x": 1}, wall_s=2.5)
+    cluster.write_record(tmp_path / "b.json", {"x": 2}, wall_s=4.0)
+    cluster.write_record(tmp_path / "c.json", {"x": 3})  # written before job times were kept
+    assert cluster.read_record(tmp_path / "a.json") == {"x": 1}  # the time is beside the record, not in it
+    assert cluster.earlier_work(tmp_path, ["a", "b"]) == {"jobs": 2, "wall_s": 6.5}
+    assert cluster.earlier_work(tmp_path, ["a", "c"]) == {"jobs": 2, "wall_s": 2.5, "untimed": 1}
+    assert cluster.format_earlier(cluster.earlier_work(tmp_path, [])) == ""
+    assert "1 of them untimed" in cluster.format_earlier(cluster.earlier_work(tmp_path, ["a", "c"]))

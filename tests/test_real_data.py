@@ -329,7 +329,12 @@ def test_smoke_preset_runs_the_whole_experiment(tmp_path, image_tree):
     # --resume on a finished run retrains nothing and gives the same numbers
     assert reproduce_main(["--resume", str(out), "--data", str(image_tree), "--quiet",
                            "--device", "cpu"]) == 0
-    assert json.loads((out / "results.json").read_text())["individual"] == res["individual"]
+    again = json.loads((out / "results.json").read_text())
+    assert again["individual"] == res["individual"]
+    # ... and its timings still add up: the kept jobs' time is there, beside this process's
+    earlier = again["timing_s"]["earlier_processes"]
+    assert earlier["jobs"] == len(res["jobs"]) and "untimed" not in earlier
+    assert earlier["wall_s"] >= sum(res["timing_s"][k] for k in res["jobs"])
 
 
 def test_resume_refuses_a_run_of_the_earlier_version_and_keeps_its_files(tmp_path, image_tree, capsys):

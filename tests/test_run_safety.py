@@ -83,9 +83,13 @@ def test_view_learning_killed_mid_run_resumes_to_the_uninterrupted_result(vl_run
 
     monkeypatch.setattr(ex, "fit", real_fit)
     assert vl.main([a for a in VL_SMALL if a != "--quiet"] + ["--resume", str(out)]) == 0
-    assert "read back 2 finished stages: single, kd" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "read back 2 finished stages: single, kd" in text
     resumed = json.loads((out / "results.json").read_text())
     assert without_timings(resumed) == without_timings(json.loads((vl_run / "results.json").read_text()))
+    earlier = resumed["timing_s"]["earlier_processes"]  # the killed process's training is counted, not lost
+    assert earlier["jobs"] == 2 and earlier["wall_s"] > 0
+    assert "plus 2 trained stage(s) kept from an earlier process" in text
 
 
 def test_a_damaged_stage_is_trained_again_on_resume(vl_run, tmp_path, capsys):

@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import sys
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -157,8 +158,9 @@ def execute(fn: Callable, args: tuple, record_path: str, *_after):
         for name in _THREAD_ENV:  # for libraries the job imports first (each reads its variable once)
             os.environ[name] = str(threads)
         _limit_threads(threads)  # for those already loaded
+    t0 = time.perf_counter()
     record = as_json(fn(*args))
-    write_record(path, record)
+    write_record(path, record, wall_s=time.perf_counter() - t0)
     return record
 
 
@@ -170,11 +172,13 @@ def _digest(record) -> str:
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
 
 
-def write_record(path, record) -> None:
-    """A job's record, atomically, with the SHA-256 of its canonical JSON beside it."""
+def write_record(path, record, wall_s: float | None = None) -> None:
+    """A job's record, atomically, with the SHA-256 of its canonical JSON beside it and, when
+    given, the wall time the job took where it ran (read back by :func:`earlier_work`)."""
     from theory_sims.results import write_json
 
-    write_json(path, {"sha256": _digest(record), "record": record})
+    write_json(path, {"sha256": _digest(record), "record": record,
+                      **({"wall_s": float(wall_s)} if wall_s is not None else {})})
 
 
 def read_record(path):
@@ -184,11 +188,37 @@ def read_record(path):
         saved = json.loads(Path(path).read_text())
     except (OSError, ValueError) as err:
         raise BadRecord(f"{path}: unreadable ({type(err).__name__})") from None
-    if not isinstance(saved, dict) or set(saved) != {"sha256", "record"}:
+    if not isinstance(saved, dict) or set(saved) - {"wall_s"} != {"sha256", "record"}:
         raise BadRecord(f"{path}: not a job record of this version (no checksum)")
     if _digest(saved["record"]) != saved["sha256"]:
         raise BadRecord(f"{path}: its content does not match its checksum (edited or damaged)")
     return saved["record"]
+
+
+def earlier_work(records, keys) -> dict:
+    """What the jobs ``keys`` (records kept from earlier processes of a resumed run) cost where they
+    ran: ``{"jobs": n, "wall_s": sum}``, so that a resumed run's timings add up to the whole run.
+    Records written before job times were kept count in ``jobs`` only (``"untimed"`` says how many)."""
+    total, untimed = 0.0, 0
+    for k in keys:
+        try:
+            wall = json.loads(_record_path(Path(records), k).read_text()).get("wall_s")
+        except (OSError, ValueError, AttributeError):
+            wall = None
+        if isinstance(wall, (int, float)):
+            total += float(wall)
+        else:
+            untimed += 1
+    return {"jobs": len(keys), "wall_s": total, **({"untimed": untimed} if untimed else {})}
+
+
+def format_earlier(work: dict, what: str = "job") -> str:
+    """The words a resumed run prints after its own time: what the kept jobs (or ``what``) took before."""
+    if not work or not work.get("jobs"):
+        return ""
+    untimed = f" ({work['untimed']} of them untimed)" if work.get("untimed") else ""
+    return (f"; plus {work['jobs']} {what}(s) kept from an earlier process, which took {work['wall_s']:.1f} s "
+            f"there{untimed}")
 
 
 def _client(w: Where):
@@ -211,11 +241,12 @@ def _has_gpus(client) -> bool:
 
 
 def run_jobs(jobs: list[Job], records: str | os.PathLike, where_: Where = Where(), log=print,
-             progress: bool = False, on_done: Callable | None = None) -> dict:
+             progress: bool = False, on_done: Callable | None = None, kept: list | None = None) -> dict:
     """Run every job of ``jobs`` whose record is not yet in ``records``; return {key: record} for
     all of them, in the order of ``jobs``. ``jobs`` must list every job after the ones it needs.
     ``on_done(key, record)`` is called in this process as each job finishes; a line it returns is
-    printed (above the progress bar when there is one)."""
+    printed (above the progress bar when there is one). ``kept``, a list, receives the keys whose
+    record an earlier process wrote (a resumed run): see :func:`earlier_work`."""
     records = Path(records)
     records.mkdir(parents=True, exist_ok=True)
     keys = [j.key for j in jobs]
@@ -237,6 +268,8 @@ def run_jobs(jobs: list[Job], records: str | os.PathLike, where_: Where = Where(
                 log(f"{err}; running that job again")
                 path.unlink()
     todo = [j for j in jobs if j.key not in done]
+    if kept is not None:
+        kept.extend(done)
     if done:
         log(f"{len(done)} of {len(jobs)} jobs already have records in {records}; running the other {len(todo)}")
     from tqdm.auto import tqdm

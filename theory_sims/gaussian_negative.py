@@ -280,10 +280,11 @@ REFERENCE_KEY = "multiview-reference"
 
 
 def run(cfg: NegativeConfig, cells: list[dict], records, where: cluster.Where = cluster.Where(),
-        reference: bool = False, progress: bool = False, log=print) -> tuple[list[dict], dict | None]:
+        reference: bool = False, progress: bool = False, log=print,
+        kept: list | None = None) -> tuple[list[dict], dict | None]:
     """Every cell as a job (its record in ``records``; cells with a record are not run again) and,
     with ``reference``, the multi-view reference as one more; returns (cell results in the order
-    of ``cells``, the reference or None)."""
+    of ``cells``, the reference or None). Keys of jobs kept from an earlier process go to ``kept``."""
 
     def line(key, res):
         if key == REFERENCE_KEY:
@@ -294,7 +295,7 @@ def run(cfg: NegativeConfig, cells: list[dict], records, where: cluster.Where = 
     jobs = [cluster.Job(cell_key(c), run_cell, (cfg, c)) for c in cells]
     if reference:  # the longest job first, so that it does not run alone at the end
         jobs.insert(0, cluster.Job(REFERENCE_KEY, multiview_reference, (cfg.seeds, cfg.train.backend, cfg.train.device)))
-    out = cluster.run_jobs(jobs, records, where, log=log, progress=progress, on_done=line)
+    out = cluster.run_jobs(jobs, records, where, log=log, progress=progress, on_done=line, kept=kept)
     return [out[cell_key(c)] for c in cells], out.get(REFERENCE_KEY)
 
 
@@ -402,10 +403,11 @@ def main(argv: list[str] | None = None) -> int:
     log(f"{len(cells)} cells, {cfg.seeds} seeds each, n_train={cfg.n_train}, n_test={cfg.n_test}; "
         f"jobs on {where.mode if where.mode != 'address' else where.address}, records in {out / 'jobs'}")
     measure = reference is None and not args.no_multiview
+    kept = []
     results, measured = run(cfg, cells, out / "jobs", where, reference=measure,
-                            progress=progress_bars(args.quiet), log=log)
+                            progress=progress_bars(args.quiet), log=log, kept=kept)
     reference = measured if measure else reference
-    timing = {"total": time.perf_counter() - t0}
+    timing = {"total": time.perf_counter() - t0, "earlier_processes": cluster.earlier_work(out / "jobs", kept)}
     summary = summarise(results)
     rows = table_rows(results)
     write_json(out / "results.json", {"cells": results, "summary": summary, "multiview": reference,
@@ -423,7 +425,8 @@ def main(argv: list[str] | None = None) -> int:
         sv, ta = reference["single_view_acc"], reference["test_acc"]
         print(f"multi-view data ({reference['source']}): ensemble gain {100 * ta['gain']:+.2f} pts on its test "
               f"mixture, {100 * sv['gain']:+.2f} pts on single-view samples")
-    print(f"total {timing['total']:.1f} s; results in {out}")
+    print(f"total {timing['total']:.1f} s in this process{cluster.format_earlier(timing['earlier_processes'])}; "
+          f"results in {out}")
     return 0
 
 

@@ -159,9 +159,10 @@ def job_key(r: dict) -> str:
     return f"point{r['point']}-seed{r['data_seed']}"
 
 
-def run(runs: list[dict], records, where: cluster.Where = cluster.Where(), log=print) -> list[dict]:
+def run(runs: list[dict], records, where: cluster.Where = cluster.Where(), log=print,
+        kept: list | None = None) -> list[dict]:
     """Run every entry of ``runs`` as a job (its record in ``records``; runs with a record are not
-    run again) and return one row per entry, in the order of ``runs``."""
+    run again, their keys go to ``kept``) and return one row per entry, in the order of ``runs``."""
     by_key = {job_key(r): r for r in runs}
 
     def row(r, record):
@@ -177,7 +178,7 @@ def run(runs: list[dict], records, where: cluster.Where = cluster.Where(), log=p
                 f"fails: {', '.join(failed) or 'none'} ({r['wall_s']:.0f} s)")
 
     jobs = [cluster.Job(key, point_job, (r["config"],)) for key, r in by_key.items()]
-    records = cluster.run_jobs(jobs, records, where, log=log, on_done=line)
+    records = cluster.run_jobs(jobs, records, where, log=log, on_done=line, kept=kept)
     return [row(r, records[job_key(r)]) for r in runs]
 
 
@@ -255,9 +256,11 @@ def main(argv: list[str] | None = None) -> int:
     log = (lambda *a, **k: None) if args.quiet else (lambda *a, **k: print(*a, **k, flush=True))
     log(f"{len(runs)} runs ({len(runs) // len(config['data_seeds'])} points x {len(config['data_seeds'])} data seeds) "
         f"on {where.mode if where.mode != 'address' else where.address}; records in {out / 'jobs'}")
-    rows = run(runs, out / "jobs", where, log=log)
+    t0, kept = time.perf_counter(), []
+    rows = run(runs, out / "jobs", where, log=log, kept=kept)
+    timing = {"total": time.perf_counter() - t0, "earlier_processes": cluster.earlier_work(out / "jobs", kept)}
     write_csv(out / "sweep.csv", rows)
-    write_json(out / "sweep.json", {"predictions": report.PREDICTIONS, "runs": rows})
+    write_json(out / "sweep.json", {"predictions": report.PREDICTIONS, "runs": rows, "timing_s": timing})
     paths = [path for path, _ in varied]
     if not args.no_figures:
         figures.sweep_figure(out / "sweep.png", rows, paths)
@@ -266,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     print(report.format_summary(rows, paths))
     if args.grid:
         print(report.format_map(rows, paths))
-    print(f"results in {out}")
+    print(f"total {timing['total']:.1f} s in this process{cluster.format_earlier(timing['earlier_processes'])}; "
+          f"results in {out}")
     return 0
 
 

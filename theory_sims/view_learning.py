@@ -205,6 +205,7 @@ class Stages:
         self.folder = None if folder is None else Path(folder)
         self.progress, self.log = progress, log
         self.loaded: list[str] = []
+        self.earlier_s = 0.0  # what the stages read back took to train in the process that trained them
 
     def fit(self, name: str, *args, **kwargs):
         if self.folder is None:
@@ -214,18 +215,20 @@ class Stages:
         path = self.folder / f"{name}.pt"
         if path.exists():
             try:  # the run's own file; a truncated or foreign one is trained again, not trusted
-                result = torch.load(path, weights_only=False)
+                saved = torch.load(path, weights_only=False)
             except Exception as err:  # noqa: BLE001 (torch.load raises many kinds on a bad file)
-                result = err
-            if isinstance(result, ex.TrainResult):
+                saved = err
+            if isinstance(saved, dict) and isinstance(saved.get("stage"), ex.TrainResult):
                 self.loaded.append(name)
-                return result
-            self.log(f"  {path}: not a finished stage ({type(result).__name__}); training it again")
+                self.earlier_s += float(saved.get("wall_s", 0.0))
+                return saved["stage"]
+            self.log(f"  {path}: not a finished stage ({type(saved).__name__}); training it again")
+        t0 = time.perf_counter()
         result = ex.fit(*args, progress=self.progress, **kwargs)
         from theory_sims.results import write_atomic
 
         buf = io.BytesIO()
-        torch.save(result, buf)
+        torch.save({"stage": result, "wall_s": time.perf_counter() - t0}, buf)
         write_atomic(path, buf.getvalue())
         return result
 
@@ -465,6 +468,8 @@ class Run:
 
     def finish(self) -> None:
         self.results["timing_s"]["total"] = time.perf_counter() - self._t0
+        self.results["timing_s"]["earlier_processes"] = {"jobs": len(self.stages.loaded),
+                                                         "wall_s": self.stages.earlier_s}
         if self.stages.loaded:
             self.log(f"  read back {len(self.stages.loaded)} finished stages: {', '.join(self.stages.loaded)}")
 
@@ -688,7 +693,10 @@ def main(argv: list[str] | None = None) -> int:
     print(report.format_second_views(results, "kd", "KD students"))
     for line in report.unfitted(results):
         print("warning: " + line, file=sys.stderr)
-    print(f"total {results['timing_s']['total']:.1f} s; results in {out}")
+    from theory_sims.cluster import format_earlier
+
+    print(f"total {results['timing_s']['total']:.1f} s in this process"
+          f"{format_earlier(results['timing_s']['earlier_processes'], 'trained stage')}; results in {out}")
     return 0
 
 
