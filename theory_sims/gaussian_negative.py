@@ -292,9 +292,11 @@ def run(cfg: NegativeConfig, cells: list[dict], records, where: cluster.Where = 
         return (f"  {_cell_name(res['cell']):42} single {res['individual_mean']:.3f} ensemble {res['ensemble_acc']:.3f} "
                 f"gain {100 * res['gain']:+.2f} pts ({res['wall_s']:.1f} s)")
 
-    jobs = [cluster.Job(cell_key(c), run_cell, (cfg, c)) for c in cells]
-    if reference:  # the longest job first, so that it does not run alone at the end
-        jobs.insert(0, cluster.Job(REFERENCE_KEY, multiview_reference, (cfg.seeds, cfg.train.backend, cfg.train.device)))
+    # the conv teacher's cells (a CNN over patches) take about 4x the others; the reference, longer still
+    jobs = [cluster.Job(cell_key(c), run_cell, (cfg, c), cost=4.0 if c["teacher"] == "conv" else 1.0) for c in cells]
+    if reference:
+        jobs.insert(0, cluster.Job(REFERENCE_KEY, multiview_reference, (cfg.seeds, cfg.train.backend, cfg.train.device),
+                                   cost=10.0))
     out = cluster.run_jobs(jobs, records, where, log=log, progress=progress, on_done=line, kept=kept)
     return [out[cell_key(c)] for c in cells], out.get(REFERENCE_KEY)
 
