@@ -96,6 +96,15 @@ class _Backend:
         self.rows = self.X[rows]
         self.D = None if self._D_all is None else self._D_all[rows]
 
+    def keep_patches(self, keep: np.ndarray) -> None:
+        """Zero, in the current rows only (``X`` is untouched), the patches where ``keep`` (n, P)
+        is False: an augmented step. The next :meth:`select` brings the whole patches back."""
+        mask = np.ascontiguousarray(keep, dtype=bool).reshape(-1)
+        if isinstance(self.rows, np.ndarray):
+            self.rows = self.rows * mask[:, None].astype(self.rows.dtype)
+        else:
+            self.rows = self.rows * torch.as_tensor(mask, device=self.rows.device).to(self.rows.dtype)[:, None]
+
 
 _POOL: ThreadPoolExecutor | None = None
 _BLAS = None

@@ -13,6 +13,7 @@ MODES = ("full", "random_features", "ntk")
 BACKENDS = ("numba", "torch")
 DTYPES = ("float32", "float64")
 STOPS = ("steps", "fit", "converge")
+AUGMENTS = ("none", "drop_patches", "drop_view")
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,12 @@ class TrainConfig:
     ``snapshots`` names multiples of the fit step (e.g. (1, 3, 10)) at which each model's weights
     are kept, to see what it had learned at 1x, 3x, 10x the time it took to fit.
 
+    Augmentation (``augment``): at step t every training sample loses some of its patches, drawn
+    from a generator seeded by (``batch_seed``, t) alone, the same for every model of a stack. The
+    gradient is that of the augmented inputs; the stop rule, the fit and the recorded loss and
+    accuracy are those of the whole training set (one more forward pass a step): a model is
+    trained until it fits its data, not until it fits every crop of it.
+
     Distillation: the teacher's logits are multiplied by ``teacher_scale`` before any KD loss (the
     paper's teacher G is the ensemble's output scaled by a constant). ``kd_weight`` is the
     paper's eta'/eta for ``loss="kd_paper"``; ``temperature`` is T for ``"kd"`` and tau for
@@ -100,6 +107,10 @@ class TrainConfig:
     backend: str = param("'numba' (CPU) or 'torch' (CPU or CUDA)", "numba")
     device: str = param("torch device for backend='torch': 'cpu' or 'cuda'", "cpu")
     dtype: str = param("'float32' or 'float64'", "float32")
+    augment: str = param("augmentation at every step (full-batch GD, full learner): 'none', 'drop_patches' (each "
+                         "patch of each sample zeroed with probability augment_rate) or 'drop_view' (each sample loses "
+                         "the patches of one of its class's views, drawn at random: a crop in patch space)", "none")
+    augment_rate: float = param("augment='drop_patches': the probability that a patch is zeroed", 0.5)
     track_every: int = param("record Lambda and noise memorisation every this many steps (0: never)", 10)
     corr_at: tuple = param("steps at which to store the full neuron x feature correlation matrix", ())
 
@@ -135,6 +146,10 @@ class TrainConfig:
         if self.backend == "numba" and self.device != "cpu":
             raise ValueError(f"device must be 'cpu' with backend='numba', got {self.device!r}")
         check_choice("dtype", self.dtype, DTYPES)
+        check_choice("augment", self.augment, AUGMENTS)
+        check_float("augment_rate", self.augment_rate, 0.0, 1.0, lo_open=True, hi_open=True)
+        if self.augment != "none" and self.batch_size:
+            raise ValueError(f"augment needs full-batch training (batch_size=0), got batch_size={self.batch_size}")
         check_int("track_every", self.track_every, 0)
         object.__setattr__(self, "corr_at", tuple(check_int("corr_at", s, 0) for s in self.corr_at))
 

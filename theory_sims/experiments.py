@@ -21,7 +21,7 @@ import numpy as np
 from theory_sims.config import LearnerConfig, TrainConfig
 from theory_sims.stats import ensemble_output
 from theory_sims.tracking import Probe
-from theory_sims.train import TrainResult, train
+from theory_sims.train import TrainResult, patch_views, train
 
 
 @dataclass
@@ -106,4 +106,6 @@ class Evaluator:
 def fit(train_set, seeds, learner: LearnerConfig, cfg: TrainConfig, teacher=None, progress=False) -> TrainResult:
     """Train ``seeds`` on ``train_set`` tracking its views (no noise memorisation: cheaper)."""
     probe = Probe(train_set.features, train_set.config.views)
-    return train(train_set.X, train_set.y, seeds, learner, cfg, teacher=teacher, probe=probe, progress=progress)
+    views = patch_views(train_set) if cfg.augment == "drop_view" else None
+    return train(train_set.X, train_set.y, seeds, learner, cfg, teacher=teacher, probe=probe, progress=progress,
+                 patch_views=views)

@@ -35,6 +35,8 @@ ROWS = [
     ("single model as wide as the average", "wide_single"),
     ("the average's members trained as their sum", "sum_single"),
     ("ensemble of KD students", "kd_ensemble"),
+    ("single model, augmented (--augment)", "augmented"),
+    ("ensemble of augmented models", "augmented_ensemble"),
 ]
 
 # Row-name prefixes of the families whose features do not move (results keys as in the experiment).
@@ -339,6 +341,33 @@ def format_second_views(results: dict, key: str = "individual", who: str = "sing
             f"(median {sv['median_lag_steps']:g} steps between a pair's first and last view)")
 
 
+def format_augmented(results: dict) -> str:
+    """Lines on the single models trained with ``--augment`` against the plain ones and the ensemble:
+    views used and learned (Lambda) per class, single-view accuracy, the share of the ensemble's
+    single-view gain one augmented model reaches, and when their extra views were learned."""
+    if "augmented" not in results:
+        return ""
+    how = results["setting"].get("augment", "augmentation")
+    plain, aug, ens = results["individual"], results["augmented"], results["ensemble"]
+
+    def per_class(row, key):
+        return float(np.asarray(row[key], dtype=float).sum(axis=-1).mean())
+
+    sv = {name: single_view(results, key) for name, key in (("plain", "individual"), ("aug", "augmented"),
+                                                            ("ens", "ensemble"))}
+    gap = sv["ens"] - sv["plain"]
+    share = (sv["aug"] - sv["plain"]) / gap if abs(gap) > 1e-9 else float("nan")
+    lines = [f"augmented single models ({how}): views used per class {per_class(aug, 'views_learned'):.2f} "
+             f"(plain {per_class(plain, 'views_learned'):.2f}, ensemble {per_class(ens, 'views_learned'):.2f}); "
+             f"views Lambda counts as learned {per_class(aug, 'lambda_learned'):.2f} (plain "
+             f"{per_class(plain, 'lambda_learned'):.2f})",
+             f"  single-view accuracy {sv['aug']:.3f} (plain {sv['plain']:.3f}, ensemble {sv['ens']:.3f}): one augmented "
+             f"model reaches {share:.0%} of the ensemble's gain; the augmented models' ensemble "
+             f"{single_view(results, 'augmented_ensemble'):.3f}",
+             "  " + format_second_views(results, "augmented", "augmented models")]
+    return "\n".join(lines)
+
+
 def format_by_length(results: dict) -> str:
     """One line on what the single models had learned at each recorded multiple of their fit step."""
     bl = results["individual"].get("by_length")
@@ -373,11 +402,11 @@ ACCURACY_ROWS = {
     "individual": "single model", "ensemble": "ensemble", "kd": "KD", "self_kd": "self-KD",
     "long_single": "single, trained as long as KD", "average": "training the average",
     "wide_single": "single as wide as the average", "sum_single": "members trained as their sum",
-    "kd_ensemble": "KD students' ensemble",
+    "kd_ensemble": "KD students' ensemble", "augmented": "single, augmented",
 }
 VIEW_ROWS = {"individual": "single model", "kd": "KD", "self_kd": "self-KD",
              "average": "training the average (whole network)", "wide_single": "single as wide as the average",
-             "sum_single": "members trained as their sum"}
+             "sum_single": "members trained as their sum", "augmented": "single, augmented"}
 
 
 def summary(results: dict) -> dict:

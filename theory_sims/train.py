@@ -75,6 +75,38 @@ class TrainResult:
         return tracking.views_learned(self.history["lambda"][-1], self.model.config.varrho, threshold)
 
 
+def augmenter(cfg: TrainConfig, n: int, P: int, learner: LearnerConfig, patch_views=None):
+    """None without augmentation, else ``keep(t)``: the (n, P) booleans of the patches that step t
+    keeps, drawn from a generator seeded by (``cfg.batch_seed``, t) only (see :class:`TrainConfig`)."""
+    if cfg.augment == "none":
+        return None
+    if learner.mode != "full":
+        raise ValueError(f"augment needs the full learner (mode='full'), got mode={learner.mode!r}")
+    if cfg.augment == "drop_patches":
+        return lambda t: np.random.default_rng((cfg.batch_seed, t)).random((n, P)) >= cfg.augment_rate
+    if patch_views is None:
+        raise ValueError("augment='drop_view' needs patch_views: which view of its class each patch carries")
+    views = np.asarray(patch_views)
+    if views.shape != (n, P):
+        raise ValueError(f"patch_views must have shape ({n}, {P}), got {views.shape}")
+    V = int(views.max()) + 1 if views.size else 1
+
+    def keep(t):
+        dropped = np.random.default_rng((cfg.batch_seed, t)).integers(0, max(V, 1), n)
+        return views != dropped[:, None]
+
+    return keep
+
+
+def patch_views(data) -> np.ndarray:
+    """(n, P): the view of its own class that each patch of a multi-view sample carries, -1 where
+    the patch carries none (noise, or another class's feature)."""
+    V = data.config.views
+    feature = np.asarray(data.patch_feature, dtype=np.int64)
+    own = (feature >= 0) & (feature // V == np.asarray(data.y)[:, None])
+    return np.where(own, feature % V, -1)
+
+
 def _check_inputs(X, y, seeds, learner: LearnerConfig, cfg: TrainConfig, teacher):
     if X.ndim != 3:
         raise ValueError(f"X must have shape (n, P, d), got {X.shape}")
@@ -130,16 +162,19 @@ def train(
     teacher: np.ndarray | None = None,
     probe: tracking.Probe | None = None,
     progress: bool = False,
+    patch_views: np.ndarray | None = None,
 ) -> TrainResult:
     """Train one model per seed, stacked, on inputs X (n, P, d) with labels y (n,).
 
     ``teacher`` holds teacher logits for the KD losses, (n, k) or one set per model (S, n, k).
-    ``probe`` says what to track (see :class:`theory_sims.tracking.Probe`).
+    ``probe`` says what to track (see :class:`theory_sims.tracking.Probe`). ``patch_views`` (n, P)
+    says which view of its own class each patch carries (-1: none); ``augment='drop_view'`` needs it.
     """
     X = np.asarray(X)
     y = np.asarray(y)
     seeds = tuple(seeds)
     _check_inputs(X, y, seeds, learner, cfg, teacher)
+    augment = augmenter(cfg, X.shape[0], X.shape[1], learner, patch_views)
     t0 = time.perf_counter()
     dev, dtype = cfg.device, TORCH_DTYPES[cfg.dtype]
     n, P, d = X.shape
@@ -171,10 +206,12 @@ def train(
             return t
         return t.index_select(dim, torch.as_tensor(samples, device=dev))
 
-    def forward(samples):
+    def forward(samples, keep=None):
         if phi_all is not None:
             return model.rf_outputs(rows(phi_all, samples, dim=1))
         be.select(samples)
+        if keep is not None:
+            be.keep_patches(keep)
         return model.outputs(be.patch_sums(param.reshape(N, d)), rows(H0_all, samples))
 
     def backward(dF, samples):
@@ -218,11 +255,17 @@ def train(
     with be.small_ops():  # through the final evaluation: the bits must not depend on the threads
         for t in bar:
             epoch_end, samples = next(batches)
-            F = forward(samples)
             yb = rows(y_all, samples)
             tb = rows(teacher_all, samples, dim=teacher_all.dim() - 2) if teacher_all is not None else None
-            loss, dF = objective(F, yb, tb)
-            acc = accuracy(F, yb)
+            if augment is None:
+                F = forward(samples)
+                loss, dF = objective(F, yb, tb)
+                acc = accuracy(F, yb)
+            else:  # the loss, accuracy and fit of the whole training set; the gradient of its crops
+                F = forward(None)
+                loss, _ = objective(F, yb, tb)
+                acc = accuracy(F, yb)
+                _, dF = objective(forward(None, augment(t)), yb, tb)
             hist["loss"].append(loss.cpu().numpy())
             hist["acc"].append(acc.cpu().numpy())
             if track and (t in cfg.corr_at):

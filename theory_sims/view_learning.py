@@ -46,7 +46,7 @@ from multiview.cli import Parser, add_config_flags, as_flag, given, progress_bar
 from multiview.multiview import expected_single_fraction
 from theory_sims import experiments as ex
 from theory_sims import mechanism
-from theory_sims.config import LearnerConfig, TrainConfig
+from theory_sims.config import AUGMENTS, LearnerConfig, TrainConfig
 from theory_sims.losses import KD_LOSSES
 from theory_sims.stats import ensemble_output
 from theory_sims.tracking import learned_step, noise_memorisation, second_views
@@ -102,6 +102,10 @@ class ViewLearningConfig:
     random_features: bool = True
     ntk: bool = False
     controls: bool = True  # the students' seeds on labels alone, and one model as wide as the average
+    # Single models trained with an augmentation ('none': not run), beside the plain ones: does
+    # removing part of each input at every step make one model learn more views? (TrainConfig.augment)
+    augment: str = "none"
+    augment_rate: float = 0.5
 
     def __post_init__(self):
         check_int("n_train", self.n_train, 1)
@@ -115,6 +119,11 @@ class ViewLearningConfig:
             raise ValueError(f"distill loss must be one of {', '.join(map(repr, KD_LOSSES))}, got {self.distill.loss!r}")
         for part in ("train", "distill", "rf_train", "ntk_train"):  # untrained models have no verdict
             check_int(f"{part}.steps", getattr(self, part).steps, 1)
+        self.augmented_train()  # the augmentation's settings are checked where they act
+
+    def augmented_train(self) -> TrainConfig:
+        """How the augmented single models train: as the single models, with the augmentation."""
+        return dataclasses.replace(self.train, augment=self.augment, augment_rate=self.augment_rate)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -355,6 +364,15 @@ class Run:
         self_kd = self.fit(fam, "self_kd", self.fresh[:K], cfg=fam.distill, teacher=fam.teacher[:K])
         fam.out["self_kd"] = self.stack_row(fam, self_kd)
 
+    def augmented(self) -> None:
+        """``--seeds`` single models (the single models' seeds) trained with ``--augment``: the views
+        they learn, their accuracies, and their ensemble."""
+        fam = self.full
+        result = self.fit(fam, "augmented", self.seeds, cfg=self.cfg.augmented_train())
+        self.results["setting"]["augment"] = self.cfg.augment
+        self.results["augmented"] = self.stack_row(fam, result)
+        self.results["augmented_ensemble"] = self.ensemble_row(fam, result)
+
     def average(self, fam: Family) -> None:
         """``--seeds`` models trained jointly on the loss of their mean output: one network of
         seeds x m neurons per class, so the views it uses are those of its output."""
@@ -489,6 +507,9 @@ def run(cfg: ViewLearningConfig, progress: bool = False, log=print, stages_dir=N
     r.lap("students")
     r.average(full)
     r.lap("average")
+    if cfg.augment != "none":
+        r.augmented()
+        r.lap("augmented")
     if cfg.controls:
         r.controls()
         r.lap("controls")
@@ -515,6 +536,7 @@ EXPERIMENT_FLAGS = {
     "seeds": (int, "single models trained from different inits (also the size of the ensemble and the average)"),
     "students": (int, "KD students, and seeds distilled into fresh seeds (self-KD); at most --seeds"),
     "seed": (int, "world and data seed; model seeds derive from it"),
+    "augment_rate": (float, "--augment drop_patches: the probability that a patch is zeroed at a step"),
 }
 
 
@@ -537,6 +559,11 @@ def build_parser() -> Parser:
                         "average's members trained as their sum); their rows and the self-KD inheritance line go")
     p.add_argument("--ntk", action="store_true",
                    help="also run the network linearised around its init (NTK rows; about 15 s more at the defaults)")
+    p.add_argument("--augment", choices=AUGMENTS, default=None,
+                   help="also train the single models' seeds with an augmentation and report them beside the single "
+                        "models: 'drop_view' removes, at every step, the patches of one of each sample's views (drawn "
+                        "at random: a crop in patch space); 'drop_patches' zeroes each patch with probability "
+                        "--augment-rate (about as long as the single models' stage; default: none)")
     p.add_argument("--no-figures", action="store_true", help="write no figures")
     p.add_argument("--quiet", action="store_true",
                    help="no progress output (bars are drawn only on a terminal; elsewhere, e.g. in a log, the "
@@ -637,6 +664,8 @@ def config_from_args(args) -> ViewLearningConfig:
         overrides["controls"] = False
     if args.ntk:
         overrides["ntk"] = True
+    if args.augment is not None:
+        overrides["augment"] = args.augment
     for name in ("train", "distill", "rf_train", "ntk_train"):
         parts[name] = {**parts[name], **run_flags}
     try:
@@ -658,6 +687,7 @@ INERT_FLAGS = (
     ("--rf-steps", "rf_steps", lambda c: c.random_features, "with --no-random-features"),
     ("--ntk-lr", "ntk_lr", lambda c: c.ntk, "without --ntk"),
     ("--ntk-steps", "ntk_steps", lambda c: c.ntk, "without --ntk"),
+    ("--augment-rate", "augment_rate", lambda c: c.augment == "drop_patches", "unless --augment drop_patches"),
 )
 
 
@@ -691,6 +721,8 @@ def main(argv: list[str] | None = None) -> int:
     print(report.format_by_length(results))
     print(report.format_second_views(results))
     print(report.format_second_views(results, "kd", "KD students"))
+    if "augmented" in results:
+        print(report.format_augmented(results))
     for line in report.unfitted(results):
         print("warning: " + line, file=sys.stderr)
     from theory_sims.cluster import format_earlier
