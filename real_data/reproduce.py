@@ -45,6 +45,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from multiview.checks import check_choice, check_float, check_int
 from multiview.cli import Parser, add_config_flags, as_flag, fail, given, param, progress_bars, require_cuda
 from real_data.baselines import MODES
@@ -368,6 +370,8 @@ def run(cfg: ReproduceConfig, data_path, out: Path, device: str = "cpu", cache_d
                           "train_acc": train_acc(avg_train[None])}
     log(f"  training the average: {100 * results['average']['test_acc']:.2f}%")
 
+    _beyond_accuracy(results, cfg, dd.y_test, {"individual": single_logits, "kd": kd_logits, "self_kd": self_logits,
+                                                "average": avg_logits[None]})
     timing["total"] = time.perf_counter() - t_all
     timing["earlier_processes"] = cluster.earlier_work(out / "jobs", kept)
     results["timing_s"] = timing
@@ -386,6 +390,43 @@ def run(cfg: ReproduceConfig, data_path, out: Path, device: str = "cpu", cache_d
     results["throughput"] = {"images_per_s": first.get("images_per_s"), "models_per_image": S if cfg.stack else 1,
                              "device": _device_name(device)}
     return results
+
+
+def _beyond_accuracy(results: dict, cfg: ReproduceConfig, y, logits: dict) -> None:
+    """Beside each row's accuracy: its NLL and expected calibration error (means over the models of a
+    stack; ensembles as the run builds them, ``--ensemble``); over the single models, how often two
+    of them disagree and the ensemble's accuracy at every size from 1 to --seeds (mean over subsets)."""
+    from theory_sims import ensembles as en
+    from theory_sims.stats import ensemble_output
+
+    y = y.cpu().numpy()
+    z = {key: v.float().cpu().numpy() for key, v in logits.items()}
+    how = cfg.spec.ensemble
+    stacks = {"individual": z["individual"], "kd": z["kd"], "self_kd": z["self_kd"], "average": z["average"],
+              "ensemble": ensemble_output(z["individual"], how)[None], "kd_ensemble": ensemble_output(z["kd"], how)[None]}
+    for key, stack in stacks.items():
+        results[key]["nll"] = float(np.mean([en.nll(m, y) for m in stack]))
+        results[key]["ece"] = float(np.mean([en.ece(m, y) for m in stack]))
+    S = z["individual"].shape[0]
+    if S > 1:
+        results["disagreement"] = en.mean_off_diagonal(en.pairwise_disagreement(z["individual"]))
+        # the subsets' mean of the logits, or of the probabilities (whose argmax is the softmax ensemble's)
+        members = z["individual"] if how == "logits" else _softmax(z["individual"])
+        results["ensemble_size"] = en.size_curve(members, y, list(range(1, S + 1)), seed=cfg.seed)
+
+
+def _softmax(z):
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def format_beyond(results: dict) -> str:
+    """Two lines: how often two single models disagree and the ensemble's accuracy by its size."""
+    if "ensemble_size" not in results:
+        return ""
+    curve = ", ".join(f"{r['size']}: {100 * r['acc']:.2f}" for r in results["ensemble_size"])
+    return (f"two single models predict differently on {100 * results['disagreement']:.2f}% of the test images "
+            f"(mean over pairs)\nensemble accuracy % by members (mean over subsets of the seeds): {curve}")
 
 
 def _device_name(device: str) -> str:
@@ -417,6 +458,7 @@ def table_rows(results: dict, dataset: str, mode: str = "full") -> list[dict]:
                      "std": 100 * r["std"] if key in ("individual", "kd", "self_kd") and "std" in r else None,
                      "train_acc": None if train is None else 100 * sum(train) / len(train),
                      "gain_over_single": 100 * (acc - results["individual"]["mean"]),
+                     "nll": r.get("nll"), "ece": None if r.get("ece") is None else 100 * r["ece"],
                      "paper": paper[dataset].get(key),
                      "fast_replication": fast.get(dataset, {}).get(key)})
     return rows
@@ -425,13 +467,14 @@ def table_rows(results: dict, dataset: str, mode: str = "full") -> list[dict]:
 def format_table(rows: list[dict], mode: str = "full") -> str:
     fmt = lambda v: "" if v is None else f"{v:.2f}"  # noqa: E731
     paper = "paper WRN-28-10" if mode == "full" else "paper RF (NTK)"
-    head = (f"{'':26} {'test acc %':>14} {'vs single':>9} {'train %':>8}   {paper:>15} "
+    head = (f"{'':26} {'test acc %':>14} {'vs single':>9} {'train %':>8} {'NLL':>6} {'ECE %':>6}   {paper:>15} "
             f"{'fast replication':>16}")
     lines = [head, "-" * len(head)]
     for r in rows:
         acc = f"{r['test_acc']:.2f}" + (f" ± {r['std']:.2f}" if r["std"] is not None else "")
-        lines.append(f"{r['row']:26} {acc:>14} {r['gain_over_single']:+9.2f} {fmt(r.get('train_acc')):>8}   "
-                     f"{fmt(r['paper']):>15} {fmt(r['fast_replication']):>16}")
+        nll = "" if r.get("nll") is None else f"{r['nll']:.3f}"
+        lines.append(f"{r['row']:26} {acc:>14} {r['gain_over_single']:+9.2f} {fmt(r.get('train_acc')):>8} "
+                     f"{nll:>6} {fmt(r.get('ece')):>6}   {fmt(r['paper']):>15} {fmt(r['fast_replication']):>16}")
     if any(r["paper"] is not None or r["fast_replication"] is not None for r in rows):
         lines.append(f"({paper} and fast replication: published full-size references for comparison, "
                      f"not numbers of this run)")
@@ -595,6 +638,8 @@ def main(argv: list[str] | None = None) -> int:
              f"images, {plural(cfg.spec.epochs, 'epoch')}")
     save_figure(accuracy_figure(rows, results, title), out / "accuracy.png")
     print(format_table(rows, cfg.mode))
+    if format_beyond(results):
+        print(format_beyond(results))
     from theory_sims.cluster import format_earlier
 
     print(f"total {results['timing_s']['total']:.1f} s in this process on {results['throughput']['device']}"

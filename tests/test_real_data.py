@@ -315,6 +315,14 @@ def test_smoke_preset_runs_the_whole_experiment(tmp_path, image_tree):
     assert len(res["individual"]["test_acc"]) == 2
     for key in ("ensemble", "kd", "self_kd", "average", "kd_ensemble"):
         assert 0.0 <= res[key]["test_acc"] <= 1.0
+    for key in ("individual", "ensemble", "kd", "self_kd", "average", "kd_ensemble"):  # calibration beside accuracy
+        assert res[key]["nll"] > 0 and 0.0 <= res[key]["ece"] <= 1.0
+    # the ensemble-size curve over the single models ends at the run's own ensemble, starts at their mean
+    curve = res["ensemble_size"]
+    assert [r["size"] for r in curve] == [1, 2]
+    assert curve[0]["acc"] == pytest.approx(res["individual"]["mean"])
+    assert curve[-1]["acc"] == pytest.approx(res["ensemble"]["test_acc"])
+    assert 0.0 <= res["disagreement"] <= 1.0
     assert res["timing_s"]["total"] > 0
     assert (out / "table.csv").exists() and (out / "checkpoints" / "single-0.pt").exists()
     assert_png_has_content(out / "accuracy.png")

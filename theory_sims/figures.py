@@ -415,3 +415,55 @@ def prediction_map(path_png, rows: list[dict], paths: list[str]) -> list[Path]:
                  fontsize=12)
     fig.tight_layout()
     return save_figure(fig, Path(path_png))
+
+
+def ensemble_size_figure(path_png, res: dict) -> list[Path]:
+    """Left: the ensemble's accuracy against its number of members (log axis), measured (with its
+    95% band), predicted by the members' views, and under the independent-error null; the
+    multi-view accuracy beside it. Right: how often two seeds disagree, by samples and, on
+    single-view samples, by how many of the pair use the view the sample shows."""
+    sns.set_theme(style="whitegrid", context="notebook")
+    rows = res["sizes"]
+    n = np.array([r["members"] for r in rows])
+
+    def col(key):
+        return np.array([r[key] for r in rows])
+
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.6), gridspec_kw={"width_ratios": [1.5, 1]})
+    blue, orange, green, grey = sns.color_palette("deep")[0], sns.color_palette("deep")[1], \
+        sns.color_palette("deep")[2], "0.45"
+    ax.fill_between(n, col("single_view_lo"), col("single_view_hi"), color=blue, alpha=0.2, lw=0)
+    ax.plot(n, col("single_view_acc"), "o-", color=blue, lw=2.2, label="single-view, measured (95% band)")
+    ax.plot(n, col("predicted_single_view_acc"), "s--", color=blue, lw=1.4, ms=4,
+            label="single-view, predicted: a member uses the view shown")
+    ax.fill_between(n, col("null_single_view_lo"), col("null_single_view_hi"), color=orange, alpha=0.15, lw=0)
+    ax.plot(n, col("null_single_view_acc"), "^:", color=orange, lw=1.8,
+            label="single-view, the same members with independent errors")
+    ax.plot(n, col("multi_view_acc"), "o-", color=green, lw=1.4, ms=4, label="multi-view, measured")
+    ax.set_xscale("log")
+    ax.set_xticks(n)
+    ax.set_xticklabels([str(v) for v in n])
+    ax.set(xlabel="members in the ensemble (mean over random subsets of the seeds)", ylabel="test accuracy",
+           title=f"ensemble accuracy against its size ({len(res['members_single_view_acc'])} seeds trained)")
+    ax.legend(loc="lower right", fontsize=8, frameon=True)
+    dis = res["disagreement"]
+    by = dis["single_view_by_views"]
+    names = ["multi-view\n(all pairs)", "single-view\n(all pairs)", "single-view:\nboth use\nthe view",
+             "single-view:\none uses it", "single-view:\nneither"]
+    vals = [dis["multi_view"], dis["single_view"]] + [by[k]["disagreement"] for k in ("both", "one", "neither")]
+    colors = [green, blue, blue, blue, blue]
+    xs = np.arange(len(names))
+    for x, v, c in zip(xs, vals, colors):
+        if v is None:
+            bx.text(x, 0.01, "no\ncases", ha="center", va="bottom", fontsize=8, color=grey)
+        else:
+            bx.bar(x, v, color=c, alpha=0.85 if x < 2 else 0.55)
+            bx.text(x, v + 0.01, f"{v:.2f}", ha="center", va="bottom", fontsize=9)
+    bx.set_xticks(xs)
+    bx.set_xticklabels(names, fontsize=8)
+    top = max([v for v in vals if v is not None] + [0.1])
+    bx.set_ylim(0, min(1.0, top * 1.25 + 0.02))
+    bx.set(ylabel="fraction of test samples the two predict differently",
+           title="how often two seeds disagree (mean over pairs)")
+    fig.tight_layout()
+    return save_figure(fig, path_png)

@@ -1,0 +1,76 @@
+"""python -m theory_sims.ensemble_size: the run folder, the curve's consistency, and bad flags."""
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import assert_png_has_content
+from theory_sims import ensemble_size as es
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("es") / "run"
+    assert es.main(["--seeds", "4", "--sizes", "1,2,4", "--subsets", "20", "--n-boot", "50", "--out", str(out),
+                    "--quiet"]) == 0
+    return out, json.loads((out / "results.json").read_text())
+
+
+def test_the_run_writes_its_tables_and_figure(run):
+    out, res = run
+    for name in ("config.json", "results.json", "ensemble_size.csv", "disagreement.csv", "ensemble_size.pdf"):
+        assert (out / name).is_file()
+    assert_png_has_content(out / "ensemble_size.png")
+    assert [r["members"] for r in res["sizes"]] == [1, 2, 4]
+
+
+def test_one_member_is_the_mean_single_model_and_all_members_are_the_one_ensemble(run):
+    _, res = run
+    rows = res["sizes"]
+    assert rows[0]["single_view_acc"] == pytest.approx(np.mean(res["members_single_view_acc"]))
+    assert rows[-1]["subsets"] == 1  # the only ensemble of all 4
+    assert rows[0]["subsets"] == 4 and rows[1]["subsets"] == 6  # every subset where there are few
+    for r in rows:
+        assert r["single_view_lo"] <= r["single_view_acc"] <= r["single_view_hi"]
+        assert 0.0 <= r["predicted_single_view_acc"] <= 1.0
+    assert rows[0]["fair_lottery_classes_covered"] == 0.0 and rows[1]["fair_lottery_classes_covered"] == 0.5
+
+
+def test_disagreement_is_split_by_who_uses_the_view(run):
+    _, res = run
+    dis = res["disagreement"]
+    assert len(dis["single_view_pairs"]) == 6  # 4 seeds: 6 pairs
+    assert dis["single_view"] == pytest.approx(np.mean(dis["single_view_pairs"]))
+    cases = sum(c["cases"] for c in dis["single_view_by_views"].values())
+    assert cases == 6 * 1000  # every pair on every single-view test sample (n_test = 1000)
+
+
+def test_resume_reads_the_trained_models_back_and_gives_the_same_numbers(run, tmp_path, capsys):
+    import shutil
+
+    out, res = run
+    again = tmp_path / "again"
+    shutil.copytree(out, again)
+    (again / "results.json").unlink()
+    assert es.main(["--seeds", "4", "--sizes", "1,2,4", "--subsets", "20", "--n-boot", "50", "--resume", str(again)]) == 0
+    assert "plus 1 trained stage(s) kept from an earlier process" in capsys.readouterr().out
+    resumed = json.loads((again / "results.json").read_text())
+    assert resumed["sizes"] == res["sizes"] and resumed["disagreement"] == res["disagreement"]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--seeds", "1"], "--seeds must be an integer >= 2, got 1"),
+    (["--seeds", "10", "--sizes", "1,20"], "--sizes must be distinct comma-separated integers in [1, --seeds=10]"),
+    (["--sizes", "1,1"], "--sizes must be distinct"),
+    (["--sizes", "a"], "--sizes must be distinct"),
+    (["--subsets", "0"], "--subsets must be an integer >= 1"),
+    (["--seed", "-1"], "--seed must be an integer >= 0"),
+])
+def test_bad_flags_exit_2_with_one_line_and_write_nothing(flags, message, capsys, tmp_path):
+    with pytest.raises(SystemExit) as exc:
+        es.main(flags + ["--out", str(tmp_path / "never")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err
+    assert not (tmp_path / "never").exists()
