@@ -100,7 +100,7 @@ def test_view_learning_reports_the_augmented_single_models_beside_the_plain_ones
 
     out = tmp_path / "aug"
     drop = {"--ntk", "--ntk-steps", "20", "--rf-steps"}
-    argv = [a for i, a in enumerate(SMALL) if a not in drop and SMALL[i - 1] != "--rf-steps"] + ["--no-figures"]
+    argv = [a for i, a in enumerate(SMALL) if a not in drop and SMALL[i - 1] != "--rf-steps"]
     assert vl.main(argv + ["--augment", "drop_view", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     res = json.loads((out / "results.json").read_text())
@@ -111,6 +111,10 @@ def test_view_learning_reports_the_augmented_single_models_beside_the_plain_ones
     assert "of the ensemble's gain" in text
     assert res["setting"]["augment"] == "drop_view"
     assert json.loads((out / "config.json").read_text())["augment"] == "drop_view"
+    from conftest import assert_png_has_content
+
+    assert_png_has_content(out / "views_learned_augmented.png")
+    assert_png_has_content(out / "lambda_trajectories_augmented.png")
 
 
 @pytest.mark.parametrize("flags, message", [

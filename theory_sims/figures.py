@@ -252,6 +252,17 @@ def view_learning_figures(out: Path, cfg, results: dict, run, rows: list[dict]) 
                                          ylabel="student"),
                            out / "views_learned_kd.png")
     written += save_figure(lottery_figure(results), out / "lottery.png")
+    if "augmented" in results:  # the same seeds trained on crops (--augment)
+        aug = run.models["augmented"]
+        written += save_figure(views_heatmap(results["augmented"]["views_learned"],
+                                             f"views used by each seed trained with --augment "
+                                             f"{results['setting'].get('augment', '')}"),
+                               out / "views_learned_augmented.png")
+        written += save_figure(
+            lambda_trajectories(aug.history["step"], aug.history["lambda"],
+                                seeds=tuple(range(min(3, aug.history["lambda"].shape[1]))),
+                                classes=tuple(range(min(3, aug.history["lambda"].shape[2]))), fit_step=aug.fit_step, threshold=LEARNED_THRESHOLD * cfg.learner.varrho),
+            out / "lambda_trajectories_augmented.png")
     S, k = single.history["lambda"].shape[1:3]
     written += save_figure(
         lambda_trajectories(single.history["step"], single.history["lambda"],
