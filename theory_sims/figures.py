@@ -118,7 +118,8 @@ def accuracy_bars(rows: list[dict], judged: dict | None = None):
     theorems = {n: v["holds"] for n, v in (judged or {}).items() if v["kind"] == "theorem"}
     title = "test accuracy of every row"
     if theorems:
-        held = [n for n, ok in theorems.items() if ok]
+        names = {"single": "single model", "ensemble": "ensemble", "kd": "KD", "self_kd": "self-KD"}
+        held = [names.get(n, n) for n, ok in theorems.items() if ok]
         title += (f"; the paper's theorems held here: {', '.join(held) if held else 'none'} "
                   f"({len(held)} of {len(theorems)})")
     ax.set_title(title, fontsize=10)
