@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from theory_sims.report import ACCURACY_ROWS, VIEW_ROWS, judged_names, map_cells  # noqa: E402
+from theory_sims.report import ACCURACY_ROWS, LABELS, VIEW_ROWS, judged_names, map_cells  # noqa: E402
 from theory_sims.results import save_figure  # noqa: E402
 from theory_sims.tracking import LEARNED_THRESHOLD  # noqa: E402
 
@@ -118,8 +118,7 @@ def accuracy_bars(rows: list[dict], judged: dict | None = None):
     theorems = {n: v["holds"] for n, v in (judged or {}).items() if v["kind"] == "theorem"}
     title = "test accuracy of every row"
     if theorems:
-        names = {"single": "single model", "ensemble": "ensemble", "kd": "KD", "self_kd": "self-KD"}
-        held = [names.get(n, n) for n, ok in theorems.items() if ok]
+        held = [LABELS.get(n, n) for n, ok in theorems.items() if ok]
         title += (f"; the paper's theorems held here: {', '.join(held) if held else 'none'} "
                   f"({len(held)} of {len(theorems)})")
     ax.set_title(title, fontsize=10)
@@ -377,7 +376,7 @@ def sweep_figure(path_png, rows: list[dict], paths: list[str]) -> list[Path]:
                 "y": [r[prefix + key] for r in rows for key in names],
                 "row": [text for _ in rows for text in names.values()]}
 
-    margins = {f"margin_{name}": name for name in judged_names(rows)}
+    margins = {f"margin_{name}": LABELS.get(name, name) for name in judged_names(rows)}
     fig, axes = plt.subplots(1, 3, figsize=(17, 4.6))
     panels = ((long("sv_", ACCURACY_ROWS), "single-view test accuracy"),
               (long("views_", VIEW_ROWS), "views used per class"),
@@ -419,7 +418,7 @@ def prediction_map(path_png, rows: list[dict], paths: list[str]) -> list[Path]:
                     annot_kws={"fontsize": 8}, cbar_kws={"label": "margin"},
                     xticklabels=[f"{x:g}" if isinstance(x, float) else x for x in xs],
                     yticklabels=[f"{y:g}" if isinstance(y, float) else y for y in ys])
-        ax.set(xlabel=paths[1], ylabel=paths[0], title=name)
+        ax.set(xlabel=paths[1], ylabel=paths[0], title=LABELS.get(name, name))
         ax.invert_yaxis()
     for ax in axes.ravel()[len(names):]:
         ax.axis("off")

@@ -153,6 +153,10 @@ STATEMENTS = {
 }
 # What each statement says, by name (the sweep's columns and the map's panels follow this order).
 PREDICTIONS = {name: s.text for name, s in STATEMENTS.items()}
+# Each statement's short name in figures and one-line summaries.
+LABELS = {"single": "single model", "ensemble": "ensemble", "kd": "KD", "self_kd": "self-KD",
+          "rf_ensemble": "RF: ensemble gains", "rf_kd": "RF: KD gains nothing", "rf_average": "RF: average gains",
+          "average": "training the average", "kd_ensemble": "KD students' ensemble"}
 
 
 def error(entry: dict, mu: float) -> float:
