@@ -420,3 +420,14 @@ def test_lambda_figure_labels_each_tick_once_in_plain_numbers():
     fig.canvas.draw()
     labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
     assert labels == ["\N{MINUS SIGN}0.1", "0", "0.1", "1"] or labels == ["-0.1", "0", "0.1", "1"]
+
+
+def test_accuracy_figure_names_the_theorems_that_held_as_the_table_does(run_dir):
+    from theory_sims import figures, report
+
+    res = json.loads((run_dir / "results.json").read_text())
+    fig = figures.accuracy_bars(report.table_rows(res), res["predictions"])
+    title = fig.axes[0].get_title()
+    held = [report.LABELS[n] for n, v in res["predictions"].items() if v["kind"] == "theorem" and v["holds"]]
+    assert f"held here: {', '.join(held) if held else 'none'} ({len(held)} of 4)" in title
+    assert "self_kd" not in title and "_" not in title.split("held here:")[1]
