@@ -66,6 +66,7 @@ def test_resume_reads_the_trained_models_back_and_gives_the_same_numbers(run, tm
     (["--sizes", "a"], "--sizes must be distinct"),
     (["--subsets", "0"], "--subsets must be an integer >= 1"),
     (["--seed", "-1"], "--seed must be an integer >= 0"),
+    (["--views", "0"], "--views must be an integer >= 1, got 0"),
 ])
 def test_bad_flags_exit_2_with_one_line_and_write_nothing(flags, message, capsys, tmp_path):
     with pytest.raises(SystemExit) as exc:

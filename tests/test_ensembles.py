@@ -19,6 +19,10 @@ def test_fair_lottery_for_two_views_is_one_minus_two_to_the_one_minus_n(n, want)
     assert en.fair_lottery(n, 2) == pytest.approx(want)
 
 
+def test_fair_lottery_is_a_probability_where_the_alternating_sum_rounds_below_zero():
+    assert en.fair_lottery(2, 3) == 0.0 and en.fair_lottery(1, 3) == 0.0  # 2 members cannot cover 3 views
+
+
 def test_fair_lottery_matches_a_simulated_lottery_for_three_views():
     rng = np.random.default_rng(0)
     draws = rng.integers(0, 3, (200_000, 4))  # 4 members, each learns one of 3 views

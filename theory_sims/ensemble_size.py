@@ -36,7 +36,7 @@ import numpy as np
 
 import theory_sims  # noqa: F401  (sets the BLAS thread spin before numpy work starts)
 from multiview.checks import check_int
-from multiview.cli import Parser, progress_bars
+from multiview.cli import Parser, as_flag, progress_bars
 from theory_sims import ensembles as en
 from theory_sims import mechanism
 
@@ -135,6 +135,9 @@ def build_parser() -> Parser:
                    help="random subsets of each size (all of them where there are fewer; default: 200)")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap draws of the test samples (default: 1000)")
     p.add_argument("--seed", type=int, default=0, help="data seed, as view_learning's --seed (default: 0)")
+    p.add_argument("--views", type=int, default=None,
+                   help="views per class of the data, as view_learning's --views; the rest of the data and the "
+                        "learner are the main job's (default: 2)")
     p.add_argument("--out", default=None, help="run folder (default: runs/ensemble_size-<time>)")
     p.add_argument("--resume", default=None, metavar="RUN",
                    help="continue the run in folder RUN, given with the same flags: the trained models "
@@ -155,7 +158,12 @@ def main(argv: list[str] | None = None) -> int:
         check_int("--n-boot", args.n_boot, 1)
         check_int("--seed", args.seed, 0)
         sizes = parse_sizes(args.sizes, args.seeds)
-        cfg = vl.configure(seeds=args.seeds, students=1, seed=args.seed, random_features=False, controls=False)
+        data = {"views": args.views} if args.views is not None else {}
+        try:
+            cfg = vl.configure(seeds=args.seeds, students=1, seed=args.seed, random_features=False, controls=False,
+                               data=data)
+        except ValueError as err:
+            raise ValueError(as_flag(str(err), names=["views"])) from None
         vl.check_memory(cfg)
     except ValueError as err:
         parser.error(str(err))

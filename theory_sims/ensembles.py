@@ -88,7 +88,8 @@ def fair_lottery(size: int, views: int = 2) -> float:
     random, together cover all of them: sum_i (-1)^i C(V, i) (1 - i/V)^n (1 - 2^(1-n) for V = 2)."""
     check_int("size", size, 1)
     check_int("views", views, 1)
-    return float(sum((-1) ** i * comb(views, i) * (1 - i / views) ** size for i in range(views + 1)))
+    total = sum((-1) ** i * comb(views, i) * (1 - i / views) ** size for i in range(views + 1))
+    return float(min(1.0, max(0.0, total)))  # the alternating sum can round a hair below 0
 
 
 def coverage_curve(used, y, shown, sizes, count: int = 200, seed: int = 0) -> list[dict]:
