@@ -396,6 +396,8 @@ def _beyond_accuracy(results: dict, cfg: ReproduceConfig, y, logits: dict) -> No
     """Beside each row's accuracy: its NLL and expected calibration error (means over the models of a
     stack; ensembles as the run builds them, ``--ensemble``); over the single models, how often two
     of them disagree and the ensemble's accuracy at every size from 1 to --seeds (mean over subsets)."""
+    from scipy.special import softmax
+
     from theory_sims import ensembles as en
     from theory_sims.stats import ensemble_output
 
@@ -411,13 +413,8 @@ def _beyond_accuracy(results: dict, cfg: ReproduceConfig, y, logits: dict) -> No
     if S > 1:
         results["disagreement"] = en.mean_off_diagonal(en.pairwise_disagreement(z["individual"]))
         # the subsets' mean of the logits, or of the probabilities (whose argmax is the softmax ensemble's)
-        members = z["individual"] if how == "logits" else _softmax(z["individual"])
+        members = z["individual"] if how == "logits" else softmax(z["individual"], axis=-1)
         results["ensemble_size"] = en.size_curve(members, y, list(range(1, S + 1)), seed=cfg.seed)
-
-
-def _softmax(z):
-    e = np.exp(z - z.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 def format_beyond(results: dict) -> str:
@@ -638,12 +635,12 @@ def main(argv: list[str] | None = None) -> int:
              f"images, {plural(cfg.spec.epochs, 'epoch')}")
     save_figure(accuracy_figure(rows, results, title), out / "accuracy.png")
     print(format_table(rows, cfg.mode))
-    if format_beyond(results):
-        print(format_beyond(results))
-    from theory_sims.cluster import format_earlier
+    beyond = format_beyond(results)
+    if beyond:
+        print(beyond)
+    from theory_sims.cluster import format_total
 
-    print(f"total {results['timing_s']['total']:.1f} s in this process on {results['throughput']['device']}"
-          f"{format_earlier(results['timing_s']['earlier_processes'])}; results in {out}")
+    print(f"{format_total(results['timing_s'], on=' on ' + results['throughput']['device'])}; results in {out}")
     return 0
 
 

@@ -216,6 +216,12 @@ def earlier_work(records, keys) -> dict:
     return {"jobs": len(keys), "wall_s": total, **({"untimed": untimed} if untimed else {})}
 
 
+def format_total(timing: dict, what: str = "job", on: str = "") -> str:
+    """A command's last words on time: ``timing["total"]`` of this process (``on`` a machine, when
+    given) and what the work kept from earlier processes took (``timing["earlier_processes"]``)."""
+    return f"total {timing['total']:.1f} s in this process{on}{format_earlier(timing.get('earlier_processes'), what)}"
+
+
 def format_earlier(work: dict, what: str = "job") -> str:
     """The words a resumed run prints after its own time: what the kept jobs (or ``what``) took before."""
     if not work or not work.get("jobs"):

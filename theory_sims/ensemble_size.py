@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(err))
     from theory_sims import experiments as ex
     from theory_sims import figures
-    from theory_sims.cluster import format_earlier
+    from theory_sims.cluster import format_total
     from theory_sims.results import start_run, write_csv, write_json
 
     log = (lambda *a, **k: None) if args.quiet else (lambda *a, **k: print(*a, **k, flush=True))
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     res = measure(logits["single"], logits["multi"], tests, sizes, args.subsets, args.n_boot, args.seed)
     res["train_acc"] = single.train_acc.tolist()
     res["timing_s"] = {"total": time.perf_counter() - t0, "training": single.wall_s,
-                       "earlier_processes": {"jobs": len(stages.loaded), "wall_s": stages.earlier_s}}
+                       "earlier_processes": stages.earlier_work()}
     write_json(out / "results.json", res)
     write_csv(out / "ensemble_size.csv", res["sizes"])
     by = res["disagreement"]["single_view_by_views"]
@@ -204,8 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     if min(res["train_acc"]) < 1.0:
         print(f"warning: {sum(a < 1.0 for a in res['train_acc'])} of {args.seeds} models did not fit their training "
               "set", file=sys.stderr)
-    print(f"total {res['timing_s']['total']:.1f} s in this process"
-          f"{format_earlier(res['timing_s']['earlier_processes'], 'trained stage')}; results in {out}")
+    print(f"{format_total(res['timing_s'], 'trained stage')}; results in {out}")
     return 0
 
 

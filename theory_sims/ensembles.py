@@ -31,6 +31,7 @@ from __future__ import annotations
 from math import comb
 
 import numpy as np
+from scipy.special import logsumexp, softmax
 
 from multiview.checks import check_int
 from theory_sims.stats import ensemble_output
@@ -169,22 +170,13 @@ def disagreement_by_views(logits, y, shown, used) -> dict:
     return out
 
 
-def _probs(logits):
-    z = np.asarray(logits, dtype=np.float64)
-    z = z - z.max(axis=-1, keepdims=True)
-    p = np.exp(z)
-    return p / p.sum(axis=-1, keepdims=True)
-
-
 def nll(logits, y) -> float:
     """Mean negative log-likelihood of the true class under softmax(logits) (n, k)."""
     z = np.asarray(logits, dtype=np.float64)
     y = np.asarray(y)
     if z.ndim != 2 or y.shape != z.shape[:1]:
         raise ValueError(f"logits must be (n, k) with n = len(y), got {z.shape} and {y.shape}")
-    m = z.max(axis=-1, keepdims=True)
-    log_norm = (m + np.log(np.exp(z - m).sum(axis=-1, keepdims=True)))[:, 0]
-    return float(np.mean(log_norm - z[np.arange(len(y)), y]))
+    return float(np.mean(logsumexp(z, axis=-1) - z[np.arange(len(y)), y]))
 
 
 def ece(logits, y, bins: int = ECE_BINS) -> float:
@@ -195,7 +187,7 @@ def ece(logits, y, bins: int = ECE_BINS) -> float:
     if z.ndim != 2 or y.shape != z.shape[:1]:
         raise ValueError(f"logits must be (n, k) with n = len(y), got {z.shape} and {y.shape}")
     check_int("bins", bins, 1)
-    p = _probs(z)
+    p = softmax(z, axis=-1)
     conf, correct = p.max(axis=-1), (p.argmax(axis=-1) == y)
     which = np.minimum((conf * bins).astype(int), bins - 1)
     total = 0.0

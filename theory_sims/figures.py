@@ -252,24 +252,20 @@ def view_learning_figures(out: Path, cfg, results: dict, run, rows: list[dict]) 
                                          ylabel="student"),
                            out / "views_learned_kd.png")
     written += save_figure(lottery_figure(results), out / "lottery.png")
+
+    def trajectories(result):  # Lambda of the first three seeds and classes of a trained stack
+        S, k = result.history["lambda"].shape[1:3]
+        return lambda_trajectories(result.history["step"], result.history["lambda"],
+                                   seeds=tuple(range(min(3, S))), classes=tuple(range(min(3, k))),
+                                   fit_step=result.fit_step, threshold=LEARNED_THRESHOLD * cfg.learner.varrho)
+
     if "augmented" in results:  # the same seeds trained on crops (--augment)
-        aug = run.models["augmented"]
         written += save_figure(views_heatmap(results["augmented"]["views_learned"],
                                              f"views used by each seed trained with --augment "
                                              f"{results['setting'].get('augment', '')}"),
                                out / "views_learned_augmented.png")
-        written += save_figure(
-            lambda_trajectories(aug.history["step"], aug.history["lambda"],
-                                seeds=tuple(range(min(3, aug.history["lambda"].shape[1]))),
-                                classes=tuple(range(min(3, aug.history["lambda"].shape[2]))), fit_step=aug.fit_step, threshold=LEARNED_THRESHOLD * cfg.learner.varrho),
-            out / "lambda_trajectories_augmented.png")
-    S, k = single.history["lambda"].shape[1:3]
-    written += save_figure(
-        lambda_trajectories(single.history["step"], single.history["lambda"],
-                            seeds=tuple(range(min(3, S))), classes=tuple(range(min(3, k))),
-                            fit_step=single.fit_step, threshold=LEARNED_THRESHOLD * cfg.learner.varrho),
-        out / "lambda_trajectories.png",
-    )
+        written += save_figure(trajectories(run.models["augmented"]), out / "lambda_trajectories_augmented.png")
+    written += save_figure(trajectories(single), out / "lambda_trajectories.png")
     written += save_figure(accuracy_bars(rows, results.get("predictions")), out / "accuracy.png")
     if results["individual"].get("by_length"):
         written += save_figure(training_length(results["individual"]["by_length"], V, cfg.data.k),
@@ -441,8 +437,7 @@ def ensemble_size_figure(path_png, res: dict) -> list[Path]:
         return np.array([r[key] for r in rows])
 
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.6), gridspec_kw={"width_ratios": [1.5, 1]})
-    blue, orange, green, grey = sns.color_palette("deep")[0], sns.color_palette("deep")[1], \
-        sns.color_palette("deep")[2], "0.45"
+    (blue, orange, green), grey = sns.color_palette("deep")[:3], "0.45"
     ax.fill_between(n, col("single_view_lo"), col("single_view_hi"), color=blue, alpha=0.2, lw=0)
     ax.plot(n, col("single_view_acc"), "o-", color=blue, lw=2.2, label="single-view, measured (95% band)")
     ax.plot(n, col("predicted_single_view_acc"), "s--", color=blue, lw=1.4, ms=4,

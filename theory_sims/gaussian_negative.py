@@ -427,8 +427,7 @@ def main(argv: list[str] | None = None) -> int:
         sv, ta = reference["single_view_acc"], reference["test_acc"]
         print(f"multi-view data ({reference['source']}): ensemble gain {100 * ta['gain']:+.2f} pts on its test "
               f"mixture, {100 * sv['gain']:+.2f} pts on single-view samples")
-    print(f"total {timing['total']:.1f} s in this process{cluster.format_earlier(timing['earlier_processes'])}; "
-          f"results in {out}")
+    print(f"{cluster.format_total(timing)}; results in {out}")
     return 0
 
 

@@ -269,8 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     print(report.format_summary(rows, paths))
     if args.grid:
         print(report.format_map(rows, paths))
-    print(f"total {timing['total']:.1f} s in this process{cluster.format_earlier(timing['earlier_processes'])}; "
-          f"results in {out}")
+    print(f"{cluster.format_total(timing)}; results in {out}")
     return 0
 
 

@@ -89,10 +89,10 @@ def augmenter(cfg: TrainConfig, n: int, P: int, learner: LearnerConfig, patch_vi
     views = np.asarray(patch_views)
     if views.shape != (n, P):
         raise ValueError(f"patch_views must have shape ({n}, {P}), got {views.shape}")
-    V = int(views.max()) + 1 if views.size else 1
+    V = max(int(views.max(initial=-1)) + 1, 1)  # views of a class that some patch carries
 
     def keep(t):
-        dropped = np.random.default_rng((cfg.batch_seed, t)).integers(0, max(V, 1), n)
+        dropped = np.random.default_rng((cfg.batch_seed, t)).integers(0, V, n)
         return views != dropped[:, None]
 
     return keep
@@ -257,15 +257,11 @@ def train(
             epoch_end, samples = next(batches)
             yb = rows(y_all, samples)
             tb = rows(teacher_all, samples, dim=teacher_all.dim() - 2) if teacher_all is not None else None
-            if augment is None:
-                F = forward(samples)
-                loss, dF = objective(F, yb, tb)
-                acc = accuracy(F, yb)
-            else:  # the loss, accuracy and fit of the whole training set; the gradient of its crops
-                F = forward(None)
-                loss, _ = objective(F, yb, tb)
-                acc = accuracy(F, yb)
-                _, dF = objective(forward(None, augment(t)), yb, tb)
+            F = forward(samples)
+            loss, dF = objective(F, yb, tb)
+            acc = accuracy(F, yb)
+            if augment is not None:  # loss, accuracy and fit stay the whole training set's; the gradient is the crops'
+                _, dF = objective(forward(samples, augment(t)), yb, tb)
             hist["loss"].append(loss.cpu().numpy())
             hist["acc"].append(acc.cpu().numpy())
             if track and (t in cfg.corr_at):

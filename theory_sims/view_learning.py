@@ -216,6 +216,11 @@ class Stages:
         self.loaded: list[str] = []
         self.earlier_s = 0.0  # what the stages read back took to train in the process that trained them
 
+    def earlier_work(self) -> dict:
+        """The stages read back and what they took to train where they were trained (as
+        :func:`theory_sims.cluster.earlier_work` says of jobs)."""
+        return {"jobs": len(self.loaded), "wall_s": self.earlier_s}
+
     def fit(self, name: str, *args, **kwargs):
         if self.folder is None:
             return ex.fit(*args, progress=self.progress, **kwargs)
@@ -486,8 +491,7 @@ class Run:
 
     def finish(self) -> None:
         self.results["timing_s"]["total"] = time.perf_counter() - self._t0
-        self.results["timing_s"]["earlier_processes"] = {"jobs": len(self.stages.loaded),
-                                                         "wall_s": self.stages.earlier_s}
+        self.results["timing_s"]["earlier_processes"] = self.stages.earlier_work()
         if self.stages.loaded:
             self.log(f"  read back {len(self.stages.loaded)} finished stages: {', '.join(self.stages.loaded)}")
 
@@ -725,10 +729,9 @@ def main(argv: list[str] | None = None) -> int:
         print(report.format_augmented(results))
     for line in report.unfitted(results):
         print("warning: " + line, file=sys.stderr)
-    from theory_sims.cluster import format_earlier
+    from theory_sims.cluster import format_total
 
-    print(f"total {results['timing_s']['total']:.1f} s in this process"
-          f"{format_earlier(results['timing_s']['earlier_processes'], 'trained stage')}; results in {out}")
+    print(f"{format_total(results['timing_s'], 'trained stage')}; results in {out}")
     return 0
 
 
