@@ -44,6 +44,12 @@ def assert_same_model(a, b, index):
         (LEARNER, dict(dtype="float64")),
         (LEARNER, dict(batch_size=16, momentum=0.9, batch_seed=3)),
         (LEARNER, dict(stop="fit", extra_steps=3, steps=60)),
+        # models that stop at different steps leave the stack: the others keep their alone bits
+        (LEARNER, dict(stop="converge", lr=5.0, steps=300, fit_multiple=2.0, loss_target=0.2)),
+        (LEARNER, dict(stop="converge", lr=5.0, steps=300, fit_multiple=2.0, loss_target=0.2, momentum=0.5)),
+        (LearnerConfig(k=4, m=3, q=3, sigma0=0.5, mode="ntk"), dict(stop="fit", extra_steps=2, lr=5.0, steps=200)),
+        (LearnerConfig(k=4, m=3, q=3, sigma0=0.5, mode="random_features"), dict(stop="fit", extra_steps=2, lr=20.0,
+                                                                              steps=200)),
         (LEARNER, dict(lr=20.0, max_step=0.3)),
         (LearnerConfig(k=4, m=3, q=3, sigma0=0.5, mode="ntk"), {}),
         (LearnerConfig(k=4, m=3, q=3, sigma0=0.5, mode="random_features"), dict(lr=5.0)),
@@ -58,6 +64,36 @@ def test_stacked_models_are_bit_identical_to_models_trained_alone(learner, cfg):
         assert len(common) >= 2
         np.testing.assert_array_equal(stacked.history["lambda"][a, i], alone.history["lambda"][b, 0])
         assert stacked.updates[i] == alone.updates[0]
+
+
+def test_models_that_stop_early_leave_the_stack_and_the_others_keep_their_bits():
+    """Three models stop at three different steps; each one's weights, Lambda and updates are
+    those it gets alone, and a stopped model's history is NaN after its last forward pass."""
+    cfg = dict(stop="converge", lr=5.0, steps=300, fit_multiple=2.0, loss_target=0.2)
+    stacked = run([11, 12, 13], **cfg)
+    assert len(set(stacked.updates.tolist())) == 3, stacked.updates
+    for i, seed in enumerate([11, 12, 13]):
+        alone = run([seed], **cfg)
+        assert_same_model(stacked, alone, [i])
+        t = int(stacked.updates[i])  # its last forward pass (the one that stopped it)
+        np.testing.assert_array_equal(stacked.history["loss"][: t + 1, i], alone.history["loss"][:, 0])
+        assert np.isnan(stacked.history["loss"][t + 1 :, i]).all()
+        assert np.isnan(stacked.history["step_length"][t:, i]).all()
+
+
+def test_kd_with_per_model_teachers_stopping_at_a_plateau_keeps_each_students_bits():
+    noise = np.random.default_rng(5).standard_normal((3, DATA.n, 4)).astype(np.float32)
+    teacher = 4 * np.eye(4, dtype=np.float32)[DATA.y] + noise / 2  # teachers that fit the labels
+    cfg = dict(stop="converge", steps=1000, fit_multiple=1.0, loss_target=1e-6, plateau=0.02, plateau_window=10)
+    stacked = run_kd([1, 2, 3], teacher, **cfg)
+    assert (stacked.updates < 1000).all() and len(set(stacked.updates.tolist())) > 1, stacked.updates
+    for i, seed in enumerate([1, 2, 3]):
+        alone = run_kd([seed], teacher[i], **cfg)
+        assert_same_model(stacked, alone, [i])
+        loss = alone.history["loss"][:, 0]
+        t = int(alone.updates[0])  # stopped where the loss fell by less than 2% over 10 steps
+        assert loss[t] >= 0.98 * loss[t - 10]
+        assert all(loss[u] < 0.98 * loss[u - 10] for u in range(max(10, int(np.ceil(alone.fit_step[0]))), t))
 
 
 def test_stacked_kd_with_per_model_teachers_is_bit_identical():
@@ -313,6 +349,28 @@ def test_a_stacked_product_gives_each_model_its_alone_numbers_to_float32_roundin
     for s in (0, 7):
         alone = train(X, y, [s], learner, cfg)
         np.testing.assert_allclose(stacked.model.W[s].numpy(), alone.model.W[0].numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_on_the_mkl_path_a_stacked_product_gives_each_model_its_alone_bits_as_others_stop():
+    """In MKL's strict mode a column block of one stacked product carries the bits of the block's
+    own product, so above SMALL_PRODUCT too a model's run is the one it has alone, also while the
+    models beside it stop and leave the product (here at steps 17, 20 and 21)."""
+    from theory_sims import backends
+
+    if not backends.mkl_strict():
+        pytest.skip("torch's MKL is not in strict CNR mode on an AVX2/AVX-512 branch here")
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((200, 64, 160), dtype=np.float32) * 0.1
+    y = rng.integers(0, 10, 200)
+    learner = LearnerConfig(k=10, m=2, q=3, sigma0=0.3)
+    assert 2 * 10 * 160 * 200 * 64 >= backends.SMALL_PRODUCT  # one model's share: the stacked path
+    cfg = TrainConfig(lr=50.0, steps=300, track_every=0, stop="fit", extra_steps=3)
+    stacked = train(X, y, range(4), learner, cfg)
+    assert len(set(stacked.updates.tolist())) == 3, stacked.updates
+    for s in (0, 2, 3):
+        alone = train(X, y, [s], learner, cfg)
+        np.testing.assert_array_equal(stacked.model.W[s].numpy(), alone.model.W[0].numpy())
+        assert stacked.updates[s] == alone.updates[0]
 
 
 @pytest.mark.parametrize("products", ["mkl", "openblas"])

@@ -87,14 +87,20 @@ class _Backend:
     def _row_index(self, samples):
         raise NotImplementedError
 
-    def select(self, samples: np.ndarray | None) -> None:
-        """Restrict the next steps to ``samples`` (a mini-batch), or all samples for None."""
+    def select(self, samples: np.ndarray | None, neurons: np.ndarray | None = None) -> None:
+        """Restrict the next steps to ``samples`` (a mini-batch), or all samples for None, and (NTK
+        mode) to the columns ``neurons`` of the fixed factor D, those of the models still training
+        (None: all)."""
         if samples is None:
-            self.rows, self.D = self.X, self._D_all
-            return
-        rows = self._row_index(samples)
-        self.rows = self.X[rows]
-        self.D = None if self._D_all is None else self._D_all[rows]
+            self.rows, D = self.X, self._D_all
+        else:
+            rows = self._row_index(samples)
+            self.rows = self.X[rows]
+            D = None if self._D_all is None else self._D_all[rows]
+        self.D = D if D is None or neurons is None else D[:, self._index(neurons)]
+
+    def _index(self, index: np.ndarray):
+        return index
 
     def keep_patches(self, keep: np.ndarray) -> None:
         """Zero, in the current rows only (``X`` is untouched), the patches where ``keep`` (n, P)
@@ -316,6 +322,9 @@ class TorchBackend(_Backend):
     def small_ops(self):
         """Torch's threads as they are: here the products are torch ops too."""
         return contextlib.nullcontext()
+
+    def _index(self, index: np.ndarray):
+        return torch.as_tensor(index, device=self.X.device)
 
     def _row_index(self, samples):
         idx = torch.as_tensor(samples, device=self.X.device)

@@ -70,7 +70,9 @@ class TrainConfig:
     for SGD a pass over the whole training set at the end of every epoch. ``stop="converge"``
     (full-batch GD) trains each model to convergence: it stops at the first step t at which it
     has trained at least ``fit_multiple`` times as long as it took to fit (t >= fit_multiple *
-    fit_step) *and* its training loss is at most ``loss_target``; at ``steps`` at the latest.
+    fit_step) *and* its training loss is at most ``loss_target`` or, with ``plateau > 0``, fell by
+    less than that fraction over the last ``plateau_window`` steps (a loss with a floor above 0,
+    such as distillation's, stops where it flattens); at ``steps`` at the latest.
     ``snapshots`` names multiples of the fit step (e.g. (1, 3, 10)) at which each model's weights
     are kept, to see what it had learned at 1x, 3x, 10x the time it took to fit.
 
@@ -96,6 +98,9 @@ class TrainConfig:
     batch_seed: int = param("seed of the mini-batch order", 0)
     fit_multiple: float = param("stop='converge': train at least this many times the fit step", 10.0)
     loss_target: float = param("stop='converge': and until the training loss is at most this", 0.01)
+    plateau: float = param("stop='converge': or until the loss fell by less than this fraction over the last "
+                           "plateau_window steps (0: off)", 0.0)
+    plateau_window: int = param("stop='converge' with plateau: the steps over which the loss's fall is measured", 50)
     snapshots: tuple = param("multiples of the fit step at which to keep each model's weights", ())
     loss: str = param("'ce', 'kd' (Hinton), 'kd_paper' (the paper's one-sided KD), 'kd_capped', 'average' or 'sum' "
                       "(a group of models trained as one: their mean or their sum)", "ce")
@@ -126,6 +131,8 @@ class TrainConfig:
         check_choice("loss", self.loss, LOSSES)
         check_float("fit_multiple", self.fit_multiple, 1.0)
         check_float("loss_target", self.loss_target, 0.0, lo_open=True)
+        check_float("plateau", self.plateau, 0.0, 1.0, hi_open=True)
+        check_int("plateau_window", self.plateau_window, 1)
         object.__setattr__(self, "snapshots", tuple(check_float("snapshots", s, 1.0) for s in self.snapshots))
         if self.stop == "converge" and self.batch_size:
             raise ValueError(f"stop='converge' needs full-batch training (batch_size=0), got batch_size={self.batch_size}")

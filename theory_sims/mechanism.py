@@ -195,3 +195,99 @@ def noise_response(logits: np.ndarray) -> dict:
     inputs of max_j F_j, and the largest over all inputs."""
     top = np.asarray(logits).max(axis=-1)  # (S, n)
     return {"mean_max_logit": top.mean(axis=1).tolist(), "max_logit": top.max(axis=1).tolist()}
+
+
+# Loser Lambda / varrho at the step the winner crossed varrho, binned for :func:`race`.
+RACE_EDGES = (-np.inf, 0.25, 0.5, 0.75, np.inf)
+
+
+def race(steps: np.ndarray, lam: np.ndarray, varrho: float, fit_step: np.ndarray, used: np.ndarray) -> dict:
+    """The race between a class's views, read off the tracked Lambdas.
+
+    ``steps`` (T,) and ``lam`` (T, S, k, V) as in a training history, ``fit_step`` (S,) the first
+    step at 100% training accuracy (-1 never), ``used`` (S, k, V) the views each model uses. For
+    every (model, class) pair in which some view crossed varrho, the **winner** is the view that
+    crossed first (ties: the larger Lambda then) at step ``t_win``; the **loser** is the largest
+    other view, and ``loser_at_win`` its Lambda / varrho at ``t_win``. Below varrho the sReLU is a
+    power q, so a loser far below varrho at ``t_win`` is one whose growth the winner's lead has
+    outrun (the race ran in the power phase); one near varrho crossed with it. Returns the pairs,
+    the median ``t_win`` and ``loser_at_win``, whether each loser crossed later, before or after
+    its model fitted the training set, or never, and, binned by ``loser_at_win``
+    (:data:`RACE_EDGES`), how many pairs fall in each bin and the fraction of them whose model uses
+    both views (the behavioural outcome of the race)."""
+    steps, lam = np.asarray(steps), np.asarray(lam, dtype=np.float64)
+    fit, used = np.asarray(fit_step), np.asarray(used, dtype=bool)
+    if lam.ndim != 4 or lam.shape[0] != steps.shape[0] or used.shape != lam.shape[1:] or fit.shape != lam.shape[1:2]:
+        raise ValueError(f"lam must be (T, S, k, V) with T = len(steps), used (S, k, V) and fit_step (S,), got "
+                         f"{lam.shape}, {steps.shape}, {used.shape} and {fit.shape}")
+    if lam.shape[-1] < 2:
+        raise ValueError(f"a race needs at least two views per class, got V = {lam.shape[-1]}")
+    crossed = lam >= varrho  # (T, S, k, V)
+    ever = crossed.any(axis=0)
+    first = np.where(ever, crossed.argmax(axis=0), lam.shape[0])  # tracked index of each view's crossing
+    t_idx = first.min(axis=-1)  # (S, k): the winner's crossing
+    raced = ever.any(axis=-1)
+    S, k, V = used.shape
+    s_i, j_i = np.nonzero(raced)
+    at_win = lam[t_idx[s_i, j_i], s_i, j_i]  # (pairs, V): every view's Lambda when the winner crossed
+    winner = np.where(first[s_i, j_i] == t_idx[s_i, j_i, None], at_win, -np.inf).argmax(axis=-1)
+    others = at_win.copy()
+    others[np.arange(len(s_i)), winner] = -np.inf
+    loser = others.argmax(axis=-1)
+    loser_at_win = others.max(axis=-1) / varrho
+    loser_idx = first[s_i, j_i, loser]
+    loser_step = np.where(loser_idx < lam.shape[0], steps[np.minimum(loser_idx, lam.shape[0] - 1)], -1)
+    t_win = steps[t_idx[s_i, j_i]]
+    fitted = fit[s_i]
+    later = (loser_step >= 0) & (loser_idx > t_idx[s_i, j_i])
+    both = used[s_i, j_i].sum(axis=-1) >= 2
+    bins = []
+    for lo, hi in zip(RACE_EDGES, RACE_EDGES[1:]):
+        pick = (loser_at_win >= lo) & (loser_at_win < hi)
+        bins.append({"lo": lo, "hi": hi, "pairs": int(pick.sum()),
+                     "both_used": float(both[pick].mean()) if pick.any() else None})
+    n = len(s_i)
+    return {
+        "pairs": int(S * k),
+        "raced": int(n),
+        "median_t_win": float(np.median(t_win)) if n else None,
+        "median_loser_at_win": float(np.median(loser_at_win)) if n else None,
+        "loser_below_half": int((loser_at_win < 0.5).sum()),
+        "loser_crossed_with_winner": int(((loser_step >= 0) & ~later).sum()),
+        "loser_later_before_fit": int((later & (fitted >= 0) & (loser_step <= fitted)).sum()),
+        "loser_later_after_fit": int((later & ~((fitted >= 0) & (loser_step <= fitted))).sum()),
+        "loser_never": int((loser_step < 0).sum()),
+        "by_loser_at_win": bins,
+        "loser_at_win": loser_at_win.tolist(),
+    }
+
+
+def single_view_samples(y: np.ndarray, shown: np.ndarray, single: np.ndarray, correct: np.ndarray,
+                        clean_correct: np.ndarray, sample_used: np.ndarray, k: int, V: int) -> dict:
+    """The single-view training samples of each (class, view), and how the models fit each one.
+
+    ``y``, ``shown`` (the view a single-view sample shows) and ``single`` (n,); ``correct``,
+    ``clean_correct`` and ``sample_used`` (S, n) as in :func:`memorisation`. A (model, sample) pair
+    is fitted **through its view** when the model uses the view the sample shows and gets it right,
+    **through its noise** when it does not use the view, gets it right, and gets it wrong without
+    its Gaussian noise. Returns ``count`` (k, V), and ``through_view`` / ``through_noise`` (k, V)
+    fractions over the models and the (class, view)'s samples (NaN where there are none), and the
+    same over all single-view samples."""
+    y, shown, single = np.asarray(y), np.asarray(shown), np.asarray(single, dtype=bool)
+    correct, clean, used = (np.asarray(a, dtype=bool) for a in (correct, clean_correct, sample_used))
+    view = correct & used
+    noise = correct & ~used & ~clean
+    count = np.zeros((k, V), dtype=np.int64)
+    through_view = np.full((k, V), np.nan)
+    through_noise = np.full((k, V), np.nan)
+    for j in range(k):
+        for l in range(V):
+            pick = single & (y == j) & (shown == l)
+            count[j, l] = int(pick.sum())
+            if pick.any():
+                through_view[j, l] = float(view[:, pick].mean())
+                through_noise[j, l] = float(noise[:, pick].mean())
+    return {"count": count.tolist(), "through_view": through_view.tolist(), "through_noise": through_noise.tolist(),
+            "samples": int(single.sum()),
+            "all_through_view": float(view[:, single].mean()) if single.any() else None,
+            "all_through_noise": float(noise[:, single].mean()) if single.any() else None}

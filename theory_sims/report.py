@@ -171,7 +171,8 @@ def quantities(results: dict) -> dict[str, float]:
     mu = results["setting"]["mu"]
     q = {f"error_{key}": error(results[key], mu)
          for key in ("individual", "ensemble", "kd", "self_kd", "average", "kd_ensemble") if key in results}
-    q["gain_average"] = q["error_individual"] - q["error_average"]
+    if "error_average" in q:  # the search runs without it
+        q["gain_average"] = q["error_individual"] - q["error_average"]
     q["gain_kd_ensemble"] = q["error_kd"] - q["error_kd_ensemble"]
     rf = results.get("random_features")
     if rf:
@@ -235,8 +236,9 @@ def measured(results: dict) -> dict[str, str]:
         "ensemble": f"error {q['error_ensemble']:.3f} mu; single-view {sv['ensemble']:.3f}",
         "kd": f"error {q['error_kd']:.3f} mu; single-view {sv['kd']:.3f}",
         "self_kd": f"error {q['error_self_kd']:.3f} mu; single-view {sv['self_kd']:.3f}",
-        "average": f"gain {q['gain_average']:+.3f} mu (average {q['error_average']:.3f} mu, single "
-                   f"{q['error_individual']:.3f} mu; the ensemble's gain {q['error_individual'] - q['error_ensemble']:+.3f} mu)",
+        "average": f"gain {q.get('gain_average', np.nan):+.3f} mu (average {q.get('error_average', np.nan):.3f} mu, "
+                   f"single {q['error_individual']:.3f} mu; the ensemble's gain "
+                   f"{q['error_individual'] - q['error_ensemble']:+.3f} mu)",
         "kd_ensemble": f"gain {q['gain_kd_ensemble']:+.3f} mu (students' ensemble {q['error_kd_ensemble']:.3f} mu, one "
                        f"student {q['error_kd']:.3f} mu; teachers' ensemble {q['error_ensemble']:.3f} mu)",
     }
@@ -284,7 +286,7 @@ def format_mechanism(results: dict) -> str:
     m, k = results["mechanism"], results["setting"]["k"]
     tol = tolerance(k)
     views = {key: np.asarray(results[key]["views_learned"], dtype=bool)
-             for key in ("individual", "ensemble", "kd", "self_kd", "average")}
+             for key in ("individual", "ensemble", "kd", "self_kd", "average") if key in results}
     frac = float(views["individual"].mean())
     band = (0.49 - tol, 0.51 + tol)
     lines = [f"the mechanism (a model uses a view when it gets >= {USED_THRESHOLD:g} of the single-view test samples "
@@ -292,7 +294,7 @@ def format_mechanism(results: dict) -> str:
     lines.append("  views used per class: " + ", ".join(
         f"{name} {views[key].sum(-1).mean():.2f}" for key, name in
         (("individual", "single models"), ("ensemble", "ensemble"), ("kd", "KD"), ("self_kd", "self-KD"),
-         ("average", "trained average"))) + f" (of {views['individual'].shape[-1]})")
+         ("average", "trained average")) if key in views) + f" (of {views['individual'].shape[-1]})")
     lines.append(f"  single models use {frac:.0%} of the (class, view) pairs; the single-model theorem's band, in the "
                  f"same units: {band[0]:.0%}-{band[1]:.0%} ({'inside' if band[0] <= frac <= band[1] else 'outside'})")
     cal = ", ".join(f"[{c['lambda_lo']:g}, {c['lambda_hi']:g}) {_frac(c['mean_view_acc'])} ({c['triples']})"
@@ -315,6 +317,24 @@ def format_mechanism(results: dict) -> str:
         lines.append("  self-KD students use the views used by " + ", ".join(
             f"{text}: {_frac(sk[g]['fraction'])} ({sk[g]['triples']})" for g, text in SELF_KD_GROUPS.items())
             + f"; the union (the teacher's or the own init's): {_frac(sk['union']['fraction'])}")
+    race = m.get("race")
+    if race and race["raced"]:
+        bins = ", ".join(f"[{b['lo']:g}, {b['hi']:g}) {b['pairs']} ({_frac(b['both_used'])})"
+                         for b in race["by_loser_at_win"] if b["pairs"])
+        lines.append(
+            f"  the race: in {race['raced']} of {race['pairs']} (seed, class) pairs a view crossed varrho, the first at "
+            f"step {race['median_t_win']:.0f} (median); the other view then stood at {race['median_loser_at_win']:.2f} "
+            f"varrho (median; below 0.5 in {race['loser_below_half']}: the race ran in the power phase there); it "
+            f"crossed with the winner in {race['loser_crossed_with_winner']}, later but by the fit in "
+            f"{race['loser_later_before_fit']}, after the fit in {race['loser_later_after_fit']}, never in "
+            f"{race['loser_never']}; by the other view's Lambda/varrho then, pairs (fraction using both views): {bins}")
+    sv = m.get("single_view_samples")
+    if sv and sv["samples"]:
+        counts = np.asarray(sv["count"])
+        lines.append(
+            f"  single-view training samples: {sv['samples']} ({counts.min()}-{counts.max()} per (class, view)); "
+            f"(model, sample) pairs fitted through the view shown {_frac(sv['all_through_view'])}, through the sample's "
+            f"own noise {_frac(sv['all_through_noise'])}")
     mem = m["memorisation"]
     un, us = mem["unused"], mem["used"]
     lines.append(f"  single-view training samples whose view the model does not use ({un['pairs']} pairs): fitted "
@@ -334,6 +354,17 @@ def format_mechanism(results: dict) -> str:
 
 
 # ----------------------------------------------------------------------------- diagnostics
+
+def format_lr_check(results: dict) -> str:
+    """One line: the single models' views and accuracy at half the learning rate, beside the run's."""
+    c = results["lr_check"]
+    return (f"the learning rate, halved (--check-lr): single models use {c['views_per_class']:.2f} views per class at lr "
+            f"{c['lr']:g} and {c['half_lr_views_per_class']:.2f} at lr {c['half_lr']:g} (change "
+            f"{c['half_lr_views_per_class'] - c['views_per_class']:+.2f}; the same views in {c['same_views']:.0%} of the "
+            f"(seed, class) pairs), single-view accuracy {c['single_view_acc']:.3f} and {c['half_lr_single_view_acc']:.3f}; "
+            f"fit steps {min(c['fit_step'])}-{max(c['fit_step'])} and {min(c['half_lr_fit_step'])}-"
+            f"{max(c['half_lr_fit_step'])}")
+
 
 def format_second_views(results: dict, key: str = "individual", who: str = "single models") -> str:
     """One line on when the models of row ``key`` learned the views beyond one per class."""
@@ -426,7 +457,8 @@ def summary(results: dict) -> dict:
             out["views_" + key] = float(np.asarray(results[key]["views_learned"]).sum(axis=-1).mean())
     single = out["sv_individual"]
     out["gain_ensemble"] = out["sv_ensemble"] - single
-    out["gain_average"] = out["sv_average"] - single
+    if "sv_average" in out:
+        out["gain_average"] = out["sv_average"] - single
     out["gain_kd_ensemble"] = out["sv_kd_ensemble"] - out["sv_kd"]
     for name, v in judge(results).items():
         out["value_" + name] = v["value"]

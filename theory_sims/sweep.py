@@ -174,7 +174,7 @@ def run(runs: list[dict], records, where: cluster.Where = cluster.Where(), log=p
         failed = [name for name in report.judged_names([r]) if not r["holds_" + name]]
         return (f"{label}, data seed {r['data_seed']}: single {r['sv_individual']:.3f} "
                 f"({r['views_individual']:.2f} views), ensemble {r['sv_ensemble']:.3f}, KD {r['sv_kd']:.3f}, "
-                f"average {r['gain_average']:+.3f}, KD ensemble {r['gain_kd_ensemble']:+.3f}; "
+                f"average {r.get('gain_average', float('nan')):+.3f}, KD ensemble {r['gain_kd_ensemble']:+.3f}; "
                 f"fails: {', '.join(failed) or 'none'} ({r['wall_s']:.0f} s)")
 
     jobs = [cluster.Job(key, point_job, (r["config"],)) for key, r in by_key.items()]

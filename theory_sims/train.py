@@ -153,6 +153,150 @@ def _batches(n: int, batch_size: int, seed: int):
             yield i == len(starts) - 1, np.sort(order[a : a + batch_size])
 
 
+class _Stack:
+    """The parameters of S stacked models and the two halves of a step, computed for the models
+    still training only (``live``, model positions): a stopped model leaves the products, the
+    loss and the update, and the others get the numbers they get in any stack (module docstring).
+    """
+
+    def __init__(self, X, seeds, learner: LearnerConfig, cfg: TrainConfig, teacher):
+        dev, self.dtype = cfg.device, TORCH_DTYPES[cfg.dtype]
+        self.dev, self.learner, self.cfg = dev, learner, cfg
+        self.n, self.P, self.d = X.shape
+        self.S, k, m = len(seeds), learner.k, learner.m
+        self.cols = k * m  # neurons per model
+        self.model = init_model(learner, self.d, seeds, cfg.dtype, dev)
+        self.be = make_backend(cfg.backend, X, self.dtype, learner.q, learner.varrho, dev, model_cols=self.cols)
+        self.teacher = (None if teacher is None
+                        else torch.as_tensor(teacher).to(device=dev, dtype=self.dtype) * cfg.teacher_scale)
+        # What the optimiser moves, and the fixed parts of the non-default modes.
+        self.H0 = self.phi = None
+        N = self.S * self.cols
+        if learner.mode == "full":
+            self.param = self.model.W
+        elif learner.mode == "ntk":
+            self.H0 = self.be.set_linearisation(self.model.W.reshape(N, self.d))
+            self.param = self.model.delta
+        else:
+            phi = random_features(self.be.patch_sums(self.model.W.reshape(N, self.d)), self.S)
+            self.model.rf_scale = torch.stack([p.pow(2).mean().sqrt().clamp(min=1e-30) for p in phi])
+            self.phi = phi / self.model.rf_scale[:, None, None]
+            self.param = self.model.U
+        self.velocity = torch.zeros_like(self.param) if cfg.momentum > 0 else None
+        self.all = torch.arange(self.S, device=dev)
+
+    def rows(self, t: torch.Tensor | None, samples, dim: int = 0):
+        """``t`` restricted to the mini-batch ``samples`` along ``dim`` (all of it for None)."""
+        if t is None or samples is None:
+            return t
+        return t.index_select(dim, torch.as_tensor(samples, device=self.dev))
+
+    def _models(self, t: torch.Tensor, live: torch.Tensor) -> torch.Tensor:
+        """``t`` (S, ...) restricted to the models ``live``."""
+        return t if len(live) == self.S else t.index_select(0, live)
+
+    def forward(self, live: torch.Tensor, samples=None, keep=None) -> torch.Tensor:
+        """Logits (len(live), b, k) of the models ``live`` on the samples (all for None); ``keep``
+        (b, P) zeroes the patches where it is False (an augmented step)."""
+        if self.phi is not None:
+            phi = self.rows(self._models(self.phi, live), samples, dim=1)
+            return torch.bmm(phi, self._models(self.param, live).transpose(1, 2))
+        S, k, m = len(live), self.learner.k, self.learner.m
+        neurons = None if S == self.S else (live[:, None] * self.cols + torch.arange(self.cols, device=self.dev)).reshape(-1)
+        self.be.select(samples, None if neurons is None else neurons.cpu().numpy())
+        if keep is not None:
+            self.be.keep_patches(keep)
+        H = self.be.patch_sums(self._models(self.param, live).reshape(S * self.cols, self.d))
+        if self.H0 is not None:
+            H0 = self.rows(self.H0, samples)
+            H = H + (H0 if neurons is None else H0.index_select(1, neurons))
+        return H.view(H.shape[0], S, k, m).sum(dim=-1).permute(1, 0, 2)
+
+    def backward(self, live: torch.Tensor, dF: torch.Tensor, samples=None) -> torch.Tensor:
+        """d loss / d param of the models ``live`` from dF (len(live), b, k), for the inputs of the
+        last :meth:`forward`."""
+        S, k, m = len(live), self.learner.k, self.learner.m
+        if self.phi is not None:
+            phi = self.rows(self._models(self.phi, live), samples, dim=1)
+            return torch.bmm(dF.transpose(1, 2), phi)
+        b = dF.shape[1]
+        G = dF.permute(1, 0, 2).unsqueeze(-1).expand(b, S, k, m).reshape(b, S * k * m).contiguous()
+        return self.be.grads(G).view(S, k, m, self.d)
+
+    def teacher_rows(self, live: torch.Tensor, samples):
+        if self.teacher is None:
+            return None
+        t = self._models(self.teacher, live) if self.teacher.dim() == 3 else self.teacher
+        return self.rows(t, samples, dim=t.dim() - 2)
+
+    def update(self, live: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        """Move the models ``live`` one step down ``grad`` (momentum and the step cap applied);
+        returns each one's step length before the cap."""
+        cfg = self.cfg
+        step = grad
+        if self.velocity is not None:
+            step = self._models(self.velocity, live).mul_(cfg.momentum).add_(grad)
+            if len(live) < self.S:
+                self.velocity[live] = step
+        length = cfg.lr * _model_norms(step, cfg.group_size)
+        scale = torch.ones_like(length)
+        if cfg.max_step > 0:
+            scale = torch.clamp(cfg.max_step / length.clamp(min=torch.finfo(self.dtype).tiny), max=1.0)
+        move = cfg.lr * step * scale.view(-1, *([1] * (step.dim() - 1)))
+        if len(live) == self.S:
+            self.param.sub_(move)
+        else:
+            self.param[live] = self.param.index_select(0, live).sub_(move)
+        return length
+
+
+class _StopRules:
+    """When each model fitted its training set and when it stops (``TrainConfig.stop``), and the
+    parameters kept at multiples of its fit step (``TrainConfig.snapshots``)."""
+
+    def __init__(self, cfg: TrainConfig, S: int, param: torch.Tensor):
+        self.cfg = cfg
+        self.fit_step = np.full(S, -1)
+        self.stop_at = np.full(S, cfg.steps)
+        self.snaps = {mult: [param.detach().clone(), np.full(S, -1)] for mult in cfg.snapshots}
+
+    def fitted(self, t: int, acc: np.ndarray) -> None:
+        """Models whose training accuracy ``acc`` (S,) at step t is 100% for the first time."""
+        newly = (acc >= 1.0) & (self.fit_step < 0)
+        self.fit_step[newly] = t
+        if self.cfg.stop == "fit":
+            self.stop_at[newly] = np.minimum(self.stop_at[newly], t + self.cfg.extra_steps)
+
+    def converged(self, t: int, loss: np.ndarray, earlier: np.ndarray | None) -> None:
+        """``stop='converge'``: models past fit_multiple x their fit step whose loss (S,) at step t is
+        at most loss_target or, with ``plateau``, fell by less than that fraction since the loss
+        ``earlier`` (S,) of ``plateau_window`` steps before (NaN: not known)."""
+        c = self.cfg
+        low = loss <= c.loss_target
+        if c.plateau > 0 and earlier is not None:
+            with np.errstate(invalid="ignore"):
+                low |= loss >= (1 - c.plateau) * earlier
+        done = (self.fit_step >= 0) & (t >= c.fit_multiple * self.fit_step) & low
+        self.stop_at[done] = np.minimum(self.stop_at[done], t)
+
+    def keep_snapshots(self, t: int, param: torch.Tensor) -> None:
+        """The parameters this step's forward pass used, for models due a snapshot."""
+        for mult, (kept, at) in self.snaps.items():
+            due = (self.fit_step >= 0) & (at < 0) & (t >= mult * self.fit_step) & (self.stop_at >= t)
+            if due.any():
+                pick = torch.as_tensor(due, device=param.device)
+                kept[pick] = param[pick]
+                at[due] = t
+
+    def final_snapshots(self, param: torch.Tensor, updates: np.ndarray) -> dict:
+        """Multiples a model never reached: its final parameters and its last step."""
+        for kept, at in self.snaps.values():
+            late = at < 0
+            kept[torch.as_tensor(late, device=param.device)] = param[torch.as_tensor(late, device=param.device)]
+            at[late] = updates[late]
+        return {mult: (kept, at) for mult, (kept, at) in self.snaps.items()}
+
+
 def train(
     X: np.ndarray,
     y: np.ndarray,
@@ -169,6 +313,9 @@ def train(
     ``teacher`` holds teacher logits for the KD losses, (n, k) or one set per model (S, n, k).
     ``probe`` says what to track (see :class:`theory_sims.tracking.Probe`). ``patch_views`` (n, P)
     says which view of its own class each patch carries (-1: none); ``augment='drop_view'`` needs it.
+
+    A step runs over the models still training only: a model that stopped leaves the products.
+    The history holds NaN for a model at the steps after it stopped.
     """
     X = np.asarray(X)
     y = np.asarray(y)
@@ -176,156 +323,127 @@ def train(
     _check_inputs(X, y, seeds, learner, cfg, teacher)
     augment = augmenter(cfg, X.shape[0], X.shape[1], learner, patch_views)
     t0 = time.perf_counter()
-    dev, dtype = cfg.device, TORCH_DTYPES[cfg.dtype]
-    n, P, d = X.shape
-    S, k, m = len(seeds), learner.k, learner.m
-    N = S * k * m
-
-    model = init_model(learner, d, seeds, cfg.dtype, dev)
-    be = make_backend(cfg.backend, X, dtype, learner.q, learner.varrho, dev, model_cols=k * m)
+    stack = _Stack(X, seeds, learner, cfg, teacher)
+    S, dev, dtype = stack.S, stack.dev, stack.dtype
     y_all = torch.as_tensor(y, device=dev)
-    teacher_all = None if teacher is None else torch.as_tensor(teacher).to(device=dev, dtype=dtype) * cfg.teacher_scale
-
-    # What the optimiser moves, and the fixed parts of the non-default modes.
-    H0_all = phi_all = None
-    if learner.mode == "full":
-        param = model.W
-    elif learner.mode == "ntk":
-        H0_all = be.set_linearisation(model.W.reshape(N, d))
-        param = model.delta
-    else:
-        phi_all = random_features(be.patch_sums(model.W.reshape(N, d)), S)
-        model.rf_scale = torch.stack([phi.pow(2).mean().sqrt().clamp(min=1e-30) for phi in phi_all])
-        phi_all /= model.rf_scale[:, None, None]
-        param = model.U
-    velocity = torch.zeros_like(param) if cfg.momentum > 0 else None
-
-    def rows(t: torch.Tensor | None, samples, dim: int = 0):
-        """``t`` restricted to the mini-batch ``samples`` along ``dim`` (all of it for None)."""
-        if t is None or samples is None:
-            return t
-        return t.index_select(dim, torch.as_tensor(samples, device=dev))
-
-    def forward(samples, keep=None):
-        if phi_all is not None:
-            return model.rf_outputs(rows(phi_all, samples, dim=1))
-        be.select(samples)
-        if keep is not None:
-            be.keep_patches(keep)
-        return model.outputs(be.patch_sums(param.reshape(N, d)), rows(H0_all, samples))
-
-    def backward(dF, samples):
-        if phi_all is not None:
-            phi = rows(phi_all, samples, dim=1)
-            return torch.stack([dF[s].T @ phi[s] for s in range(S)])
-        b = dF.shape[1]
-        G = dF.permute(1, 0, 2).unsqueeze(-1).expand(b, S, k, m).reshape(b, N).contiguous()
-        return be.grads(G).view(S, k, m, d)
 
     def objective(F, yb, tb):
         return loss_and_grad(cfg.loss, F, yb, tb, cfg.temperature, cfg.label_weight, cfg.group_size, cfg.kd_weight)
 
     def accuracy(F, yb):
         if cfg.loss in GROUP_LOSSES:  # a group is one model: its argmax is that of the members' mean (or sum)
-            G = F.view(S // cfg.group_size, cfg.group_size, *F.shape[1:]).mean(dim=1)
+            G = F.view(F.shape[0] // cfg.group_size, cfg.group_size, *F.shape[1:]).mean(dim=1)
             return (G.argmax(-1) == yb).to(F.dtype).mean(dim=1).repeat_interleave(cfg.group_size)
         return (F.argmax(-1) == yb).to(F.dtype).mean(dim=1)
 
-    track = probe is not None
-    if track:
-        feats = torch.as_tensor(probe.features).to(device=dev, dtype=dtype)
-        noise = None if probe.noise is None else torch.as_tensor(probe.noise).to(device=dev, dtype=dtype)
-        labels = None if probe.labels is None else torch.as_tensor(probe.labels, device=dev)
-    hist = {"loss": [], "acc": [], "step_length": [], "step": [], "lambda": [], "noise_memorisation": [], "corr": {}}
+    tracker = _Tracker(probe, cfg, dev, dtype)
+    rules = _StopRules(cfg, S, stack.param)
+    hist = {"loss": [], "acc": [], "step_length": []}
 
-    def record(t):
-        W = model.weights
-        hist["step"].append(t)
-        hist["lambda"].append(tracking.lambdas(W, feats, probe.views).cpu().numpy())
-        if noise is not None:
-            hist["noise_memorisation"].append(tracking.noise_memorisation(W, noise, labels).cpu().numpy())
+    def per_model(values: torch.Tensor, live: np.ndarray) -> np.ndarray:
+        """(S,) with ``values`` at the models ``live``, NaN at the others."""
+        out = np.full(S, np.nan, dtype=np.float64 if dtype == torch.float64 else np.float32)
+        out[live] = values.cpu().numpy()
+        return out
 
-    active = torch.ones(S, dtype=torch.bool, device=dev)
-    fit_step = np.full(S, -1)
-    stop_at = np.full(S, cfg.steps)
+    live = np.arange(S)
     updates = np.zeros(S, dtype=np.int64)
-    snaps = {mult: [param.detach().clone(), np.full(S, -1)] for mult in cfg.snapshots}
-    batches = _batches(n, cfg.batch_size, cfg.batch_seed)
+    batches = _batches(stack.n, cfg.batch_size, cfg.batch_seed)
     bar = tqdm(range(cfg.steps), desc=f"train {learner.mode} x{S}", disable=not progress, leave=False)
-    with be.small_ops():  # through the final evaluation: the bits must not depend on the threads
+    with stack.be.small_ops():  # through the final evaluation: the bits must not depend on the threads
         for t in bar:
             epoch_end, samples = next(batches)
-            yb = rows(y_all, samples)
-            tb = rows(teacher_all, samples, dim=teacher_all.dim() - 2) if teacher_all is not None else None
-            F = forward(samples)
+            live_t = torch.as_tensor(live, device=dev)
+            # 1. the forward pass of the models still training, their loss and gradient
+            yb, tb = stack.rows(y_all, samples), stack.teacher_rows(live_t, samples)
+            F = stack.forward(live_t, samples)
             loss, dF = objective(F, yb, tb)
             acc = accuracy(F, yb)
             if augment is not None:  # loss, accuracy and fit stay the whole training set's; the gradient is the crops'
-                _, dF = objective(forward(samples, augment(t)), yb, tb)
-            hist["loss"].append(loss.cpu().numpy())
-            hist["acc"].append(acc.cpu().numpy())
-            if track and (t in cfg.corr_at):
-                hist["corr"][t] = tracking.correlations(model.weights, feats).cpu().numpy()
-            if track and cfg.track_every and t % cfg.track_every == 0:
-                record(t)
-
-            grad = backward(dF, samples)  # before a full-set check below reuses the backend
-            # Full-batch GD checks the fit on the step's own forward pass, whatever the stop rule;
-            # SGD needs a pass over the whole set, made only where the fit stops training.
+                _, dF = objective(stack.forward(live_t, samples, augment(t)), yb, tb)
+            hist["loss"].append(per_model(loss, live))
+            hist["acc"].append(per_model(acc, live))
+            tracker.at_step(t, stack.model)
+            grad = stack.backward(live_t, dF, samples)  # before a full-set check below reuses the backend
+            # 2. the stop rules. Full-batch GD checks the fit on the step's own forward pass, whatever
+            # the stop rule; SGD needs a pass over the whole set, made only where the fit stops training.
             if samples is None or (cfg.stop == "fit" and epoch_end):
-                full_acc = acc if samples is None else accuracy(forward(None), y_all)
-                newly = (full_acc.cpu().numpy() >= 1.0) & (fit_step < 0)
-                fit_step[newly] = t
-                if cfg.stop == "fit":
-                    stop_at[newly] = np.minimum(stop_at[newly], t + cfg.extra_steps)
+                full_acc = hist["acc"][-1] if samples is None else per_model(accuracy(stack.forward(live_t), y_all), live)
+                rules.fitted(t, np.nan_to_num(full_acc))
             if cfg.stop == "converge":
-                done = (fit_step >= 0) & (t >= cfg.fit_multiple * fit_step) & (hist["loss"][-1] <= cfg.loss_target)
-                stop_at[done] = np.minimum(stop_at[done], t)
-            for mult, (kept, at) in snaps.items():  # the weights this step's forward pass used
-                due = (fit_step >= 0) & (at < 0) & (t >= mult * fit_step) & (stop_at >= t)
-                if due.any():
-                    pick = torch.as_tensor(due, device=dev)
-                    kept[pick] = param[pick]
-                    at[due] = t
-            active &= torch.as_tensor(stop_at > t, device=dev)
-            if not bool(active.any()):
+                w = cfg.plateau_window
+                earlier = hist["loss"][-1 - w] if cfg.plateau > 0 and len(hist["loss"]) > w else None
+                rules.converged(t, hist["loss"][-1], earlier)
+            rules.keep_snapshots(t, stack.param)
+            # 3. the update of the models whose stop rule has not ended them
+            going = rules.stop_at[live] > t
+            if not going.any():
                 break
-            step = grad if velocity is None else velocity.mul_(cfg.momentum).add_(grad)
-            scale = active.to(dtype)
-            length = cfg.lr * _model_norms(step, cfg.group_size)
-            hist["step_length"].append(length.cpu().numpy())
-            if cfg.max_step > 0:
-                scale = scale * torch.clamp(cfg.max_step / length.clamp(min=torch.finfo(dtype).tiny), max=1.0)
-            param.sub_(cfg.lr * step * scale.view(S, *([1] * (param.dim() - 1))))
-            updates += active.cpu().numpy()
+            live, keep = live[going], torch.as_tensor(np.flatnonzero(going), device=dev)
+            if len(keep) < len(going):
+                grad = grad.index_select(0, keep)
+            length = stack.update(torch.as_tensor(live, device=dev), grad)
+            hist["step_length"].append(per_model(length, live))
+            updates[live] += 1
             if progress and t % 10 == 0:
-                bar.set_postfix(loss=f"{float(loss.mean()):.3g}", acc=f"{float(acc.mean()):.3f}")
+                bar.set_postfix(loss=f"{float(loss.mean()):.3g}", acc=f"{float(acc.mean()):.3f}", training=len(live))
 
-        F = forward(None)
-        final_loss, _ = objective(F, y_all, teacher_all)
+        F = stack.forward(stack.all)
+        final_loss, _ = objective(F, y_all, stack.teacher)
         final_acc = accuracy(F, y_all)
-        if track:
-            last = int(updates.max())
-            if not hist["step"] or hist["step"][-1] != last:
-                record(last)
-            if cfg.corr_at:  # asked for correlations: also keep the final matrix
-                hist["corr"].setdefault(last, tracking.correlations(model.weights, feats).cpu().numpy())
-    history = {
-        key: (np.stack(v) if v else np.empty((0,))) if isinstance(v, list) else v for key, v in hist.items()
-    }
-    history["step"] = np.asarray(hist["step"], dtype=np.int64)
-    for kept, at in snaps.values():  # multiples a model never reached: its final parameters
-        late = at < 0
-        pick = torch.as_tensor(late, device=dev)
-        kept[pick] = param[pick]
-        at[late] = updates[late]
+        tracker.finish(int(updates.max()), stack.model)
+    history = {key: np.stack(v) if v else np.empty((0,)) for key, v in hist.items()}
+    history.update(tracker.history())
     return TrainResult(
-        model=model,
-        fit_step=fit_step,
+        model=stack.model,
+        fit_step=rules.fit_step,
         updates=updates,
         train_acc=final_acc.cpu().numpy(),
         train_loss=final_loss.cpu().numpy(),
         history=history,
-        snapshots={mult: (kept, at) for mult, (kept, at) in snaps.items()},
+        snapshots=rules.final_snapshots(stack.param, updates),
         wall_s=time.perf_counter() - t0,
     )
+
+
+class _Tracker:
+    """What the probe asks for, recorded every ``track_every`` steps and at the end: Lambda, with
+    noise in the probe the noise memorisation, and the correlation matrices at ``corr_at``."""
+
+    def __init__(self, probe, cfg: TrainConfig, dev, dtype):
+        self.probe, self.cfg = probe, cfg
+        self.steps, self.lambdas, self.memorised, self.corr = [], [], [], {}
+        if probe is None:
+            return
+        self.feats = torch.as_tensor(probe.features).to(device=dev, dtype=dtype)
+        self.noise = None if probe.noise is None else torch.as_tensor(probe.noise).to(device=dev, dtype=dtype)
+        self.labels = None if probe.labels is None else torch.as_tensor(probe.labels, device=dev)
+
+    def _record(self, t: int, model) -> None:
+        W = model.weights
+        self.steps.append(t)
+        self.lambdas.append(tracking.lambdas(W, self.feats, self.probe.views).cpu().numpy())
+        if self.noise is not None:
+            self.memorised.append(tracking.noise_memorisation(W, self.noise, self.labels).cpu().numpy())
+
+    def at_step(self, t: int, model) -> None:
+        if self.probe is None:
+            return
+        if t in self.cfg.corr_at:
+            self.corr[t] = tracking.correlations(model.weights, self.feats).cpu().numpy()
+        if self.cfg.track_every and t % self.cfg.track_every == 0:
+            self._record(t, model)
+
+    def finish(self, last: int, model) -> None:
+        """The state after the last update (step ``last``), if not recorded yet."""
+        if self.probe is None:
+            return
+        if not self.steps or self.steps[-1] != last:
+            self._record(last, model)
+        if self.cfg.corr_at:  # asked for correlations: also keep the final matrix
+            self.corr.setdefault(last, tracking.correlations(model.weights, self.feats).cpu().numpy())
+
+    def history(self) -> dict:
+        stack = lambda v: np.stack(v) if v else np.empty((0,))  # noqa: E731
+        return {"step": np.asarray(self.steps, dtype=np.int64), "lambda": stack(self.lambdas),
+                "noise_memorisation": stack(self.memorised), "corr": self.corr}

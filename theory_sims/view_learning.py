@@ -76,8 +76,9 @@ DEFAULT_TRAIN = TrainConfig(lr=330.0, steps=3000, max_step=4.0, stop="converge",
 # logits scaled by 2.5 (the paper's G is the ensemble's output scaled by a constant). The paper's
 # one-sided objective (--kd-loss kd_paper) makes the students' logits grow without bound here (see
 # docs/theory.md, "The paper's KD objective, run"). Steps capped at length 4 as above.
-DEFAULT_DISTILL = TrainConfig(lr=770.0, steps=500, max_step=4.0, loss="kd", temperature=1.8, teacher_scale=2.5,
-                              label_weight=0.0, track_every=5)
+DEFAULT_DISTILL = TrainConfig(lr=770.0, steps=2000, max_step=4.0, loss="kd", temperature=1.8, teacher_scale=2.5,
+                              label_weight=0.0, track_every=5, stop="converge", fit_multiple=2.0, loss_target=1e-4,
+                              plateau=0.02, plateau_window=50)
 DEFAULT_RF = TrainConfig(lr=20.0, steps=300, track_every=0)
 # The linearised network's gradient carries sReLU'(<w0, x>) ~ (sigma0 / varrho)^(q-1), about 1e-4 to
 # 1e-3 at the defaults, hence the large learning rate.
@@ -102,6 +103,10 @@ class ViewLearningConfig:
     random_features: bool = True
     ntk: bool = False
     controls: bool = True  # the students' seeds on labels alone, and one model as wide as the average
+    average: bool = True  # train the average of the single models (an observation, judged by no theorem)
+    # Train the single models again at half the learning rate (and half the step cap, for twice the
+    # steps): does the race's outcome move? It should not where training follows gradient flow.
+    check_lr: bool = False
     # Single models trained with an augmentation ('none': not run), beside the plain ones: does
     # removing part of each input at every step make one model learn more views? (TrainConfig.augment)
     augment: str = "none"
@@ -157,13 +162,13 @@ def configure(preset: str = "default", **overrides) -> ViewLearningConfig:
     return ViewLearningConfig(**parts, **spec)
 
 
-def control_config(cfg: ViewLearningConfig) -> TrainConfig:
+def control_config(cfg: ViewLearningConfig, steps: int) -> TrainConfig:
     """The control for distillation: the students' seeds trained on the labels alone, as long as
-    the students and on the same schedule (steps, learning rate, step cap), so that what
+    the longest student (``steps``) and on the same schedule (learning rate, step cap), so that what
     distillation adds is not mistaken for what longer training adds. It is also the students' own
     init's lottery: the views a student's seed learns without a teacher."""
     d = cfg.distill
-    return dataclasses.replace(cfg.train, stop="steps", steps=d.steps, lr=d.lr, max_step=d.max_step, snapshots=())
+    return dataclasses.replace(cfg.train, stop="steps", steps=steps, lr=d.lr, max_step=d.max_step, snapshots=())
 
 
 def check_memory(cfg: ViewLearningConfig) -> None:
@@ -389,6 +394,24 @@ class Run:
             row["lambda_learned"] = lambda_views(row["lambda"], fam.learner.varrho)
         fam.out["average"] = row
 
+    def lr_check(self) -> None:
+        """The single models' seeds trained again at half the learning rate and half the step cap
+        (so twice the steps): the views they use, beside the single models'. Where the training
+        follows gradient flow the race ends the same way."""
+        fam, c = self.full, self.cfg.train
+        half = dataclasses.replace(c, lr=c.lr / 2, max_step=c.max_step / 2, steps=2 * c.steps, snapshots=())
+        row = self.stack_row(fam, self.fit(fam, "single_half_lr", self.seeds, cfg=half))
+        base = self.results["individual"]
+        per_class = lambda r: np.asarray(r["views_learned"]).sum(-1).mean(-1)  # noqa: E731  (S,) views per class
+        self.results["lr_check"] = {
+            "lr": c.lr, "half_lr": half.lr,
+            "views_per_class": float(per_class(base).mean()), "half_lr_views_per_class": float(per_class(row).mean()),
+            "single_view_acc": float(np.mean(base["single_view_acc"])),
+            "half_lr_single_view_acc": float(np.mean(row["single_view_acc"])),
+            "same_views": float((np.asarray(base["views_learned"]) == np.asarray(row["views_learned"])).all(-1).mean()),
+            "fit_step": base["fit_step"], "half_lr_fit_step": row["fit_step"],
+        }
+
     def family(self, fam: Family) -> None:
         """The stages above for a learner whose features do not move (random features, NTK)."""
         self.single_models(fam)
@@ -403,7 +426,8 @@ class Run:
         paper's reason why training the average does not help), and the average's members trained
         as one network whose output is their sum (the average without its 1/seeds)."""
         fam = self.full
-        long = self.fit(fam, "long_single", self.fresh[:self.cfg.students], cfg=control_config(self.cfg))
+        steps = int(max(self.models["kd"].updates.max(), self.models["self_kd"].updates.max(), 1))
+        long = self.fit(fam, "long_single", self.fresh[:self.cfg.students], cfg=control_config(self.cfg, steps))
         self.results["long_single"] = self.stack_row(fam, long)
         wide_learner = dataclasses.replace(fam.learner, m=fam.learner.m * self.cfg.seeds)
         wide = self.fit(fam, "wide_single", self.seeds[:1], learner=wide_learner)
@@ -434,7 +458,9 @@ class Run:
         if "long_single" in used:  # the students' own inits, read off the control
             out["self_kd_inheritance"] = mechanism.self_kd_inheritance(used["individual"][:K], used["long_single"],
                                                                        used["self_kd"])
-        out["memorisation"] = self.memorisation(used["individual"])
+        out["memorisation"], out["single_view_samples"] = self.memorisation(used["individual"])
+        out["race"] = mechanism.race(hist["step"], hist["lambda"], varrho, self.models["single"].fit_step,
+                                     used["individual"])
         noise = self.tests.noise_only
         if noise is not None:
             out["noise_response"] = {key: mechanism.noise_response(self.ev.on(self.models[name].model, noise))
@@ -443,9 +469,10 @@ class Run:
 
     # --- helpers of the stages
 
-    def memorisation(self, used: np.ndarray) -> dict:
+    def memorisation(self, used: np.ndarray) -> tuple[dict, dict]:
         """How the single models fit the single-view training samples: through the view they show,
-        or, where the model does not use it, through the samples' own noise."""
+        or, where the model does not use it, through the samples' own noise (overall, and per
+        (class, view) of the samples)."""
         import torch
 
         data, model = self.train_set, self.models["single"].model
@@ -457,7 +484,9 @@ class Run:
         clean = self.ev.on(model, data.X - noise).argmax(-1) == data.y
         W = model.weights
         stored = noise_memorisation(W, torch.as_tensor(noise, dtype=W.dtype), torch.as_tensor(data.y)).numpy()
-        return mechanism.memorisation(correct, clean, stored, sample_used, single)
+        return (mechanism.memorisation(correct, clean, stored, sample_used, single),
+                mechanism.single_view_samples(data.y, shown, single, correct, clean, sample_used, self.cfg.data.k,
+                                              self.cfg.data.views))
 
     def by_length(self, result) -> dict:
         """What the models of a stack had learned at each multiple of their own fit step that the
@@ -509,8 +538,12 @@ def run(cfg: ViewLearningConfig, progress: bool = False, log=print, stages_dir=N
     r.ensemble(full)
     r.students(full)
     r.lap("students")
-    r.average(full)
-    r.lap("average")
+    if cfg.average:
+        r.average(full)
+        r.lap("average")
+    if cfg.check_lr:
+        r.lr_check()
+        r.lap("lr_check")
     if cfg.augment != "none":
         r.augmented()
         r.lap("augmented")
@@ -561,6 +594,10 @@ def build_parser() -> Parser:
     p.add_argument("--no-controls", action="store_true",
                    help="skip the controls (the students' seeds on labels alone, one model as wide as the average, the "
                         "average's members trained as their sum); their rows and the self-KD inheritance line go")
+    p.add_argument("--check-lr", action="store_true",
+                   help="also train the single models at half the learning rate and half the step cap (twice the "
+                        "steps) and report whether the views they use move: they should not where training follows "
+                        "gradient flow (about as long again as the single models' stage)")
     p.add_argument("--ntk", action="store_true",
                    help="also run the network linearised around its init (NTK rows; about 15 s more at the defaults)")
     p.add_argument("--augment", choices=AUGMENTS, default=None,
@@ -610,7 +647,21 @@ def build_parser() -> Parser:
                    help=f"the teacher's logits are multiplied by this (the paper's G is the ensemble scaled by a "
                         f"constant) (default: {DEFAULT_DISTILL.teacher_scale:g})")
     d.add_argument("--kd-lr", type=float, default=None, help=f"learning rate (default: {DEFAULT_DISTILL.lr})")
-    d.add_argument("--kd-steps", type=int, default=None, help=f"steps (default: {DEFAULT_DISTILL.steps})")
+    d.add_argument("--kd-steps", type=int, default=None,
+                   help=f"most steps (all of them with --kd-stop steps) (default: {DEFAULT_DISTILL.steps})")
+    d.add_argument("--kd-stop", choices=("converge", "steps"), default=None,
+                   help="'converge': a student trains until it has trained --kd-fit-multiple times its fit step and "
+                        "its loss is at most --kd-loss-target or fell by less than the fraction --kd-plateau over the "
+                        f"last --kd-plateau-window steps; 'steps': --kd-steps steps (default: {DEFAULT_DISTILL.stop})")
+    d.add_argument("--kd-fit-multiple", type=float, default=None,
+                   help=f"--kd-stop converge: at least this many times the fit step (default: {DEFAULT_DISTILL.fit_multiple:g})")
+    d.add_argument("--kd-loss-target", type=float, default=None,
+                   help=f"--kd-stop converge: or a loss at most this (default: {DEFAULT_DISTILL.loss_target:g})")
+    d.add_argument("--kd-plateau", type=float, default=None,
+                   help=f"--kd-stop converge: or a loss that fell by less than this fraction over the window "
+                        f"(default: {DEFAULT_DISTILL.plateau:g})")
+    d.add_argument("--kd-plateau-window", type=int, default=None,
+                   help=f"--kd-stop converge: the window's steps (default: {DEFAULT_DISTILL.plateau_window})")
     d.add_argument("--kd-max-step", type=float, default=None,
                    help=f"longest step a student may take, L2 norm over its weights; 0: no cap "
                         f"(default: {DEFAULT_DISTILL.max_step:g})")
@@ -645,7 +696,9 @@ def config_from_args(args) -> ViewLearningConfig:
                           fit_multiple=args.fit_multiple, loss_target=args.loss_target, max_step=args.max_step),
         "distill": set_only(loss=args.kd_loss, temperature=args.kd_temperature, label_weight=args.kd_label_weight,
                             kd_weight=args.kd_weight, teacher_scale=args.kd_teacher_scale,
-                            lr=args.kd_lr, steps=args.kd_steps, max_step=args.kd_max_step),
+                            lr=args.kd_lr, steps=args.kd_steps, max_step=args.kd_max_step, stop=args.kd_stop,
+                            fit_multiple=args.kd_fit_multiple, loss_target=args.kd_loss_target,
+                            plateau=args.kd_plateau, plateau_window=args.kd_plateau_window),
         "rf_train": set_only(lr=args.rf_lr, steps=args.rf_steps),
         "ntk_train": set_only(lr=args.ntk_lr, steps=args.ntk_steps),
     }
@@ -668,6 +721,8 @@ def config_from_args(args) -> ViewLearningConfig:
         overrides["controls"] = False
     if args.ntk:
         overrides["ntk"] = True
+    if args.check_lr:
+        overrides["check_lr"] = True
     if args.augment is not None:
         overrides["augment"] = args.augment
     for name in ("train", "distill", "rf_train", "ntk_train"):
@@ -686,6 +741,11 @@ INERT_FLAGS = (
     ("--loss-target", "loss_target", lambda c: c.train.stop == "converge", "unless --stop converge"),
     ("--extra-steps", "extra_steps", lambda c: c.train.stop == "fit", "unless --stop fit"),
     ("--kd-weight", "kd_weight", lambda c: c.distill.loss == "kd_paper", "unless --kd-loss kd_paper"),
+    ("--kd-fit-multiple", "kd_fit_multiple", lambda c: c.distill.stop == "converge", "unless --kd-stop converge"),
+    ("--kd-loss-target", "kd_loss_target", lambda c: c.distill.stop == "converge", "unless --kd-stop converge"),
+    ("--kd-plateau", "kd_plateau", lambda c: c.distill.stop == "converge", "unless --kd-stop converge"),
+    ("--kd-plateau-window", "kd_plateau_window", lambda c: c.distill.stop == "converge" and c.distill.plateau > 0,
+     "unless --kd-stop converge with --kd-plateau above 0"),
     ("--kd-label-weight", "kd_label_weight", lambda c: c.distill.loss != "kd_paper", "with --kd-loss kd_paper"),
     ("--rf-lr", "rf_lr", lambda c: c.random_features, "with --no-random-features"),
     ("--rf-steps", "rf_steps", lambda c: c.random_features, "with --no-random-features"),
@@ -725,6 +785,8 @@ def main(argv: list[str] | None = None) -> int:
     print(report.format_by_length(results))
     print(report.format_second_views(results))
     print(report.format_second_views(results, "kd", "KD students"))
+    if "lr_check" in results:
+        print(report.format_lr_check(results))
     if "augmented" in results:
         print(report.format_augmented(results))
     for line in report.unfitted(results):
