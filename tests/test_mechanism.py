@@ -129,3 +129,56 @@ def test_noise_response_is_the_largest_logit():
     out = mech.noise_response(logits)
     assert out["mean_max_logit"] == pytest.approx([1.15, 0.25])
     assert out["max_logit"] == pytest.approx([2.0, 0.5])
+
+
+def test_the_race_reads_winner_loser_and_when_the_loser_grew_off_lambda():
+    """Two models, two classes, two views, Lambda tracked at steps 0, 2, 4, 6, 8; varrho = 1.
+    Model 0 class 0: view 1 crosses at step 4 while view 0 stands at 0.1, and never grows.
+    Model 0 class 1: view 0 crosses at 2 with view 1 at 0.6; view 1 crosses at 6, after the fit (4).
+    Model 1 class 0: both cross at step 2 (the larger, view 0, wins; the loser stood at 1.2).
+    Model 1 class 1: nothing crosses."""
+    steps = np.array([0, 2, 4, 6, 8])
+    lam = np.zeros((5, 2, 2, 2))
+    lam[:, 0, 0, 0] = 0.1
+    lam[:, 0, 0, 1] = [0.2, 0.5, 1.5, 3.0, 4.0]
+    lam[:, 0, 1, 0] = [0.3, 1.1, 2.0, 3.0, 3.0]
+    lam[:, 0, 1, 1] = [0.2, 0.6, 0.9, 1.3, 2.0]
+    lam[:, 1, 0, 0] = [0.4, 1.5, 2.0, 2.0, 2.0]
+    lam[:, 1, 0, 1] = [0.4, 1.2, 2.0, 2.0, 2.0]
+    lam[:, 1, 1] = 0.2
+    used = np.array([[[False, True], [True, True]], [[True, True], [False, False]]])
+    out = mech.race(steps, lam, 1.0, np.array([4, 8]), used)
+    assert (out["pairs"], out["raced"]) == (4, 3)
+    np.testing.assert_allclose(sorted(out["loser_at_win"]), [0.1, 0.6, 1.2])
+    assert out["median_t_win"] == 2.0 and out["median_loser_at_win"] == pytest.approx(0.6)
+    assert out["loser_below_half"] == 1
+    assert (out["loser_crossed_with_winner"], out["loser_later_before_fit"], out["loser_later_after_fit"],
+            out["loser_never"]) == (1, 0, 1, 1)
+    bins = {b["lo"]: (b["pairs"], b["both_used"]) for b in out["by_loser_at_win"]}
+    assert bins[-np.inf] == (1, 0.0) and bins[0.5] == (1, 1.0) and bins[0.75] == (1, 1.0) and bins[0.25] == (0, None)
+
+
+def test_the_race_refuses_one_view_and_mismatched_shapes():
+    with pytest.raises(ValueError, match="at least two views"):
+        mech.race(np.arange(2), np.zeros((2, 1, 3, 1)), 1.0, np.zeros(1), np.zeros((1, 3, 1), bool))
+    with pytest.raises(ValueError, match="lam must be"):
+        mech.race(np.arange(3), np.zeros((2, 1, 3, 2)), 1.0, np.zeros(1), np.zeros((1, 3, 2), bool))
+
+
+def test_single_view_samples_are_counted_per_class_and_view_and_split_by_how_they_are_fitted():
+    # five samples: 0 multi-view; 1, 2 class 0 showing view 1; 3 class 1 showing view 0; 4 class 1 view 1
+    y = np.array([0, 0, 0, 1, 1])
+    shown = np.array([0, 1, 1, 0, 1])
+    single = np.array([False, True, True, True, True])
+    used = np.array([[1, 1, 0, 1, 0], [1, 0, 0, 0, 1]], bool)  # (S=2, n): the model uses the view shown
+    correct = np.array([[1, 1, 1, 1, 1], [1, 1, 0, 1, 1]], bool)
+    clean = np.array([[1, 1, 0, 1, 1], [1, 0, 0, 1, 1]], bool)
+    out = mech.single_view_samples(y, shown, single, correct, clean, used, k=2, V=2)
+    assert out["count"] == [[0, 2], [1, 1]] and out["samples"] == 4
+    tv, tn = np.asarray(out["through_view"]), np.asarray(out["through_noise"])
+    assert np.isnan(tv[0, 0]) and np.isnan(tn[0, 0])
+    # class 0, view 1 (samples 1, 2 x 2 models): through the view (0, 1) only; through noise (0, 2) and (1, 1)
+    assert tv[0, 1] == pytest.approx(1 / 4) and tn[0, 1] == pytest.approx(2 / 4)
+    # class 1, view 0 (sample 3): model 0 uses it; model 1 does not but is right without noise: neither
+    assert tv[1, 0] == pytest.approx(1 / 2) and tn[1, 0] == 0.0
+    assert out["all_through_view"] == pytest.approx(3 / 8) and out["all_through_noise"] == pytest.approx(2 / 8)

@@ -31,7 +31,10 @@ def test_score_is_the_theorems_total_shortfall_averaged_over_seeds():
         return {**full, **{f"holds_{n}": full[f"margin_{n}"] >= 0 for n in search.THEOREMS}}
 
     assert search.score([rec(), rec()]) == 0.0  # every theorem holds on every seed
+    # shortfalls -0.3 and -0.3: no spread
     assert search.score([rec(single=-0.2, kd=-0.1), rec(kd=-0.3)]) == pytest.approx(-0.3)
+    # shortfalls 0 and -0.4: mean -0.2, standard deviation 0.2, penalised by half of it
+    assert search.score([rec(), rec(single=-0.4)]) == pytest.approx(-0.2 - search.SPREAD_PENALTY * 0.2)
     assert search.held_everywhere([rec(kd=-0.1), rec()]) == 3
 
 
@@ -48,6 +51,43 @@ def test_a_regime_sets_the_noise_from_its_norm_and_its_command_reproduces_it():
     assert again.learner == cfg.learner and again.distill == cfg.distill
     assert again.n_train == 150
     assert search.params_key(params) == search.params_key(dict(reversed(params.items())))
+
+
+def test_init_lambda_is_the_mean_largest_of_m_gaussian_alignments():
+    rng = np.random.default_rng(0)
+    for m, sigma0 in ((1, 0.2), (3, 0.12), (5, 0.05)):
+        draws = (rng.standard_normal((200_000, m)) * sigma0).max(axis=1)
+        assert search.init_lambda(sigma0, m) == pytest.approx(draws.mean(), abs=0.01 * sigma0), m
+    assert search.init_lambda(0.3, 1) == pytest.approx(0.0, abs=1e-9)  # one neuron: a centred Gaussian
+
+
+def test_a_regime_sets_varrho_from_the_race_ratio_and_leaves_out_the_average():
+    params = {"learner.sigma0": 0.1, "learner.m": 4, "race_ratio": 20.0, "distill.plateau": 0.01}
+    cfg = search.regime(vl.ViewLearningConfig(), params)
+    assert cfg.learner.varrho == pytest.approx(20.0 * search.init_lambda(0.1, 4), abs=1e-4)
+    assert cfg.distill.plateau == 0.01 and cfg.distill.stop == "converge"
+    assert not cfg.average
+    line = search.command(cfg).split()  # the command names varrho and the plateau
+    assert "--varrho" in line and "--kd-plateau" in line
+
+
+def test_the_budget_cuts_the_steps_of_costlier_shapes_only():
+    base = vl.ViewLearningConfig()
+    probe = search.regime(base, {"data.d": 640, "data.patches": 32, "n_train": 150, "learner.m": 3})
+    assert (probe.train.steps, probe.distill.steps) == (base.train.steps, base.distill.steps)
+    big = search.regime(base, {"data.d": 640, "data.patches": 64, "n_train": 300, "learner.m": 3})
+    assert (big.train.steps, big.distill.steps) == (base.train.steps // 4, base.distill.steps // 4)
+    small = search.regime(base, {"data.d": 320, "data.patches": 32, "n_train": 150, "learner.m": 2})
+    assert small.train.steps == base.train.steps  # never more than the experiment's own
+
+
+def test_a_new_study_starts_from_the_probe_regime(tmp_path):
+    out = tmp_path / "s"
+    axes = "learner.sigma0,race_ratio,distill.temperature"
+    argv = TINY[:-4] + ["--axes", axes, "--data-seeds", "0", "--trials", "1", "--out", str(out), "--no-figures"]
+    assert search.main(argv) == 0
+    done, _ = _complete(out)
+    assert done[0].params == {a: search.PROBE[a] for a in axes.split(",")}
 
 
 def test_a_tiny_study_writes_its_trials_best_regimes_plots_and_validation(tmp_path, capsys):

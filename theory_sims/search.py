@@ -133,10 +133,23 @@ def init_lambda(sigma0: float, m: int) -> float:
     return float(sigma0 * mean_max)
 
 
+# A run's budget: the steps of the experiment's defaults (3000 for the single models, 2000 for the
+# students) at the probe's shape (n = 150 samples of P = 32 patches in d = 640, m = 3 neurons a
+# class), and proportionally fewer where a step costs more, so that no run takes much over 90 s here.
+BUDGET_SHAPE = 150 * 32 * 640 * 3
+
+
+def budget(cfg: vl.ViewLearningConfig) -> vl.ViewLearningConfig:
+    """``cfg`` with the most steps of its single models and students cut to the search's budget."""
+    cost = cfg.n_train * cfg.data.patches * cfg.data.d * cfg.learner.m
+    cut = lambda c: dataclasses.replace(c, steps=max(1, min(c.steps, c.steps * BUDGET_SHAPE // cost)))  # noqa: E731
+    return dataclasses.replace(cfg, train=cut(cfg.train), distill=cut(cfg.distill))
+
+
 def regime(base: vl.ViewLearningConfig, params: dict) -> vl.ViewLearningConfig:
     """``base`` with a trial's parameters set (``noise_norm`` as noise_std = noise_norm / sqrt(d),
     ``race_ratio`` as varrho = race_ratio x :func:`init_lambda`), without the rows that judge no
-    theorem (random features, NTK, controls, the trained average)."""
+    theorem (random features, NTK, controls, the trained average), within the :func:`budget`."""
     cfg = base
     for path, value in params.items():
         if path not in ("noise_norm", "race_ratio"):
@@ -146,7 +159,7 @@ def regime(base: vl.ViewLearningConfig, params: dict) -> vl.ViewLearningConfig:
     if "race_ratio" in params:
         varrho = float(params["race_ratio"]) * init_lambda(cfg.learner.sigma0, cfg.learner.m)
         cfg = with_value(cfg, "learner.varrho", round(varrho, 4))
-    return dataclasses.replace(cfg, random_features=False, ntk=False, controls=False, average=False)
+    return budget(dataclasses.replace(cfg, random_features=False, ntk=False, controls=False, average=False))
 
 
 # Fields the command line names otherwise (the learner's k follows the data's; --views and
@@ -415,7 +428,12 @@ def search(study, base, axes, seeds: list[int], trials: int, out: Path, where, t
     from theory_sims.results import write_csv, write_json
 
     t0 = time.perf_counter()
-    batch = where.workers if where.mode == "local" else 1
+    # As many trials at once as the workers can give all their data seeds to, at least one; each
+    # round runs the next `chunk` data seeds of every trial, so that a worker is not left idle while
+    # a slow regime runs, and a poor trial stops after its first round.
+    workers = where.workers if where.mode == "local" else 1
+    batch = max(1, workers // len(seeds))
+    chunk = -(-workers // batch)
 
     def finished():
         return sum(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False))
@@ -428,10 +446,13 @@ def search(study, base, axes, seeds: list[int], trials: int, out: Path, where, t
         jobs = {t.number: _jobs(base, t.params, seeds) for t in asked}
         records: dict[int, list] = {t.number: [] for t in asked}
         alive = list(asked)
-        for i in range(len(seeds)):  # the batch's trials seed by seed, so that a poor trial stops early
-            done = cluster.run_jobs([jobs[t.number][i] for t in alive], out / "jobs", where, log=lambda *a: None)
+        for a in range(0, len(seeds), chunk):  # the batch's trials a round of seeds at a time
+            now = range(a, min(a + chunk, len(seeds)))
+            done = cluster.run_jobs([jobs[t.number][i] for t in alive for i in now], out / "jobs", where,
+                                    log=lambda *a: None)
             for t in list(alive):
-                records[t.number].append(done[jobs[t.number][i].key])
+                records[t.number] += [done[jobs[t.number][i].key] for i in now]
+                i = now[-1]
                 t.report(score(records[t.number]), i)
                 if i < len(seeds) - 1 and t.should_prune():
                     alive.remove(t)
