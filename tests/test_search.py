@@ -74,9 +74,9 @@ def test_a_regime_sets_varrho_from_the_race_ratio_and_leaves_out_the_average():
 def test_the_budget_cuts_the_steps_of_costlier_shapes_only():
     base = vl.ViewLearningConfig()
     probe = search.regime(base, {"data.d": 640, "data.patches": 32, "n_train": 150, "learner.m": 3})
-    assert (probe.train.steps, probe.distill.steps) == (base.train.steps, base.distill.steps)
+    assert (probe.train.steps, probe.distill.steps) == (base.train.steps, search.SEARCH_DISTILL["steps"])
     big = search.regime(base, {"data.d": 640, "data.patches": 64, "n_train": 300, "learner.m": 3})
-    assert (big.train.steps, big.distill.steps) == (base.train.steps // 4, base.distill.steps // 4)
+    assert (big.train.steps, big.distill.steps) == (base.train.steps // 4, search.SEARCH_DISTILL["steps"] // 4)
     small = search.regime(base, {"data.d": 320, "data.patches": 32, "n_train": 150, "learner.m": 2})
     assert small.train.steps == base.train.steps  # never more than the experiment's own
 

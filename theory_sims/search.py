@@ -133,6 +133,10 @@ def init_lambda(sigma0: float, m: int) -> float:
     return float(sigma0 * mean_max)
 
 
+# How the students train in every trial: to a plateau of their loss (the axis above), after at least
+# twice their fit step, at most 2000 steps (view_learning --kd-stop converge).
+SEARCH_DISTILL = dict(stop="converge", fit_multiple=2.0, loss_target=1e-4, plateau_window=50, steps=2000)
+
 # A run's budget: the steps of the experiment's defaults (3000 for the single models, 2000 for the
 # students) at the probe's shape (n = 150 samples of P = 32 patches in d = 640, m = 3 neurons a
 # class), and proportionally fewer where a step costs more, so that no run takes much over 90 s here.
@@ -149,8 +153,9 @@ def budget(cfg: vl.ViewLearningConfig) -> vl.ViewLearningConfig:
 def regime(base: vl.ViewLearningConfig, params: dict) -> vl.ViewLearningConfig:
     """``base`` with a trial's parameters set (``noise_norm`` as noise_std = noise_norm / sqrt(d),
     ``race_ratio`` as varrho = race_ratio x :func:`init_lambda`), without the rows that judge no
-    theorem (random features, NTK, controls, the trained average), within the :func:`budget`."""
-    cfg = base
+    theorem (random features, NTK, controls, the trained average), its students trained as
+    :data:`SEARCH_DISTILL`, within the :func:`budget`."""
+    cfg = dataclasses.replace(base, distill=dataclasses.replace(base.distill, **SEARCH_DISTILL))
     for path, value in params.items():
         if path not in ("noise_norm", "race_ratio"):
             cfg = with_value(cfg, path, value)
