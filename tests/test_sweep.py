@@ -253,6 +253,25 @@ def test_k_rule_ties_the_regime_to_k():
     assert [(r["config"].data.k, r["config"].learner.k, r["config"].data.d) for r in runs] == [(5, 5, 80), (20, 20, 320)]
 
 
+def test_the_race_k_rule_scales_sigma0_as_the_theory_and_keeps_varrho():
+    """sigma0^(q-2) proportional to 1/k: with q = 5, sigma0 falls by 2^(1/3) each time k doubles."""
+    base = vl.configure(learner={"q": 5, "sigma0": 0.12, "varrho": 2.0})
+    rule = dict(sweep.k_rule(base, [5, 10, 20, 40], "race"))
+    np.testing.assert_allclose(rule["learner.sigma0"], [0.12 * 2 ** (1 / 3), 0.12, 0.12 / 2 ** (1 / 3), 0.12 / 4 ** (1 / 3)],
+                               rtol=1e-5)
+    sig = np.asarray(rule["learner.sigma0"])
+    np.testing.assert_allclose(sig ** 3 * np.asarray(rule["data.k"]), 0.12 ** 3 * 10, rtol=1e-5)
+    assert "learner.varrho" not in rule and dict(sweep.k_rule(base, [5, 10])).keys() == rule.keys() - {"learner.sigma0"}
+    with pytest.raises(ValueError, match="needs q > 2"):
+        sweep.k_rule(vl.configure(learner={"q": 2}), [5, 10], "race")
+
+
+def test_k_rule_without_scale_k_is_refused(capsys):
+    with pytest.raises(SystemExit) as exc:
+        sweep.main(["--k-rule", "race"])
+    assert exc.value.code == 2 and "--k-rule does nothing without --scale-k" in capsys.readouterr().err
+
+
 def test_scale_k_refuses_vary_and_bad_values(capsys, tmp_path):
     for argv, needle in ((["--scale-k", "5,10", "--vary", "learner.q=3,4"], "give no --vary with it"),
                          (["--scale-k", "1,10"], "--scale-k must be distinct comma-separated integers >= 2"),

@@ -455,6 +455,8 @@ def summary(results: dict) -> dict:
     for key in VIEW_ROWS:
         if key in results:
             out["views_" + key] = float(np.asarray(results[key]["views_learned"]).sum(axis=-1).mean())
+    # the fraction of (model, class) pairs whose model uses more than one of the class's views
+    out["several_views_individual"] = float((np.asarray(results["individual"]["views_learned"]).sum(axis=-1) > 1).mean())
     single = out["sv_individual"]
     out["gain_ensemble"] = out["sv_ensemble"] - single
     if "sv_average" in out:

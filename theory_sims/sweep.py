@@ -90,7 +90,10 @@ def with_value(cfg: vl.ViewLearningConfig, path: str, value) -> vl.ViewLearningC
     return dataclasses.replace(cfg, **parts)
 
 
-def k_rule(base: vl.ViewLearningConfig, ks: list[int]) -> list[tuple[str, list]]:
+K_RULES = ("plain", "race")
+
+
+def k_rule(base: vl.ViewLearningConfig, ks: list[int], rule: str = "plain") -> list[tuple[str, list]]:
     """The regime's parameters tied to the number of classes k, as ``--vary`` lists moving together
     (the theory is asymptotic in k, so a prediction should be followed along one rule, not one knob):
     from the base config at its own k0, with x = k / k0,
@@ -100,17 +103,30 @@ def k_rule(base: vl.ViewLearningConfig, ks: list[int]) -> list[tuple[str, list]]
     * n_train = n0 * x: the same number of samples per class;
     * m = m0 * ln k / ln k0 (rounded, at least 1): neurons per class about log k (the paper's
       m in [polylog k, k]);
-    * P, the learning rates and everything else stay as they are.
+    * P, the learning rates and everything else stay as they are;
+
+    and with ``rule="race"`` the init as the theory scales it, sigma0^(q-2) proportional to 1/k:
+
+    * sigma0 = sigma0_0 * (k0 / k)^(1 / (q - 2)), varrho fixed: the race starts further below
+      varrho as k grows (varrho over the initial Lambda grows about like k^(1/(q-2))), so it runs
+      longer in the power phase, where the init's lead compounds.
     """
-    k0, d0 = base.data.k, base.data.d
+    if rule not in K_RULES:
+        raise ValueError(f"rule must be one of {', '.join(K_RULES)}, got {rule!r}")
+    k0, d0, q = base.data.k, base.data.d, base.learner.q
+    if rule == "race" and q <= 2:
+        raise ValueError(f"the race rule scales sigma0 like k^(-1/(q-2)) and needs q > 2, got q = {q}")
     ds = [max(k * base.data.views, round(d0 * k / k0)) for k in ks]
-    return [
+    varied = [
         ("data.k", list(ks)),
         ("data.d", ds),
         ("data.noise_std", [float(f"{base.data.noise_std * math.sqrt(d0 / d):.6g}") for d in ds]),
         ("n_train", [max(1, round(base.n_train * k / k0)) for k in ks]),
         ("learner.m", [max(1, round(base.learner.m * math.log(k) / math.log(k0))) for k in ks]),
     ]
+    if rule == "race":
+        varied.append(("learner.sigma0", [float(f"{base.learner.sigma0 * (k0 / k) ** (1 / (q - 2)):.6g}") for k in ks]))
+    return varied
 
 
 def points(base: vl.ViewLearningConfig, varied: list[tuple[str, list]], data_seeds: list[int],
@@ -203,6 +219,10 @@ def build_parser():
                    help="follow the predictions as k grows: these class counts, with d, the noise, n_train and m "
                         "tied to k by one rule (theory_sims.sweep.k_rule: d and n_train in proportion to k, the "
                         "noise's norm per patch fixed, m about log k)")
+    g.add_argument("--k-rule", choices=K_RULES, default=None,
+                   help="with --scale-k: 'plain' (the rule above) or 'race', which also scales the init as the theory "
+                        "does, sigma0^(q-2) proportional to 1/k with varrho fixed, so that the race between a class's "
+                        "views runs longer in the power phase as k grows (default: plain)")
     g.add_argument("--data-seeds", default=None, metavar="S1,S2,...",
                    help="run every point on the data (world) of each of these seeds (default: --seed)")
     cluster.add_flags(p, default="auto")
@@ -233,7 +253,9 @@ def main(argv: list[str] | None = None) -> int:
             ks = [int(v) for v in args.scale_k.split(",")] if args.scale_k.replace(",", "").isdigit() else [0]
             if min(ks) < 2 or len(set(ks)) < len(ks):
                 raise ValueError(f"--scale-k must be distinct comma-separated integers >= 2, got {args.scale_k!r}")
-            varied = k_rule(base, ks)
+            varied = k_rule(base, ks, args.k_rule or "plain")
+        elif args.k_rule is not None:
+            raise ValueError("--k-rule does nothing without --scale-k; drop it or add --scale-k")
         if len({path for path, _ in varied}) < len(varied):
             raise ValueError("--vary: each parameter may be given once")
         if args.grid and len(varied) != 2:
