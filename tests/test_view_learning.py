@@ -431,3 +431,24 @@ def test_accuracy_figure_names_the_theorems_that_held_as_the_table_does(run_dir)
     held = [report.LABELS[n] for n, v in res["predictions"].items() if v["kind"] == "theorem" and v["holds"]]
     assert f"held here: {', '.join(held) if held else 'none'} ({len(held)} of 4)" in title
     assert "self_kd" not in title and "_" not in title.split("held here:")[1]
+
+
+def test_check_lr_trains_the_single_models_at_half_the_rate_and_reports_the_race(tmp_path, capsys):
+    """Halving the learning rate (and the step cap) in a run that follows gradient flow takes about
+    twice the steps to fit and leaves the views alone; the run says so, and prints the race."""
+    out = tmp_path / "run"
+    argv = [a for a in SMALL if a not in ("--ntk", "--ntk-steps", "20")]
+    assert vl.main(argv + ["--lr", "5", "--check-lr", "--no-figures", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    res = json.loads((out / "results.json").read_text())
+    c = res["lr_check"]
+    assert (c["lr"], c["half_lr"]) == (5.0, 2.5)
+    ratio = np.asarray(c["half_lr_fit_step"]) / np.asarray(c["fit_step"])
+    # gradient flow: the same path at half the pace (the 100% fit is a sharp event: one seed may move)
+    assert 1.8 < np.median(ratio) < 2.2 and ((ratio > 1.5) & (ratio < 3.0)).all(), ratio
+    assert abs(c["half_lr_views_per_class"] - c["views_per_class"]) <= 0.25
+    assert "the learning rate, halved (--check-lr)" in printed and "the race: in " in printed
+    race = res["mechanism"]["race"]
+    assert race["pairs"] == 3 * 4 and sum(b["pairs"] for b in race["by_loser_at_win"]) == race["raced"]
+    assert race["loser_crossed_with_winner"] + race["loser_later_before_fit"] + race["loser_later_after_fit"] \
+        + race["loser_never"] == race["raced"]
