@@ -23,7 +23,7 @@ from theory_sims import sweep
 from test_gaussian_negative import TINY_FLAGS
 from test_sweep import SMALL, VARY
 
-distributed = pytest.importorskip("distributed")
+import distributed  # a dependency: its absence must fail, not skip, the cluster tests
 
 TIMINGS = {"wall_s", "cpu_s", "timing_s", "images_per_s", "throughput"}
 
@@ -243,3 +243,27 @@ def test_earlier_work_sums_the_kept_jobs_times_and_counts_untimed_records(tmp_pa
     assert cluster.earlier_work(tmp_path, ["a", "c"]) == {"jobs": 2, "wall_s": 2.5, "untimed": 1}
     assert cluster.format_earlier(cluster.earlier_work(tmp_path, [])) == ""
     assert "1 of them untimed" in cluster.format_earlier(cluster.earlier_work(tmp_path, ["a", "c"]))
+
+
+def _pid_job(i: int) -> dict:
+    time.sleep(0.2)  # long enough that both workers take one
+    return {"i": i, "pid": os.getpid()}
+
+
+def test_held_keeps_one_set_of_workers_for_every_round_of_jobs(tmp_path):
+    """Inside cluster.held, rounds of jobs run on the same worker processes; without it each round
+    starts its own."""
+    w = cluster.Where("local", 2)
+
+    def rounds(name):
+        pids = []
+        for r in range(2):
+            jobs = [cluster.Job(f"{name}-round{r}-job{i}", _pid_job, (i,)) for i in range(2)]
+            pids.append({rec["pid"] for rec in cluster.run_jobs(jobs, tmp_path, w, log=lambda *a: None).values()})
+        return pids
+
+    with cluster.held(w):
+        first, second = rounds("held")
+    assert first == second and os.getpid() not in first
+    first, second = rounds("apart")
+    assert not first & second

@@ -24,6 +24,7 @@ and in which order jobs ran never changes a result: records are JSON, the same i
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -256,6 +257,28 @@ def _client(w: Where):
                          f"({type(err).__name__})") from None
 
 
+_HELD: dict = {}  # Where -> (client, cluster) kept open by :func:`held`
+
+
+@contextlib.contextmanager
+def held(w: Where):
+    """Keep one Dask client (and its local cluster) open for every :func:`run_jobs` call on ``w``
+    inside the block, instead of one each: a command that runs many small rounds of jobs (the
+    regime search runs a few data seeds of a trial at a time) pays the workers' start-up once."""
+    if w.mode == "serial" or w in _HELD:
+        yield
+        return
+    client, cluster = _client(w)
+    _HELD[w] = (client, cluster)
+    try:
+        yield
+    finally:
+        del _HELD[w]
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
 def _has_gpus(client) -> bool:
     return any("GPU" in (info.get("resources") or {}) for info in client.scheduler_info()["workers"].values())
 
@@ -315,7 +338,8 @@ def run_jobs(jobs: list[Job], records: str | os.PathLike, where_: Where = Where(
 def _run_on_dask(todo: list[Job], records: Path, where_: Where, log, finished) -> None:
     from distributed import as_completed
 
-    client, cluster = _client(where_)
+    mine = where_ not in _HELD
+    client, cluster = _client(where_) if mine else _HELD[where_]
     try:
         try:
             import bokeh  # noqa: F401
@@ -341,9 +365,10 @@ def _run_on_dask(todo: list[Job], records: Path, where_: Where, log, finished) -
         for fut in as_completed(list(futures.values())):
             finished(owner[fut.key], fut.result())
     finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+        if mine:
+            client.close()
+            if cluster is not None:
+                cluster.close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -513,7 +513,8 @@ def main(argv: list[str] | None = None) -> int:
     if again:
         log(f"{again} trials the last search left running are asked again with their parameters")
     log(f"search in {out}: {len(axes)} parameters, data seeds {seeds}, on {where.mode}; study {out / 'study.journal'}")
-    rows = search(study, base, axes, seeds, args.trials, out, where, args.timeout_min, log)
+    with cluster.held(where):  # one set of workers for the whole study
+        rows = search(study, base, axes, seeds, args.trials, out, where, args.timeout_min, log)
     if rows:
         best = best_regimes(rows, base, axes)
         if not args.no_figures:
@@ -524,7 +525,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{b['run_s']:.0f} s a run\n    {b['command']}")
         if held_out:
             log(f"validating trial {best[0]['trial']} on held-out data seeds {held_out}")
-            rows_v = validate(base, best[0]["params"], held_out, out, where, log)
+            with cluster.held(where):
+                rows_v = validate(base, best[0]["params"], held_out, out, where, log)
             write_csv(out / "validation.csv", rows_v)
             write_json(out / "validation.json", {"trial": best[0]["trial"], "params": best[0]["params"],
                                                  "command": best[0]["command"], "seeds": rows_v})
