@@ -405,3 +405,47 @@ def test_training_bits_do_not_depend_on_torch_or_numba_threads(monkeypatch, prod
         out.append((res.model.W.numpy().copy(), res.history["loss"], res.history["lambda"]))
     for a, b in zip(*out):
         np.testing.assert_array_equal(a, b)
+
+
+# ----------------------------------------------------------------------------- bfloat16 products
+
+def test_bfloat16_products_follow_float32_closely_and_fit_at_the_same_steps():
+    f32 = run([11, 12, 13], lr=5.0, steps=200, stop="fit", extra_steps=5)
+    bf16 = run([11, 12, 13], lr=5.0, steps=200, stop="fit", extra_steps=5, products="bfloat16")
+    np.testing.assert_array_equal(bf16.fit_step, f32.fit_step)
+    W32, W16 = f32.model.W.numpy(), bf16.model.W.numpy()
+    rel = np.linalg.norm(W16 - W32) / np.linalg.norm(W32)
+    assert 0 < rel < 0.02, rel  # rounded factors: not the same bits, the same path to within a percent
+    np.testing.assert_allclose(bf16.history["lambda"][-1], f32.history["lambda"][-1], rtol=0.05, atol=0.02)
+
+
+@pytest.mark.parametrize("backend", ["numba", "torch"])
+def test_bfloat16_training_bits_do_not_depend_on_the_threads(backend):
+    """torch's bfloat16 product on 2 threads splits the gradient's long inner dimension (its bits
+    moved with the threads); the backends run it on one thread, so a run's bits stay put."""
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((150, 32, 640), dtype=np.float32) * 0.05  # the main job's shape: where they moved
+    y = rng.integers(0, 10, 150)
+    cfg = TrainConfig(lr=2.0, steps=5, track_every=0, products="bfloat16", backend=backend)
+    old = torch.get_num_threads()
+    out = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        try:
+            out.append(train(X, y, range(10), LearnerConfig(k=10, m=3, q=3), cfg).model.W.numpy().copy())
+        finally:
+            torch.set_num_threads(old)
+    np.testing.assert_array_equal(out[0], out[1])
+
+
+def test_bfloat16_backends_agree():
+    a = run([11, 12], lr=5.0, steps=30, products="bfloat16")
+    b = run([11, 12], lr=5.0, steps=30, products="bfloat16", backend="torch")
+    np.testing.assert_allclose(a.model.W.numpy(), b.model.W.numpy(), rtol=1e-3, atol=1e-5)
+
+
+def test_bfloat16_products_need_float32_weights():
+    with pytest.raises(ValueError, match="products='bfloat16' needs dtype='float32'"):
+        TrainConfig(products="bfloat16", dtype="float64")
+    with pytest.raises(ValueError, match="^products must be one of"):
+        TrainConfig(products="float16")

@@ -58,6 +58,7 @@ import numpy as np
 import torch
 
 from theory_sims import kernels
+from theory_sims.config import PRODUCTS
 
 
 def srelu(z: torch.Tensor, q: int, rho: float) -> torch.Tensor:
@@ -75,14 +76,36 @@ def srelu_grad(z: torch.Tensor, q: int, rho: float) -> torch.Tensor:
 SMALL_PRODUCT = 16_000_000
 
 
-class _Backend:
-    """What both backends share: the flattened inputs, the current rows, the NTK factor D."""
+def bf16_product(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> None:
+    """``out = a @ b`` with both factors rounded to bfloat16 (AMX or AVX-512 BF16 units where the
+    processor has them) and the result, rounded to bfloat16 too, written into float32 ``out``; on
+    one thread, where torch's bfloat16 kernels give the same bits whatever the threads (on 2 they
+    split the gradient's long inner dimension and the bits moved)."""
+    with torch_threads(1):
+        out.copy_(torch.matmul(a if a.dtype == torch.bfloat16 else a.bfloat16(),
+                               b if b.dtype == torch.bfloat16 else b.bfloat16()))
 
-    def __init__(self, X, P: int, q: int):
+
+class _Backend:
+    """What both backends share: the flattened inputs, the current rows, the NTK factor D, and the
+    precision of the two products (``products``: 'float32', or 'bfloat16' factors)."""
+
+    def __init__(self, X, P: int, q: int, products: str = "float32"):
         self.X = self.rows = X  # (n*P, d) in the backend's array type
         self.P, self.q = P, int(q)
         self._A = None  # pre-activations of the last patch_sums
         self.D = self._D_all = None  # NTK mode: sReLU'(X W0^T) for the current rows / all rows
+        if products not in PRODUCTS:
+            raise ValueError(f"products must be one of {', '.join(PRODUCTS)}, got {products!r}")
+        self.products = products
+        self._rows_bf16 = None  # (rows, its bfloat16 copy): the rows are a factor of both products
+
+    def rows_bf16(self) -> torch.Tensor:
+        """The current rows in bfloat16, converted once per selection of rows."""
+        if self._rows_bf16 is None or self._rows_bf16[0] is not self.rows:
+            rows = self.rows if isinstance(self.rows, torch.Tensor) else torch.from_numpy(self.rows)
+            self._rows_bf16 = (self.rows, rows.bfloat16())
+        return self._rows_bf16[1]
 
     def _row_index(self, samples):
         raise NotImplementedError
@@ -205,10 +228,11 @@ def _row_blocks(rows: int, macs_per_row: int) -> list[tuple[int, int]]:
 class NumbaBackend(_Backend):
     name = "numba"
 
-    def __init__(self, X: np.ndarray, dtype: torch.dtype, q: int, rho: float, model_cols: int | None = None):
+    def __init__(self, X: np.ndarray, dtype: torch.dtype, q: int, rho: float, model_cols: int | None = None,
+                 products: str = "float32"):
         n, P, d = X.shape
         self.np_dtype = torch.empty(0, dtype=dtype).numpy().dtype
-        super().__init__(np.ascontiguousarray(X.reshape(n * P, d), dtype=self.np_dtype), P, q)
+        super().__init__(np.ascontiguousarray(X.reshape(n * P, d), dtype=self.np_dtype), P, q, products)
         self.d = d
         self.model_cols = model_cols  # neurons per model (k*m); None: never split by model
         self.rho = kernels.as_rho(rho, self.np_dtype)
@@ -249,6 +273,12 @@ class NumbaBackend(_Backend):
     def _products(self, products) -> None:
         """``out = a @ b`` for every (a, b, out): through MKL one after the other (each on all of
         torch's threads), or as :func:`_one_thread_products`."""
+        if self.products == "bfloat16":
+            for a, b, out in products:
+                a = self.rows_bf16() if self._is_rows(a) else torch.from_numpy(a)
+                b = self.rows_bf16() if self._is_rows(b) else torch.from_numpy(b)
+                bf16_product(a, b, torch.from_numpy(out))
+            return
         if not self.mkl:
             _one_thread_products(products)
             return
@@ -256,8 +286,12 @@ class NumbaBackend(_Backend):
             for a, b, out in products:
                 torch.matmul(torch.from_numpy(a), torch.from_numpy(b), out=torch.from_numpy(out))
 
+    def _is_rows(self, x: np.ndarray) -> bool:
+        """Whether ``x`` is the current rows themselves (a whole-range view of them counts)."""
+        return x.shape == self.rows.shape and x.ctypes.data == self.rows.ctypes.data and x.strides == self.rows.strides
+
     def _blocks(self, rows: int, macs_per_row: int) -> list[tuple[int, int]]:
-        return [(0, rows)] if self.mkl else _row_blocks(rows, macs_per_row)
+        return [(0, rows)] if self.mkl or self.products == "bfloat16" else _row_blocks(rows, macs_per_row)
 
     def patch_sums(self, W: torch.Tensor) -> torch.Tensor:
         w = W.detach().numpy()
@@ -266,7 +300,7 @@ class NumbaBackend(_Backend):
         A = self._buffer(self.rows.shape[0], w.shape[0])
         H = np.empty((n, w.shape[0]), dtype=self.np_dtype)
         S = self._split(w.shape[0])
-        if S == 1 and self.D is None and not self.mkl:
+        if S == 1 and self.D is None and not self.mkl and self.products == "float32":
             # Each row block's product, then the patch sums of the samples wholly inside it, on
             # the same thread while the block is in cache; a sample split by a block edge after.
             rows, d = self.rows.shape
@@ -314,9 +348,10 @@ class NumbaBackend(_Backend):
 class TorchBackend(_Backend):
     name = "torch"
 
-    def __init__(self, X: np.ndarray, dtype: torch.dtype, q: int, rho: float, device: str = "cpu"):
+    def __init__(self, X: np.ndarray, dtype: torch.dtype, q: int, rho: float, device: str = "cpu",
+                 products: str = "float32"):
         n, P, d = X.shape
-        super().__init__(torch.as_tensor(X.reshape(n * P, d)).to(device=device, dtype=dtype), P, q)
+        super().__init__(torch.as_tensor(X.reshape(n * P, d)).to(device=device, dtype=dtype), P, q, products)
         self.rho = float(rho)
 
     def small_ops(self):
@@ -335,8 +370,15 @@ class TorchBackend(_Backend):
         self._D_all = self.D = srelu_grad(self._A, self.q, self.rho)
         return H0
 
+    def _product(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        if self.products == "float32":
+            return a @ b
+        out = torch.empty(a.shape[0], b.shape[1], dtype=self.X.dtype, device=self.X.device)
+        bf16_product(self.rows_bf16() if a is self.rows else a, self.rows_bf16() if b is self.rows else b, out)
+        return out
+
     def patch_sums(self, W: torch.Tensor) -> torch.Tensor:
-        self._A = A = self.rows @ W.T
+        self._A = A = self._product(self.rows, W.T)
         n = A.shape[0] // self.P
         act = srelu(A, self.q, self.rho) if self.D is None else self.D * A
         return act.view(n, self.P, -1).sum(dim=1)
@@ -345,11 +387,11 @@ class TorchBackend(_Backend):
         n = G.shape[0]
         jac = srelu_grad(self._A, self.q, self.rho) if self.D is None else self.D
         dA = jac.view(n, self.P, -1) * G.unsqueeze(1)
-        return dA.view(n * self.P, -1).T @ self.rows
+        return self._product(dA.view(n * self.P, -1).T, self.rows)
 
 
 def make_backend(name: str, X: np.ndarray, dtype: torch.dtype, q: int, rho: float, device: str = "cpu",
-                 model_cols: int | None = None):
+                 model_cols: int | None = None, products: str = "float32"):
     if name == "numba":
-        return NumbaBackend(X, dtype, q, rho, model_cols)
-    return TorchBackend(X, dtype, q, rho, device)
+        return NumbaBackend(X, dtype, q, rho, model_cols, products)
+    return TorchBackend(X, dtype, q, rho, device, products)

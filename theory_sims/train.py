@@ -166,7 +166,8 @@ class _Stack:
         self.S, k, m = len(seeds), learner.k, learner.m
         self.cols = k * m  # neurons per model
         self.model = init_model(learner, self.d, seeds, cfg.dtype, dev)
-        self.be = make_backend(cfg.backend, X, self.dtype, learner.q, learner.varrho, dev, model_cols=self.cols)
+        self.be = make_backend(cfg.backend, X, self.dtype, learner.q, learner.varrho, dev, model_cols=self.cols,
+                               products=cfg.products)
         self.teacher = (None if teacher is None
                         else torch.as_tensor(teacher).to(device=dev, dtype=self.dtype) * cfg.teacher_scale)
         # What the optimiser moves, and the fixed parts of the non-default modes.

@@ -46,7 +46,7 @@ from multiview.cli import Parser, add_config_flags, as_flag, given, progress_bar
 from multiview.multiview import expected_single_fraction
 from theory_sims import experiments as ex
 from theory_sims import mechanism
-from theory_sims.config import AUGMENTS, LearnerConfig, TrainConfig
+from theory_sims.config import AUGMENTS, PRODUCTS, LearnerConfig, TrainConfig
 from theory_sims.losses import KD_LOSSES
 from theory_sims.stats import ensemble_output
 from theory_sims.tracking import learned_step, noise_memorisation, second_views
@@ -591,6 +591,11 @@ def build_parser() -> Parser:
     p.add_argument("--backend", choices=("numba", "torch"), default=None,
                    help="trainer backend (default: numba, or torch with --device cuda)")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="device of the torch backend (default: cpu)")
+    p.add_argument("--products", choices=PRODUCTS, default=None,
+                   help="precision of the training steps' two matrix products: 'bfloat16' rounds both factors to "
+                        "bfloat16 (on one thread; weights, the rest of the step and every evaluation stay float32): "
+                        "2-4x faster products on processors with AMX, but not validated against the verdicts "
+                        "(docs/performance.md) (default: float32)")
     p.add_argument("--no-random-features", action="store_true", help="skip the random-feature rows")
     p.add_argument("--no-controls", action="store_true",
                    help="skip the controls (the students' seeds on labels alone, one model as wide as the average, the "
@@ -689,7 +694,7 @@ def config_from_args(args) -> ViewLearningConfig:
     def set_only(**values):  # the flags the user gave
         return {k: v for k, v in values.items() if v is not None}
 
-    run_flags = set_only(backend=args.backend, device=args.device)
+    run_flags = set_only(backend=args.backend, device=args.device, products=args.products)
     parts = {
         "data": given(args, args._data),
         "learner": given(args, args._learner),
