@@ -7,7 +7,11 @@ Run: ``python -m pytest benchmarks/test_trainer_speed.py`` (the summary prints a
 * a full-batch step of the numba backend for 1 and 10 stacked models, at the default size, a
   larger one and the view-learning job's shapes, as achieved GFLOP/s (2 products of 2*n*P*d*N flops each, N = S*k*m);
 * the same step on the torch backend (CPU), and a straightforward PyTorch autograd
-  implementation that trains the models one at a time (what public code for this theory does).
+  implementation that trains the models one at a time (what public code for this theory does);
+* the numba step with bfloat16 products (``TrainConfig.products``), against float32;
+* a stack whose models stop at different steps (the probe regime's single models: varrho 2, lr
+  100, to 3x their fit step), against the same stack run to its slowest model with every model
+  in the products (what the trainer did before a stopped model left the stack).
 
 Step times: for the trainers, (time of ``train(..., steps=10)`` - time of ``train(..., steps=0)``) / 10,
 so that setup and the final evaluation pass are not counted; for autograd, the training loop's
@@ -49,8 +53,8 @@ def data(n, P, d, **_):
     return rng.standard_normal((n, P, d), dtype=np.float32) * 0.05, rng.integers(0, K, n)
 
 
-def run_train(X, y, S, backend, m, q, steps=STEPS):
-    cfg = TrainConfig(lr=1.0, steps=steps, track_every=0, backend=backend)
+def run_train(X, y, S, backend, m, q, steps=STEPS, products="float32"):
+    cfg = TrainConfig(lr=1.0, steps=steps, track_every=0, backend=backend, products=products)
     train(X, y, range(S), LearnerConfig(k=K, m=m, q=q), cfg)
 
 
@@ -97,7 +101,7 @@ def test_matmul_rate(benchmark, library):
 
 @pytest.mark.parametrize("size", sorted(SIZES))
 @pytest.mark.parametrize("S", [1, 10])
-@pytest.mark.parametrize("impl", ["numba", "torch", "autograd"])
+@pytest.mark.parametrize("impl", ["numba", "numba-bf16", "torch", "autograd"])
 def test_step(benchmark, impl, S, size):
     if impl == "autograd" and size == "large" and S == 10:
         S_run = 2  # one model after the other: time 2 and scale, to keep the run short
@@ -105,20 +109,42 @@ def test_step(benchmark, impl, S, size):
         S_run = S
     X, y = data(**SIZES[size])
     m, q = SIZES[size]["m"], SIZES[size]["q"]
-    fn = autograd_train if impl == "autograd" else (lambda *a: run_train(*a[:3], impl, *a[3:]))
+    backend, products = ("numba", "bfloat16") if impl == "numba-bf16" else (impl, "float32")
+    fn = autograd_train if impl == "autograd" else (lambda *a: run_train(*a[:3], backend, *a[3:], products=products))
     fn(X[:8], y[:8], S_run, m, q)  # warm-up: numba compilation, allocator
     rounds = 1 if size == "large" else 3
     benchmark.pedantic(fn, args=(X, y, S_run, m, q), rounds=rounds, iterations=1)
-    setup = 0.0 if impl == "autograd" else setup_time(X, y, S_run, impl, m, q)
+    setup = 0.0 if impl == "autograd" else setup_time(X, y, S_run, backend, m, q)
     step = (benchmark.stats.stats.min - setup) / STEPS * S / S_run
     RESULTS[(impl, S, size)] = step
     benchmark.extra_info["step_s"] = step
     benchmark.extra_info["gflops"] = flops_per_step(**SIZES[size], S=S) / step / 1e9
 
 
+def test_staggered_stops(benchmark):
+    """The probe regime's 10 single models (fit at different steps, each run to 3x its fit step and
+    a loss of 0.01) with stopped models leaving the stack, against the same stack run to the slowest
+    model's last step with all ten in the products (the trainer before, same updates)."""
+    from theory_sims import view_learning as vl
+
+    cfg = vl.configure(data={"noise_std": 0.0395}, learner={"varrho": 2.0})
+    data, _ = vl.make_data(cfg)
+    tc = vl.dataclasses.replace(cfg.train, lr=100.0, snapshots=(), track_every=0)
+    result = {}
+
+    def staggered():
+        result["r"] = train(data.X, data.y, range(10), cfg.learner, tc)
+
+    benchmark.pedantic(staggered, rounds=1, iterations=1)
+    updates = result["r"].updates
+    t0 = time.perf_counter()
+    train(data.X, data.y, range(10), cfg.learner, vl.dataclasses.replace(tc, stop="steps", steps=int(updates.max())))
+    RESULTS["staggered"] = (benchmark.stats.stats.min, time.perf_counter() - t0, updates.sum() / (10 * updates.max()))
+
+
 def test_summary(capsys):
     """Print the table the README quotes: rates and ratios from this one run."""
-    if ("matmul", "torch") not in RESULTS or len(RESULTS) < 3 + 6 * len(SIZES):
+    if ("matmul", "torch") not in RESULTS or len(RESULTS) < 4 + 8 * len(SIZES):
         pytest.skip("run the whole module to get the summary")
     mm = RESULTS["matmul_gflops"]
     lines = [f"float32 matrix product (2048^3): numpy/OpenBLAS {RESULTS[('matmul', 'numpy')]:.0f}, "
@@ -133,7 +159,12 @@ def test_summary(capsys):
                 f"autograd one-by-one {ag * 1e3:8.1f} ms = {ag / nb:4.1f}x numba"
             )
         lines.append(
-            f"{size:8s} 10 stacked / 1 model (numba): {RESULTS[('numba', 10, size)] / RESULTS[('numba', 1, size)]:.2f}x"
-        )
+            f"{size:8s} 10 stacked / 1 model (numba): {RESULTS[('numba', 10, size)] / RESULTS[('numba', 1, size)]:.2f}x; "
+            "bfloat16 / float32 products, 1 and 10 models: " + ", ".join(
+                f"{RESULTS[('numba-bf16', S, size)] / RESULTS[('numba', S, size)]:.2f}x" for S in (1, 10)))
+    alone, full, share = RESULTS["staggered"]
+    lines.append(f"probe regime's 10 single models (stops spread): {alone:.1f} s with stopped models leaving the stack, "
+                 f"{full:.1f} s with all in it to the last step ({alone / full:.2f}x; the model-steps that train: "
+                 f"{share:.0%})")
     with capsys.disabled():
         print("\n" + "\n".join(lines))

@@ -578,6 +578,46 @@ EXPERIMENT_FLAGS = {
 }
 
 
+STOP_FIELDS = ("stop", "fit_multiple", "loss_target", "plateau", "plateau_window")
+
+
+def add_stop_flags(group, prefix: str, cfg: TrainConfig, choices: tuple, other: str = "") -> None:
+    """The stop rule's flags of one part (``prefix`` '' for the single models, 'kd-' for the
+    students): --stop and the 'converge' rule's fit multiple, loss target and plateau."""
+    f = lambda name: f"--{prefix}{name}"  # noqa: E731
+    group.add_argument(f("stop"), choices=choices, default=None,
+                       help=f"'converge': each model trains until it has trained {f('fit-multiple')} times its fit step "
+                            f"and its loss is at most {f('loss-target')} or, with {f('plateau')} above 0, fell by less "
+                            f"than that fraction over the last {f('plateau-window')} steps; {other}'steps': "
+                            f"{f('steps')} steps (default: {cfg.stop})")
+    converge = f"{f('stop')} converge"
+    group.add_argument(f("fit-multiple"), type=float, default=None,
+                       help=f"{converge}: at least this many times the fit step (default: {cfg.fit_multiple:g})")
+    group.add_argument(f("loss-target"), type=float, default=None,
+                       help=f"{converge}: a loss at most this (default: {cfg.loss_target:g})")
+    group.add_argument(f("plateau"), type=float, default=None,
+                       help=f"{converge}: or a loss that fell by less than this fraction over the window; 0: off "
+                            f"(default: {cfg.plateau:g})")
+    group.add_argument(f("plateau-window"), type=int, default=None,
+                       help=f"{converge}: the window's steps (default: {cfg.plateau_window})")
+
+
+def stop_values(args, prefix: str) -> dict:
+    """The stop-rule fields a part's flags (:func:`add_stop_flags`) set."""
+    return {name: getattr(args, prefix.replace("-", "_") + name) for name in STOP_FIELDS}
+
+
+def stop_inert_flags(prefix: str, part: str) -> tuple:
+    """:data:`INERT_FLAGS` entries of a part's stop-rule flags."""
+    dest = prefix.replace("-", "_")
+    converge = lambda c: getattr(c, part).stop == "converge"  # noqa: E731
+    unless = f"unless --{prefix}stop converge"
+    return tuple((f"--{prefix}{name.replace('_', '-')}", dest + name, converge, unless)
+                 for name in ("fit_multiple", "loss_target", "plateau")) + (
+        (f"--{prefix}plateau-window", dest + "plateau_window",
+         lambda c: converge(c) and getattr(c, part).plateau > 0, f"{unless} with --{prefix}plateau above 0"),)
+
+
 def build_parser() -> Parser:
     p = Parser(prog="python -m theory_sims.view_learning", description=__doc__)
     p.add_argument("--preset", choices=sorted(PRESETS), default="default",
@@ -626,14 +666,8 @@ def build_parser() -> Parser:
     t = p.add_argument_group("training of the single models")
     t.add_argument("--lr", type=float, default=None, help=f"learning rate (default: {DEFAULT_TRAIN.lr})")
     t.add_argument("--steps", type=int, default=None, help=f"most steps (default: {DEFAULT_TRAIN.steps})")
-    t.add_argument("--stop", choices=("converge", "fit", "steps"), default=None,
-                   help="'converge': each model trains until it has trained --fit-multiple times its fit step and "
-                        "its cross-entropy is at most --loss-target; 'fit': --extra-steps after 100%% training "
-                        f"accuracy; 'steps': --steps steps (default: {DEFAULT_TRAIN.stop})")
-    t.add_argument("--fit-multiple", type=float, default=None,
-                   help=f"--stop converge: at least this many times the fit step (default: {DEFAULT_TRAIN.fit_multiple:g})")
-    t.add_argument("--loss-target", type=float, default=None,
-                   help=f"--stop converge: and a training cross-entropy at most this (default: {DEFAULT_TRAIN.loss_target:g})")
+    add_stop_flags(t, "", DEFAULT_TRAIN, ("converge", "fit", "steps"),
+                   "'fit': --extra-steps after 100%% training accuracy; ")
     t.add_argument("--max-step", type=float, default=None,
                    help=f"longest step a model may take, L2 norm over its weights; 0: no cap (default: {DEFAULT_TRAIN.max_step:g})")
     t.add_argument("--extra-steps", type=int, default=None,
@@ -655,19 +689,7 @@ def build_parser() -> Parser:
     d.add_argument("--kd-lr", type=float, default=None, help=f"learning rate (default: {DEFAULT_DISTILL.lr})")
     d.add_argument("--kd-steps", type=int, default=None,
                    help=f"most steps (all of them with --kd-stop steps) (default: {DEFAULT_DISTILL.steps})")
-    d.add_argument("--kd-stop", choices=("converge", "steps"), default=None,
-                   help="'converge': a student trains until it has trained --kd-fit-multiple times its fit step and "
-                        "its loss is at most --kd-loss-target or fell by less than the fraction --kd-plateau over the "
-                        f"last --kd-plateau-window steps; 'steps': --kd-steps steps (default: {DEFAULT_DISTILL.stop})")
-    d.add_argument("--kd-fit-multiple", type=float, default=None,
-                   help=f"--kd-stop converge: at least this many times the fit step (default: {DEFAULT_DISTILL.fit_multiple:g})")
-    d.add_argument("--kd-loss-target", type=float, default=None,
-                   help=f"--kd-stop converge: or a loss at most this (default: {DEFAULT_DISTILL.loss_target:g})")
-    d.add_argument("--kd-plateau", type=float, default=None,
-                   help=f"--kd-stop converge: or a loss that fell by less than this fraction over the window "
-                        f"(default: {DEFAULT_DISTILL.plateau:g})")
-    d.add_argument("--kd-plateau-window", type=int, default=None,
-                   help=f"--kd-stop converge: the window's steps (default: {DEFAULT_DISTILL.plateau_window})")
+    add_stop_flags(d, "kd-", DEFAULT_DISTILL, ("converge", "steps"))
     d.add_argument("--kd-max-step", type=float, default=None,
                    help=f"longest step a student may take, L2 norm over its weights; 0: no cap "
                         f"(default: {DEFAULT_DISTILL.max_step:g})")
@@ -698,13 +720,11 @@ def config_from_args(args) -> ViewLearningConfig:
     parts = {
         "data": given(args, args._data),
         "learner": given(args, args._learner),
-        "train": set_only(lr=args.lr, steps=args.steps, extra_steps=args.extra_steps, stop=args.stop,
-                          fit_multiple=args.fit_multiple, loss_target=args.loss_target, max_step=args.max_step),
+        "train": set_only(lr=args.lr, steps=args.steps, extra_steps=args.extra_steps, max_step=args.max_step,
+                          **stop_values(args, "")),
         "distill": set_only(loss=args.kd_loss, temperature=args.kd_temperature, label_weight=args.kd_label_weight,
                             kd_weight=args.kd_weight, teacher_scale=args.kd_teacher_scale,
-                            lr=args.kd_lr, steps=args.kd_steps, max_step=args.kd_max_step, stop=args.kd_stop,
-                            fit_multiple=args.kd_fit_multiple, loss_target=args.kd_loss_target,
-                            plateau=args.kd_plateau, plateau_window=args.kd_plateau_window),
+                            lr=args.kd_lr, steps=args.kd_steps, max_step=args.kd_max_step, **stop_values(args, "kd-")),
         "rf_train": set_only(lr=args.rf_lr, steps=args.rf_steps),
         "ntk_train": set_only(lr=args.ntk_lr, steps=args.ntk_steps),
     }
@@ -743,15 +763,10 @@ def config_from_args(args) -> ViewLearningConfig:
 
 # Flags that act only in some modes: (flag, argparse dest, whether it acts in a config, the mode it needs).
 INERT_FLAGS = (
-    ("--fit-multiple", "fit_multiple", lambda c: c.train.stop == "converge", "unless --stop converge"),
-    ("--loss-target", "loss_target", lambda c: c.train.stop == "converge", "unless --stop converge"),
+    *stop_inert_flags("", "train"),
     ("--extra-steps", "extra_steps", lambda c: c.train.stop == "fit", "unless --stop fit"),
     ("--kd-weight", "kd_weight", lambda c: c.distill.loss == "kd_paper", "unless --kd-loss kd_paper"),
-    ("--kd-fit-multiple", "kd_fit_multiple", lambda c: c.distill.stop == "converge", "unless --kd-stop converge"),
-    ("--kd-loss-target", "kd_loss_target", lambda c: c.distill.stop == "converge", "unless --kd-stop converge"),
-    ("--kd-plateau", "kd_plateau", lambda c: c.distill.stop == "converge", "unless --kd-stop converge"),
-    ("--kd-plateau-window", "kd_plateau_window", lambda c: c.distill.stop == "converge" and c.distill.plateau > 0,
-     "unless --kd-stop converge with --kd-plateau above 0"),
+    *stop_inert_flags("kd-", "distill"),
     ("--kd-label-weight", "kd_label_weight", lambda c: c.distill.loss != "kd_paper", "with --kd-loss kd_paper"),
     ("--rf-lr", "rf_lr", lambda c: c.random_features, "with --no-random-features"),
     ("--rf-steps", "rf_steps", lambda c: c.random_features, "with --no-random-features"),
