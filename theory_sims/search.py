@@ -25,7 +25,7 @@ seeds are read back). ``--trials`` is the size of the study, counting the trials
 
 Outputs, rewritten after every batch: ``trials.csv`` (one row per trial: parameters, score, each
 theorem's margin per data seed, wall time), ``best.json`` (the best regimes as
-``view_learning`` flags); at the end ``importances.png`` (Optuna's fANOVA parameter importances)
+``view_learning`` flags); at the end ``importances.png`` (Optuna's default parameter importances, PED-ANOVA)
 and ``slices.png`` (every trial's score against each parameter). The experiment's own flags
 (``--k``, ``--seeds``, ...) set what the search does not vary; ``--axes`` narrows it to some
 parameters. With ``--validate 100,101,102,103,104`` the best regime is then run on those
@@ -292,7 +292,7 @@ def best_regimes(rows: list[dict], base, axes=SPACE, top: int = 5) -> list[dict]
 
 
 def plots(study, rows: list[dict], folder: Path, axes=SPACE) -> list[Path]:
-    """Optuna's parameter importances (fANOVA) and one slice panel per parameter (every finished
+    """Optuna's parameter importances (its default evaluator, PED-ANOVA) and one slice panel per parameter (every finished
     trial's score against the parameter's value), as PNG (and PDF) in the run folder."""
     import warnings
 
@@ -312,11 +312,13 @@ def plots(study, rows: list[dict], folder: Path, axes=SPACE) -> list[Path]:
         return written
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)
-        ax = ov.plot_param_importances(study)
+        from optuna.importance import PedAnovaImportanceEvaluator
+
+        ax = ov.plot_param_importances(study, evaluator=PedAnovaImportanceEvaluator())
     fig = ax.figure
     for loc in ("left", "center", "right"):  # Optuna's own title, replaced by one that says what is measured
         ax.set_title("", loc=loc)
-    ax.set_title("which parameters decide the theorems' shortfall (fANOVA importance)", fontsize=11)
+    ax.set_title("which parameters decide the theorems' shortfall (Optuna's PED-ANOVA importance)", fontsize=11)
     fig.set_size_inches(8, 0.35 * len(axes) + 1.8)
     fig.tight_layout()
     written += save_figure(fig, folder / "importances.png")
