@@ -337,12 +337,14 @@ def plots(study, rows: list[dict], folder: Path, axes=SPACE) -> list[Path]:
             ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%.3g"))
             ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel(axis.path, fontsize=9)
+        # a regime that never fits scores far below the rest: a symlog axis keeps both readable
+        ax.set_yscale("symlog", linthresh=0.1)
     for ax in grid.ravel()[len(axes):]:
         ax.axis("off")
     for ax in grid[:, 0]:
         ax.set_ylabel("score")
     grid[0, 0].legend(fontsize=8)
-    fig.suptitle("each finished trial's score (the theorems' total shortfall, 0 = all hold) against each parameter",
+    fig.suptitle("each finished trial's score (the theorems' total shortfall, 0 = all hold; symlog) against each parameter",
                  fontsize=11)
     fig.tight_layout()
     written += save_figure(fig, folder / "slices.png")
