@@ -95,6 +95,7 @@ class _Backend:
         self.P, self.q = P, int(q)
         self._A = None  # pre-activations of the last patch_sums
         self.D = self._D_all = None  # NTK mode: sReLU'(X W0^T) for the current rows / all rows
+        self._D_cols = None  # (neurons, D's columns for them) of the full batch, while they last
         if products not in PRODUCTS:
             raise ValueError(f"products must be one of {', '.join(PRODUCTS)}, got {products!r}")
         self.products = products
@@ -120,7 +121,15 @@ class _Backend:
             rows = self._row_index(samples)
             self.rows = self.X[rows]
             D = None if self._D_all is None else self._D_all[rows]
-        self.D = D if D is None or neurons is None else D[:, self._index(neurons)]
+        if D is None or neurons is None:
+            self.D = D
+        elif samples is None:  # full batch: the same columns step after step until a model stops
+            key = neurons.tobytes()
+            if self._D_cols is None or self._D_cols[0] != key:
+                self._D_cols = (key, D[:, self._index(neurons)])
+            self.D = self._D_cols[1]
+        else:
+            self.D = D[:, self._index(neurons)]
 
     def _index(self, index: np.ndarray):
         return index

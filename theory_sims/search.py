@@ -94,8 +94,9 @@ class Axis:
 # patch is without moving how loud it is. varrho enters as ``race_ratio``, varrho over the expected
 # initial Lambda (sigma0 times the mean of the largest of m standard normals, :func:`init_lambda`):
 # how far below varrho the race starts, which is how long it runs in the power phase, where an
-# init's lead compounds (at the old defaults 7.6, and a view crossed varrho by step 2). The single
-# models' learning rate stays at or below 150, where halving it moves no view (--check-lr).
+# init's lead compounds (at the old defaults 7.6: the first view crossed varrho by step 4, median).
+# The single models' learning rate stays at or below 150 (at the probe's 100, halving it moved
+# 0.01 view per class: --check-lr).
 # Distillation trains to a plateau of its loss (``distill.plateau``), not a fixed number of steps.
 SPACE = (
     Axis("data.d", choices=(320, 640)),

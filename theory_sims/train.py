@@ -293,7 +293,8 @@ class _StopRules:
         """Multiples a model never reached: its final parameters and its last step."""
         for kept, at in self.snaps.values():
             late = at < 0
-            kept[torch.as_tensor(late, device=param.device)] = param[torch.as_tensor(late, device=param.device)]
+            pick = torch.as_tensor(late, device=param.device)
+            kept[pick] = param[pick]
             at[late] = updates[late]
         return {mult: (kept, at) for mult, (kept, at) in self.snaps.items()}
 
@@ -347,14 +348,13 @@ def train(
         out[live] = values.cpu().numpy()
         return out
 
-    live = np.arange(S)
+    live, live_t = np.arange(S), stack.all
     updates = np.zeros(S, dtype=np.int64)
     batches = _batches(stack.n, cfg.batch_size, cfg.batch_seed)
     bar = tqdm(range(cfg.steps), desc=f"train {learner.mode} x{S}", disable=not progress, leave=False)
     with stack.be.small_ops():  # through the final evaluation: the bits must not depend on the threads
         for t in bar:
             epoch_end, samples = next(batches)
-            live_t = torch.as_tensor(live, device=dev)
             # 1. the forward pass of the models still training, their loss and gradient
             yb, tb = stack.rows(y_all, samples), stack.teacher_rows(live_t, samples)
             F = stack.forward(live_t, samples)
@@ -383,7 +383,8 @@ def train(
             live, keep = live[going], torch.as_tensor(np.flatnonzero(going), device=dev)
             if len(keep) < len(going):
                 grad = grad.index_select(0, keep)
-            length = stack.update(torch.as_tensor(live, device=dev), grad)
+            live_t = torch.as_tensor(live, device=dev)
+            length = stack.update(live_t, grad)
             hist["step_length"].append(per_model(length, live))
             updates[live] += 1
             if progress and t % 10 == 0:
