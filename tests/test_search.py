@@ -134,6 +134,37 @@ def test_resume_after_sigkill_continues_the_study(tmp_path):
     assert not [t for t in study.get_trials() if t.state.name == "RUNNING"]
 
 
+def test_a_warm_start_copies_an_earlier_search_and_goes_on_from_it(tmp_path, capsys):
+    """--warm-start copies the earlier study's finished trials (scores, records) into a new one,
+    which then asks new parameters (the sampler reseeded by the study's size, not its first random
+    trials again); another experiment's, data seeds' or range's study is refused before anything
+    is written."""
+    first, second = tmp_path / "a", tmp_path / "b"
+    assert search.main(TINY + ["--trials", "2", "--no-figures", "--out", str(first)]) == 0
+    assert search.main(TINY + ["--trials", "3", "--no-figures", "--out", str(second), "--warm-start", str(first)]) == 0
+    old, _ = _complete(first)
+    new, _ = _complete(second)
+    assert len(new) == 3
+    assert [(t.params, t.value, t.user_attrs["records"]) for t in new[:2]] == [(t.params, t.value, t.user_attrs["records"]) for t in old]
+    assert new[2].params not in [t.params for t in old]
+    assert json.loads((second / "warm_start.json").read_text())["trials_copied"] == 2
+    capsys.readouterr()
+    for argv, needle in [(["--data-seeds", "0,2"], "other data seeds"), (["--k", "5"], "another experiment"),
+                         (["--warm-start", str(tmp_path / "none")], "not a search folder")]:
+        out = tmp_path / "c"
+        with pytest.raises(SystemExit) as exc:
+            search.main(TINY + ["--warm-start", str(first), "--out", str(out)] + argv)
+        assert exc.value.code == 2
+        err = capsys.readouterr().err
+        assert needle in err and len(err.strip().splitlines()) == 1
+        assert not out.exists()
+    # a range narrower than the earlier trials' values is refused, naming the axis
+    config = json.loads((first / "config.json").read_text())
+    narrow = (search.Axis("learner.sigma0", 0.29, 0.3, log=True), search.Axis("distill.teacher_scale", 1.0, 10.0))
+    with pytest.raises(ValueError, match="has learner.sigma0 = .* outside this search's range"):
+        search.warm_trials(first, config, narrow)
+
+
 @pytest.mark.parametrize(
     "argv, needle",
     [

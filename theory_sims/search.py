@@ -22,6 +22,9 @@ The study lives in the run folder (``study.journal``, Optuna's journal file, app
 job's record in ``jobs/``; a killed search resumes with ``--resume RUN`` (same flags) and loses at
 most its running trials, which are asked again with the same parameters (their finished data
 seeds are read back). ``--trials`` is the size of the study, counting the trials it already has.
+A new study can start from an earlier one's trials with ``--warm-start RUN`` (the same experiment
+and data seeds, the values inside this search's ranges): a range whose edge held the best trials
+widens without running them again.
 
 Outputs, rewritten after every batch: ``trials.csv`` (one row per trial: parameters, score, each
 theorem's margin per data seed, wall time), ``best.json`` (the best regimes as
@@ -95,20 +98,23 @@ class Axis:
 # initial Lambda (sigma0 times the mean of the largest of m standard normals, :func:`init_lambda`):
 # how far below varrho the race starts, which is how long it runs in the power phase, where an
 # init's lead compounds (at the old defaults 7.6: the first view crossed varrho by step 4, median).
-# The single models' learning rate stays at or below 150 (at the probe's 100, halving it moved
-# 0.01 view per class: --check-lr).
+# The single models' learning rate reaches 400 (at the probe's 100, halving it moved 0.01 view per
+# class: --check-lr; the regime chosen is checked the same way).
 # Distillation trains to a plateau of its loss (``distill.plateau``), not a fixed number of steps.
+# The second search ran d in (320, 640), noise_norm to 1.5, lr to 150 and fit_multiple in (3, 10):
+# its best trials sat at the top of lr, noise_norm and d and at the bottom of fit_multiple, so the
+# third widened those (``--warm-start`` keeps the second's trials).
 SPACE = (
-    Axis("data.d", choices=(320, 640)),
-    Axis("noise_norm", 0.3, 1.5),
+    Axis("data.d", choices=(320, 640, 1280)),
+    Axis("noise_norm", 0.3, 2.5),
     Axis("n_train", 100, 300, integer=True, step=50),
     Axis("data.patches", choices=(32, 64)),
     Axis("learner.sigma0", 0.03, 0.3, log=True),
     Axis("race_ratio", 4.0, 60.0, log=True),
     Axis("learner.q", 3, 8, integer=True),
     Axis("learner.m", 2, 4, integer=True),
-    Axis("train.lr", 10.0, 150.0, log=True),
-    Axis("train.fit_multiple", choices=(3.0, 10.0)),
+    Axis("train.lr", 10.0, 400.0, log=True),
+    Axis("train.fit_multiple", choices=(1.5, 3.0, 10.0)),
     Axis("distill.lr", 100.0, 1600.0, log=True),
     Axis("distill.temperature", 1.0, 20.0, log=True),
     Axis("distill.teacher_scale", 1.0, 10.0),
@@ -236,12 +242,24 @@ def open_study(folder: Path, sampler_seed: int):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler = optuna.samplers.TPESampler(seed=sampler_seed, n_startup_trials=10, multivariate=True)
     # A trial whose score on its first data seeds is below the median of the earlier trials' at the
     # same point stops there (after 5 finished trials): most of a search's time goes to poor regimes.
     pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
-    return optuna.create_study(study_name="regime", storage=_storage(folder), direction="maximize",
-                               sampler=sampler, pruner=pruner, load_if_exists=True)
+    study = optuna.create_study(study_name="regime", storage=_storage(folder), direction="maximize",
+                                pruner=pruner, load_if_exists=True)
+    reseed(study, sampler_seed)
+    return study
+
+
+def reseed(study, sampler_seed: int) -> None:
+    """Give ``study`` Optuna's TPE sampler, seeded by ``sampler_seed`` and the number of trials the
+    study holds: a resumed or warm-started study goes on from where it is instead of asking its
+    first random trials again, and the same study state asks the same trials."""
+    import optuna
+
+    n = len(study.get_trials(deepcopy=False))
+    seed = sampler_seed if n == 0 else int(np.random.SeedSequence([sampler_seed, n]).generate_state(1)[0])
+    study.sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=10, multivariate=True)
 
 
 def optuna_state(name: str):
@@ -259,6 +277,68 @@ def requeue_running(study) -> int:
         study.tell(t.number, state=optuna.trial.TrialState.FAIL)
         study.enqueue_trial(t.params, skip_if_exists=False)
     return len(stale)
+
+
+def _same_experiment(saved, base: dict) -> bool:
+    """Whether an earlier search's experiment (its config.json's ``base``) is ``base``: every field
+    it names equal, and every field added to the experiment since at its default (which reproduces
+    the runs before the field existed)."""
+    if not isinstance(saved, dict) or set(saved) != set(base):
+        return False
+    from theory_sims.results import as_json
+
+    default = as_json(vl.ViewLearningConfig().to_dict())
+    for section, fields in base.items():
+        old = saved[section]
+        if not isinstance(fields, dict):
+            if old != fields:
+                return False
+            continue
+        if not isinstance(old, dict) or any(old.get(f, default[section].get(f)) != v for f, v in fields.items()) \
+                or set(old) - set(fields):
+            return False
+    return True
+
+
+def warm_trials(source: Path, config: dict, axes) -> list:
+    """The finished and pruned trials of the earlier search in ``source``, as trials of this search
+    (their scores, per-seed scores and records; :meth:`optuna.Study.add_trial` adds them), so that a
+    search whose best trials sat at a range's edge can widen that range without running its trials
+    again. The earlier search must have run the same experiment (``config["base"]``) on the same data
+    seeds over the same axes, and every value must lie inside this search's (wider) ranges. Errors
+    are ValueErrors naming ``--warm-start``."""
+    import optuna
+
+    source = Path(source)
+    try:
+        if not (source / "study.journal").is_file():
+            raise OSError("no study.journal there")
+        saved = json.loads((source / "config.json").read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"--warm-start {source}: not a search folder ({err})") from None
+    names = sorted(a.path for a in axes)
+    from theory_sims.results import as_json
+
+    if not isinstance(saved, dict) or not _same_experiment(saved.get("base"), as_json(config["base"])):
+        raise ValueError(f"--warm-start {source}: that search ran another experiment (its flags must be this one's)")
+    if saved.get("data_seeds") != config["data_seeds"] or sorted(a["path"] for a in saved.get("space", [])) != names:
+        raise ValueError(f"--warm-start {source}: that search ran other data seeds ({saved.get('data_seeds')}) or other "
+                         "axes than this one (only its ranges may differ)")
+    dists = {a.path: a.distribution() for a in axes}
+    copied = []
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for t in optuna.load_study(study_name="regime", storage=_storage(source)).get_trials(deepcopy=False):
+        if t.state.name not in ("COMPLETE", "PRUNED"):
+            continue
+        outside = [n for n in names if not dists[n]._contains(dists[n].to_internal_repr(t.params[n]))]
+        if outside:
+            raise ValueError(f"--warm-start {source}: its trial {t.number} has {outside[0]} = {t.params[outside[0]]}, "
+                             "outside this search's range")
+        copied.append(optuna.trial.create_trial(
+            state=t.state, value=t.value if t.state.name == "COMPLETE" else None, params=dict(t.params),
+            distributions=dists, intermediate_values=dict(t.intermediate_values),
+            user_attrs={**t.user_attrs, "warm_start": f"{source.name}#{t.number}"}))
+    return copied
 
 
 def trial_rows(study, seeds: list[int], axes=SPACE) -> list[dict]:
@@ -427,6 +507,10 @@ def build_parser() -> Parser:
                    help="search only these axes (the others keep the experiment's values): "
                         + ", ".join(a.path for a in SPACE) + " (default: all)")
     g.add_argument("--sampler-seed", type=int, default=0, help="seed of Optuna's TPE sampler (default: 0)")
+    g.add_argument("--warm-start", default=None, metavar="RUN",
+                   help="a new study starts from the finished and pruned trials of the earlier search in RUN (the "
+                        "same experiment flags, data seeds and axes; its values inside this search's ranges), "
+                        "copied with their scores: a range can widen without running those trials again")
     cluster.add_flags(p, default="serial")
     return p
 
@@ -507,12 +591,19 @@ def main(argv: list[str] | None = None) -> int:
     config = {"base": base.to_dict(), "space": [dataclasses.asdict(a) for a in axes], "data_seeds": seeds,
               "sampler_seed": args.sampler_seed, "score": "mean over data seeds of sum over theorems of min(margin, 0), less 0.5 x its std over them"}
     try:
+        # checked before anything is written; a resumed study already holds them
+        warm = warm_trials(Path(args.warm_start), config, axes) if args.warm_start and not args.resume else []
         out = start_run(args.out, args.resume, "search", config)
     except ValueError as err:
         parser.error(str(err))
     log = (lambda *a, **k: None) if args.quiet else (lambda *a, **k: print(*a, **k, flush=True))
     study = open_study(out, args.sampler_seed)
-    if not study.get_trials(deepcopy=False):  # a new study starts from the probe regime
+    if not study.get_trials(deepcopy=False) and warm:  # a new study from an earlier one's trials
+        study.add_trials(warm)
+        reseed(study, args.sampler_seed)
+        write_json(out / "warm_start.json", {"source": str(args.warm_start), "trials_copied": len(warm)})
+        log(f"{len(warm)} finished and pruned trials copied from {args.warm_start}")
+    elif not study.get_trials(deepcopy=False):  # a new study starts from the probe regime
         study.enqueue_trial({a.path: PROBE[a.path] for a in axes if a.path in PROBE})
     again = requeue_running(study)
     if again:
