@@ -297,3 +297,24 @@ def test_a_sweep_refuses_two_runs_of_one_config(argv, capsys):
     assert err.value.code == 2
     msg = capsys.readouterr().err.strip().splitlines()[-1]
     assert ("would be the same run" in msg or "would run twice" in msg) and "--vary" in msg and "--data-seeds" in msg
+
+
+def test_the_k_figure_says_whether_both_views_fall_with_k(monkeypatch, tmp_path):
+    """k.png: one line per data seed and their mean; the title states the measured trend, from
+    hand-made rows whose answer is known."""
+    from theory_sims import figures
+
+    shown = {}
+    monkeypatch.setattr(figures, "save_figure", lambda fig, path: shown.update(fig=fig) or [path])
+
+    def rows(shares):
+        return [{"data.k": k, "data_seed": s, "several_views_individual": v + 0.01 * s, "value_single": 0.3}
+                for k, v in shares.items() for s in (0, 1)]
+
+    figures.k_figure(tmp_path / "k.png", rows({5: 0.4, 10: 0.2, 20: 0.1}))
+    title = shown["fig"]._suptitle.get_text()
+    assert "falls: 0.41 at k = 5, 0.11 at k = 20" in title
+    left = shown["fig"].axes[0]
+    assert len(left.lines) == 3 and list(left.lines[2].get_ydata()) == pytest.approx([0.405, 0.205, 0.105])
+    figures.k_figure(tmp_path / "k.png", rows({5: 0.1, 10: 0.2}))
+    assert "does not fall" in shown["fig"]._suptitle.get_text()

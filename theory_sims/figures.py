@@ -395,6 +395,46 @@ def sweep_figure(path_png, rows: list[dict], paths: list[str]) -> list[Path]:
     return save_figure(fig, path_png)
 
 
+def k_figure(path_png, rows: list[dict]) -> list[Path]:
+    """A sweep along a k rule (``sweep --scale-k``): left, the fraction of (single model, class)
+    pairs that use both of the class's views; right, the single models' test error in units of mu
+    beside the single-model theorem's band [0.49, 0.51] widened by the finite-k tolerance 0.5/k.
+    One line per data seed, the mean over them in black. The theory: the fraction falls towards 0
+    and the error enters the band as k grows."""
+    from theory_sims.report import STATEMENTS, tolerance
+
+    sns.set_theme(style="whitegrid", context="notebook")
+    ks = sorted({int(r["data.k"]) for r in rows})
+    seeds = sorted({r["data_seed"] for r in rows})
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, key in zip(axes, ("several_views_individual", "value_single")):
+        for i, s in enumerate(seeds):
+            pts = sorted((int(r["data.k"]), r[key]) for r in rows if r["data_seed"] == s)
+            ax.plot(*zip(*pts), marker="o", lw=1, alpha=0.6, color=sns.color_palette()[i % 10], label=f"data seed {s}")
+        mean = [np.mean([r[key] for r in rows if int(r["data.k"]) == k]) for k in ks]
+        ax.plot(ks, mean, marker="s", color="black", lw=2, label="mean over data seeds")
+        ax.set_xscale("log")
+        ax.set_xticks(ks)
+        ax.set_xticklabels([str(k) for k in ks])
+        ax.minorticks_off()
+        ax.set_xlabel("k (classes), the other parameters along the k rule")
+    single = STATEMENTS["single"]
+    lo = [single.lo - tolerance(k) for k in ks]
+    hi = [single.hi + tolerance(k) for k in ks]
+    axes[1].fill_between(ks, lo, hi, color="tab:green", alpha=0.2, label="the theorem's band, with the tolerance 0.5/k")
+    axes[0].set(ylabel="fraction of (model, class) pairs using both views", ylim=(0, None))
+    axes[1].set(ylabel="single models' test error (units of mu)")
+    axes[0].legend(fontsize=8)
+    axes[1].legend(fontsize=8)
+    first = np.mean([r["several_views_individual"] for r in rows if int(r["data.k"]) == ks[0]])
+    last = np.mean([r["several_views_individual"] for r in rows if int(r["data.k"]) == ks[-1]])
+    verb = "falls" if last < first else "does not fall"
+    fig.suptitle(f"as k grows, the share of classes whose single models use both views {verb}: "
+                 f"{first:.2f} at k = {ks[0]}, {last:.2f} at k = {ks[-1]} (mean over {len(seeds)} data seeds)", fontsize=11)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    return save_figure(fig, path_png)
+
+
 def prediction_map(path_png, rows: list[dict], paths: list[str]) -> list[Path]:
     """Where each of the paper's predictions holds over a two-parameter grid sweep: one panel per
     prediction, each point coloured by the prediction's margin (mean over the data seeds; blue

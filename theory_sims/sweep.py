@@ -23,7 +23,9 @@ scheduler). Each finished run's record lands in ``RUN/jobs/`` as it finishes, so
 keeps what it finished and ``--resume RUN`` (with the same flags) runs only the rest. At the end
 it writes ``sweep.csv`` and ``sweep.json`` (one row per run), beside the sweep's ``config.json``,
 and ``sweep.png`` / ``sweep.pdf``: single-view accuracy, views per class and the gains against the
-point, with the thresholds drawn in. The rows are the same whatever ran them (timings aside).
+point, with the thresholds drawn in; along a k rule (``--scale-k``) also ``k.png``: the share of
+classes whose single models use both views, and their error beside the single-model theorem's
+band, against k. The rows are the same whatever ran them (timings aside).
 """
 
 from __future__ import annotations
@@ -288,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
         figures.sweep_figure(out / "sweep.png", rows, paths)
         if args.grid:
             figures.prediction_map(out / "map.png", rows, paths)
+        if args.scale_k is not None:
+            figures.k_figure(out / "k.png", rows)
     print(report.format_summary(rows, paths))
     if args.grid:
         print(report.format_map(rows, paths))
