@@ -1,5 +1,6 @@
 """python -m theory_sims.ensemble_size: the run folder, the curve's consistency, and bad flags."""
 
+import csv
 import json
 
 import numpy as np
@@ -17,12 +18,48 @@ def run(tmp_path_factory):
     return out, json.loads((out / "results.json").read_text())
 
 
+def _csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _same(cell: str, value) -> bool:
+    """A CSV cell holds ``value`` (a number, or empty for None)."""
+    return cell == "" if value is None else float(cell) == pytest.approx(value, abs=1e-12)
+
+
 def test_the_run_writes_its_tables_and_figure(run):
+    """The files are there and say what results.json says: one CSV row per ensemble size with every
+    column of its entry, the disagreement table with its three splits, and the flags in config.json."""
     out, res = run
     for name in ("config.json", "results.json", "ensemble_size.csv", "disagreement.csv", "ensemble_size.pdf"):
         assert (out / name).is_file()
+    assert (out / "ensemble_size.pdf").read_bytes().startswith(b"%PDF")
     assert_png_has_content(out / "ensemble_size.png")
     assert [r["members"] for r in res["sizes"]] == [1, 2, 4]
+    sizes = _csv(out / "ensemble_size.csv")
+    assert len(sizes) == 3 and list(sizes[0]) == list(res["sizes"][0])
+    assert "single_view_acc" in sizes[0] and "null_single_view_acc" in sizes[0] and "classes_covered" in sizes[0]
+    for row, entry in zip(sizes, res["sizes"]):
+        assert all(_same(row[key], value) for key, value in entry.items()), (row, entry)
+    dis = _csv(out / "disagreement.csv")
+    assert [(r["samples"], r["split"]) for r in dis] == [
+        ("multi-view", "all"), ("single-view", "all"), ("single-view", "both of the pair use the view"),
+        ("single-view", "one of the pair use the view"), ("single-view", "neither of the pair use the view")]
+    assert _same(dis[0]["disagreement"], res["disagreement"]["multi_view"]) and dis[0]["cases"] == ""
+    assert _same(dis[1]["disagreement"], res["disagreement"]["single_view"])
+    by = res["disagreement"]["single_view_by_views"]
+    for row, name in zip(dis[2:], ("both", "one", "neither")):
+        assert _same(row["disagreement"], by[name]["disagreement"]) and int(row["cases"]) == by[name]["cases"]
+    assert sum(int(r["cases"]) for r in dis[2:]) == 6 * 1000  # 6 pairs on every single-view test sample
+    # the size curve's single-view column matches the members' accuracy and the coverage numbers
+    assert float(sizes[0]["single_view_acc"]) == pytest.approx(np.mean(res["members_single_view_acc"]))
+    rate = np.asarray(res["views_used"]).mean()
+    for row in sizes:
+        assert float(row["independent_lottery_single_view"]) == pytest.approx(1 - (1 - rate) ** int(row["members"]))
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["sizes"] == [1, 2, 4] and cfg["subsets"] == 20 and cfg["n_boot"] == 50
+    assert cfg["experiment"]["seeds"] == 4 and len(res["members_single_view_acc"]) == 4 == len(res["train_acc"])
 
 
 def test_one_member_is_the_mean_single_model_and_all_members_are_the_one_ensemble(run):

@@ -108,14 +108,26 @@ def test_nll_and_ece_on_constructed_examples():
 
 
 def test_calibration_of_a_stack_and_its_ensemble():
-    y = np.array([0, 1])
-    z = np.log(np.array([[[0.9, 0.1], [0.4, 0.6]], [[0.7, 0.3], [0.2, 0.8]]]))
-    out = en.calibration(z, y, how="softmax")
-    assert out["models"]["acc"] == 1.0
-    ens_p = np.array([[0.8, 0.2], [0.3, 0.7]])
-    assert out["ensemble"]["nll"] == pytest.approx(-np.mean(np.log([0.8, 0.7])))
-    assert out["ensemble"]["ece"] == pytest.approx(np.mean([0.2, 0.3]))
-    assert ens_p.argmax(-1).tolist() == y.tolist()
+    """Two models, three classes: model 0 gets sample 1 wrong (5 of 6 right), their mean probability
+    gets all three right. Every number below is worked out by hand from the probabilities."""
+    y = np.array([0, 1, 2])
+    p = np.array([[[0.7, 0.2, 0.1], [0.5, 0.4, 0.1], [0.1, 0.1, 0.8]],
+                  [[0.5, 0.3, 0.2], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6]]])
+    out = en.calibration(np.log(p), y, how="softmax")
+    # the ensemble's probabilities: [0.6, 0.25, 0.15], [0.3, 0.6, 0.1], [0.15, 0.15, 0.7]
+    assert out["ensemble"]["acc"] == 1.0 and out["models"]["acc"] == pytest.approx(5 / 6)
+    assert out["ensemble"]["nll"] == pytest.approx(-np.mean(np.log([0.6, 0.6, 0.7])))
+    assert out["ensemble"]["ece"] == pytest.approx((0.4 + 0.4 + 0.3) / 3)  # all right at 0.6, 0.6, 0.7
+    model_nll = [-np.mean(np.log([0.7, 0.4, 0.8])), -np.mean(np.log([0.5, 0.8, 0.6]))]
+    assert out["models"]["nll"] == pytest.approx(np.mean(model_nll))
+    # model 0: right at 0.7 and 0.8, wrong at 0.5 (each alone in its bin); model 1: right at 0.5, 0.8, 0.6
+    assert out["models"]["ece"] == pytest.approx(np.mean([(0.3 + 0.5 + 0.2) / 3, (0.5 + 0.2 + 0.4) / 3]))
+    # the default ensemble averages logits: its probabilities are the normalised geometric means
+    geo = np.sqrt(p[0] * p[1])
+    geo /= geo.sum(-1, keepdims=True)
+    by_logits = en.calibration(np.log(p), y)["ensemble"]
+    assert by_logits["acc"] == 1.0 and by_logits["nll"] == pytest.approx(-np.mean(np.log(geo[[0, 1, 2], y])))
+    assert by_logits["nll"] != pytest.approx(out["ensemble"]["nll"])
 
 
 def test_bad_shapes_are_refused():

@@ -132,27 +132,39 @@ def test_rejection_sampling_gives_up_with_a_clear_error_when_a_class_never_has_t
         GaussianTask(cfg, seed=120).sample(2, seed=120)
 
 
-@settings(max_examples=25, deadline=None)
-@given(
-    teacher=st.sampled_from(TEACHERS),
-    input_kind=st.sampled_from(["gaussian", "mixture"]),
-    k=st.integers(2, 6),
-    patches=st.integers(1, 3),
-    margin=st.floats(0.0, 0.5),
-    noise=st.floats(0.0, 0.5),
-    n=st.integers(1, 60),
-    seed=st.integers(0, 2**32 - 1),
-)
-def test_property_rejection_samples_are_balanced_with_margin(teacher, input_kind, k, patches, margin, noise, n, seed):
-    cfg = GaussianConfig(k=k, patches=patches, patch_dim=6, teacher=teacher, input=input_kind,
-                         teacher_width=8, sampling="rejection", margin=margin, label_noise=noise)
-    try:
-        data = GaussianTask(cfg, seed=seed).sample(n, seed=seed)
-    except ValueError as err:  # a teacher that (almost) never gives some class with this margin
-        assert "rejection sampling gave up" in str(err) and "lower margin" in str(err)
-        return
-    counts = np.bincount(data.clean_y, minlength=k)  # balance holds for the teacher's labels
-    assert counts.sum() == n and counts.max() - counts.min() <= 1
-    assert data.margin.min() >= margin
-    assert data.flipped.sum() == round(noise * n)
-    assert ((data.y >= 0) & (data.y < k)).all()
+def test_property_rejection_samples_are_balanced_with_margin():
+    """Random configs: every sample drawn is balanced, keeps its margin and flips the requested
+    fraction. A config may give up (a teacher that almost never gives some class the margin), but a
+    run of examples that mostly gave up would check nothing: most must be accepted."""
+    outcomes = []
+
+    @settings(max_examples=25, deadline=None, derandomize=True, database=None)
+    @given(
+        teacher=st.sampled_from(TEACHERS),
+        input_kind=st.sampled_from(["gaussian", "mixture"]),
+        k=st.integers(2, 6),
+        patches=st.integers(1, 3),
+        margin=st.floats(0.0, 0.5),
+        noise=st.floats(0.0, 0.5),
+        n=st.integers(1, 60),
+        seed=st.integers(0, 2**32 - 1),
+    )
+    def check(teacher, input_kind, k, patches, margin, noise, n, seed):
+        cfg = GaussianConfig(k=k, patches=patches, patch_dim=6, teacher=teacher, input=input_kind,
+                             teacher_width=8, sampling="rejection", margin=margin, label_noise=noise)
+        try:
+            data = GaussianTask(cfg, seed=seed).sample(n, seed=seed)
+        except ValueError as err:  # a teacher that (almost) never gives some class with this margin
+            assert "rejection sampling gave up" in str(err) and "lower margin" in str(err)
+            outcomes.append(False)
+            return
+        counts = np.bincount(data.clean_y, minlength=k)  # balance holds for the teacher's labels
+        assert counts.sum() == n and counts.max() - counts.min() <= 1
+        assert data.margin.min() >= margin
+        assert data.flipped.sum() == round(noise * n)
+        assert ((data.y >= 0) & (data.y < k)).all()
+        outcomes.append(True)
+
+    check()
+    accepted = sum(outcomes)
+    assert len(outcomes) >= 20 and accepted >= 0.8 * len(outcomes), f"{accepted} of {len(outcomes)} accepted"

@@ -167,18 +167,69 @@ def sweep_dir(tmp_path_factory):
     return out
 
 
+def hand_results(**errors):
+    """``results_with`` plus the views each row uses, for :func:`report.summary`: the single models
+    use 2 + 1 and 1 + 0 views in their two classes (1 per class; 1 pair of 4 uses both), the KD
+    students all (2), the self-KD students one (1), the average 2 + 1 (1.5)."""
+    res = results_with(**errors)
+    used = {"individual": [[[1, 0], [1, 1]], [[0, 1], [0, 0]]], "kd": [[[1, 1], [1, 1]], [[1, 1], [1, 1]]],
+            "self_kd": [[[1, 0], [1, 0]], [[0, 1], [1, 0]]], "average": [[[1, 1], [1, 0]]]}
+    for key, views in used.items():
+        res[key]["views_learned"] = np.array(views, dtype=bool)
+    return res
+
+
+def test_a_runs_summary_holds_its_rows_numbers_gains_and_verdicts():
+    """report.summary, the row a sweep writes for each run, on hand-made results (mu = 0.1, k = 10:
+    tolerance 0.05 mu): single-view accuracy is 1 - the error in mu, and each verdict follows."""
+    row = report.summary(hand_results(single=0.5, ens=0.1, kd=0.2, self_kd=0.3, average=0.4, kd_ensemble=0.17))
+    assert {k: row[k] for k in ("sv_individual", "sv_ensemble", "sv_kd", "sv_self_kd", "sv_average",
+                                "sv_kd_ensemble")} == pytest.approx(
+        {"sv_individual": 0.5, "sv_ensemble": 0.9, "sv_kd": 0.8, "sv_self_kd": 0.7, "sv_average": 0.6,
+         "sv_kd_ensemble": 0.83})
+    assert row["gain_ensemble"] == pytest.approx(0.4) and row["gain_average"] == pytest.approx(0.1)
+    assert row["gain_kd_ensemble"] == pytest.approx(0.03)
+    assert (row["multi_view_single"], row["train_acc_min"]) == (1.0, 1.0)
+    assert {k: row["views_" + k] for k in ("individual", "kd", "self_kd", "average")} == {
+        "individual": 1.0, "kd": 2.0, "self_kd": 1.0, "average": 1.5}
+    assert row["several_views_individual"] == 0.25
+    # single 0.5 in [0.44, 0.56]; ensemble 0.1 and KD 0.2 past 0.06; self-KD 0.3 under 0.31; training
+    # the average gains 0.1 > 0.05; the students' ensemble gains 0.03 <= 0.05
+    assert {n: row["holds_" + n] for n in THEOREMS + OBSERVATIONS} == {
+        "single": True, "ensemble": False, "kd": False, "self_kd": True, "average": False, "kd_ensemble": True}
+    assert {n: row["margin_" + n] for n in THEOREMS + OBSERVATIONS} == pytest.approx(
+        {"single": 0.06, "ensemble": -0.04, "kd": -0.14, "self_kd": 0.01, "average": -0.05, "kd_ensemble": 0.02})
+    assert row["value_single"] == pytest.approx(0.5) and row["value_average"] == pytest.approx(0.1)
+
+
 def test_sweep_writes_one_row_per_point_and_data_seed(sweep_dir):
+    """One row per (point, data seed) in order, the same in sweep.csv as in sweep.json, and each
+    row the summary of its run (its verdicts as judged from its margins)."""
+    import csv
+
     names = {p.name for p in sweep_dir.iterdir()}
     assert {"config.json", "sweep.csv", "sweep.json", "sweep.png", "sweep.pdf"} <= names
     assert not [n for n in names if n.endswith(".tmp")]
     rows = json.loads((sweep_dir / "sweep.json").read_text())["runs"]
     assert [(r["point"], r["learner.q"], r["train.lr"], r["data_seed"]) for r in rows] == [
         (0, 3, 5.0, 0), (0, 3, 5.0, 1), (1, 4, 8.0, 0), (1, 4, 8.0, 1)]
+    summary_keys = set(report.summary(hand_results()))  # the numbers of every run's summary, and its wall time
     for r in rows:
+        assert {"point", "learner.q", "train.lr", "data_seed", "wall_s", "sv_long_single", "sv_individual_3x"} \
+            | summary_keys <= set(r)
         assert r["gain_average"] == pytest.approx(r["sv_average"] - r["sv_individual"])
         assert r["gain_kd_ensemble"] == pytest.approx(r["sv_kd_ensemble"] - r["sv_kd"])
+        assert all(r["holds_" + n] == (r["margin_" + n] >= 0) for n in THEOREMS + OBSERVATIONS)
         assert 0 <= r["views_individual"] <= 2 and isinstance(r["holds_average"], bool)
-    assert len((sweep_dir / "sweep.csv").read_text().splitlines()) == 1 + len(rows)
+    with open(sweep_dir / "sweep.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == len(rows) and list(table[0]) == list(rows[0])
+    for line, r in zip(table, rows):
+        for key, value in r.items():
+            if isinstance(value, bool):
+                assert line[key] == str(value), key
+            else:
+                assert float(line[key]) == pytest.approx(value, abs=1e-12), key
     cfg = json.loads((sweep_dir / "config.json").read_text())
     assert cfg["vary"] == {"learner.q": [3, 4], "train.lr": [5.0, 8.0]} and cfg["data_seeds"] == [0, 1]
     assert cfg["base"]["data"]["k"] == 4
@@ -225,20 +276,32 @@ def test_sweep_help_explains_vary():
     assert "runs/sweep-<time>" in proc.stdout
 
 
-def test_a_grid_sweep_draws_the_map_and_prints_each_prediction(tmp_path, capsys):
+def test_a_grid_sweep_draws_the_map_and_prints_each_prediction(tmp_path, capsys, monkeypatch):
+    """Each grid point's run replaced by hand-made results whose single-model error depends on the
+    point (q = 3: 0.5 and 0.6 mu at lr 5 and 8; q = 4: 0.45 and 0.3 mu; k = 10, tolerance 0.05): the
+    map prints each point's margin and verdict where the point lies, and draws them."""
     from conftest import assert_png_has_content
 
+    error = {(3, 5.0): 0.5, (3, 8.0): 0.6, (4, 5.0): 0.45, (4, 8.0): 0.3}
+    monkeypatch.setattr(sweep, "point_job", lambda cfg: {
+        **report.summary(hand_results(single=error[cfg.learner.q, cfg.train.lr])), "wall_s": 0.0})
     out = tmp_path / "grid"
     argv = SMALL + ["--grid", "--vary", "learner.q=3,4", "--vary", "train.lr=5,8", "--cluster", "serial"]
     assert sweep.main(argv + ["--out", str(out)]) == 0
     rows = json.loads((out / "sweep.json").read_text())["runs"]
     assert [(r["learner.q"], r["train.lr"]) for r in rows] == [(3, 5.0), (3, 8.0), (4, 5.0), (4, 8.0)]
-    for r in rows:
-        assert all((r["margin_" + n] >= 0) == r["holds_" + n] for n in THEOREMS + OBSERVATIONS)
+    assert [r["holds_single"] for r in rows] == [True, False, True, False]
     assert_png_has_content(out / "map.png")
     printed = capsys.readouterr().out
     for name in THEOREMS + OBSERVATIONS:
         assert f"{name} (margin; held on how many of 1 data seeds), learner.q down, train.lr across" in printed
+    lines = printed.splitlines()
+    at = lines.index("single (margin; held on how many of 1 data seeds), learner.q down, train.lr across")
+    assert lines[at + 1:at + 4] == [
+        " " * 10 + " " * 13 + "5.0" + " " * 13 + "8.0",
+        "         3   +0.060 (1/1)   -0.040 (0/1)",  # 0.5: 0.06 inside [0.44, 0.56]; 0.6: 0.04 past it
+        "         4   +0.010 (1/1)   -0.140 (0/1)",
+    ]
 
 
 def test_k_rule_ties_the_regime_to_k():

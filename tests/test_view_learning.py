@@ -78,8 +78,33 @@ def test_results_json_has_the_documented_keys(run_dir):
     assert np.asarray(res["wide_single"]["views_learned"]).shape == (1, 4, 2)
     assert np.asarray(res["average"]["views_learned"]).shape == (1, 4, 2)
     assert res["timing_s"]["total"] > 0
-    assert res["predictions"] == report.judge(res)  # value, the paper's bound, tolerance and verdict of each
     assert {v["kind"] for v in res["predictions"].values()} == {"theorem", "random features", "observation"}
+    # each verdict, worked out from the rows by the paper's bounds: the error over D in units of mu,
+    # held to the bound widened by the tolerance 0.5 / k = 0.125 (narrowed for a gain that must exist)
+    mu, tol = res["setting"]["mu"], 0.5 / 4
+    err = lambda row: (1 - np.mean(row["test_acc"])) / mu  # noqa: E731
+    rf = res["random_features"]
+    single, train = err(res["individual"]), min(res["individual"]["train_acc"])
+    expected = {  # name: (kind, value, lo held, hi held)
+        "single": ("theorem", single, 0.49 - tol, 0.51 + tol),
+        "ensemble": ("theorem", err(res["ensemble"]), None, 0.01 + tol),
+        "kd": ("theorem", err(res["kd"]), None, 0.01 + tol),
+        "self_kd": ("theorem", err(res["self_kd"]), None, 0.26 + tol),
+        "rf_ensemble": ("random features", err(rf["individual"]) - err(rf["ensemble"]), tol, None),
+        "rf_kd": ("random features", err(rf["individual"]) - err(rf["kd"]), None, tol),
+        "rf_average": ("random features", err(rf["individual"]) - err(rf["average"]), tol, None),
+        "average": ("observation", single - err(res["average"]), None, tol),
+        "kd_ensemble": ("observation", err(res["kd"]) - err(res["kd_ensemble"]), None, tol),
+    }
+    assert list(res["predictions"]) == list(expected)
+    for name, (kind, value, lo, hi) in expected.items():
+        got = res["predictions"][name]
+        assert got["kind"] == kind and got["value"] == pytest.approx(value) and got["tolerance"] == pytest.approx(tol)
+        assert got["lo_held"] == (None if lo is None else pytest.approx(lo))
+        assert got["hi_held"] == (None if hi is None else pytest.approx(hi))
+        slack = ([] if lo is None else [value - lo]) + ([] if hi is None else [hi - value])
+        margin = min(slack + ([train - 1.0] if name == "single" and train < 1.0 else []))  # the fit is a gate
+        assert got["margin"] == pytest.approx(margin) and got["holds"] == (margin >= 0), name
     cfg = json.loads((run_dir / "config.json").read_text())
     assert cfg["data"]["k"] == 4 and cfg["seeds"] == 3 and cfg["learner"]["k"] == 4
 
@@ -181,13 +206,50 @@ def test_unfitted_names_the_rows_that_stop_short_of_the_training_set():
     assert report.unfitted(results) == []
 
 
+class _Stack:
+    """A stand-in for a trained stack: its logits on each input array are given by hand."""
+
+    def __init__(self, logits_by_input):
+        self.table = logits_by_input
+
+    def logits(self, X, backend, device):
+        return next(z for x, z in self.table if x is X)
+
+
 def test_test_accuracy_is_the_mixture_of_multi_and_single_view(run_dir):
+    """Two models with hand-made predictions, mu = 0.2: model 0 gets 3 of 4 multi-view samples and
+    1 of 2 single-view ones right (test accuracy 0.8 * 0.75 + 0.2 * 0.5 = 0.7), model 1 2 of 4 and 2
+    of 2 (0.8 * 0.5 + 0.2 = 0.6); their ensemble follows model 0 on multi-view samples (its logits
+    are larger there) and model 1 on single-view ones (0.8 * 0.75 + 0.2 * 1 = 0.8)."""
+    from types import SimpleNamespace as NS
+
+    def votes(pred, scale):  # logits (n, 3) whose argmax is pred
+        return scale * np.eye(3)[pred]
+
+    multi = NS(X=np.zeros((4, 1)), y=np.array([0, 1, 2, 0]))
+    single = NS(X=np.zeros((2, 1)), y=np.array([1, 2]))
+    clean = NS(X=np.zeros((2, 1)), y=np.array([1, 2]))
+    tests = ex.TestSets(multi=multi, single=single, mu=0.2, single_clean=clean)
+    stack = _Stack([
+        (multi.X, np.stack([votes([0, 1, 2, 1], 2.0), votes([0, 0, 0, 0], 1.0)])),
+        (single.X, np.stack([votes([1, 0], 1.0), votes([1, 2], 3.0)])),
+        (clean.X, np.stack([votes([1, 2], 1.0), votes([0, 2], 1.0)])),
+    ])
+    ev = ex.Evaluator(None, tests)
+    got = ev.models(NS(model=stack))
+    assert got["multi_view_acc"] == pytest.approx([0.75, 0.5]) and got["single_view_acc"] == pytest.approx([0.5, 1.0])
+    assert got["test_acc"] == pytest.approx([0.7, 0.6])
+    assert got["single_view_clean_acc"] == pytest.approx([1.0, 0.5])
+    ens = ev.ensemble(NS(model=stack))
+    assert ens["multi_view_acc"] == pytest.approx(0.75) and ens["single_view_acc"] == pytest.approx(1.0)
+    assert ens["test_acc"] == pytest.approx(0.8)
+    # and in the run: the rows hold the mixture of their own multi- and single-view accuracy
     res = json.loads((run_dir / "results.json").read_text())
-    cfg = json.loads((run_dir / "config.json").read_text())
-    mu = cfg["data"]["missing"]
-    for s in range(3):
-        expected = (1 - mu) * res["individual"]["multi_view_acc"][s] + mu * res["individual"]["single_view_acc"][s]
-        assert res["individual"]["test_acc"][s] == pytest.approx(expected)
+    mu = json.loads((run_dir / "config.json").read_text())["data"]["missing"]
+    assert res["setting"]["mu"] == mu
+    for row in (res["individual"], res["kd"], res["ensemble"]):
+        expected = (1 - mu) * np.asarray(row["multi_view_acc"]) + mu * np.asarray(row["single_view_acc"])
+        np.testing.assert_allclose(row["test_acc"], expected)
 
 
 def test_table_rows_and_format():
@@ -331,19 +393,61 @@ def test_default_data_follows_the_papers_definition_in_its_weights():
     assert noise.mean() == pytest.approx(c.feature_noise / 2, rel=0.05)
 
 
-def test_the_mechanism_in_results_is_recomputed_from_the_rows_it_reads(run_dir):
-    """The mechanism block reads the rows' views: recomputing it from results.json gives it back."""
-    from theory_sims import mechanism as mech
+def test_the_mechanism_in_results_is_recomputed_from_the_rows_it_reads():
+    """The mechanism block reads the rows' views: Run.mechanism on a hand-made run (3 single models,
+    2 students, k = 2 classes of V = 2 views) gives the numbers worked out by hand from those rows."""
+    from types import SimpleNamespace as NS
 
-    res = json.loads((run_dir / "results.json").read_text())
-    used = {key: np.asarray(res[key]["views_learned"], dtype=bool) for key in ("individual", "kd", "self_kd", "long_single")}
-    m = res["mechanism"]
-    assert m["kd_inheritance"] == {**mech.kd_inheritance(used["individual"], used["kd"]),
-                                   "ensemble_views": pytest.approx(np.mean(res["ensemble"]["views_learned"]))}
-    assert m["self_kd_inheritance"] == mech.self_kd_inheritance(used["individual"][:2], used["long_single"], used["self_kd"])
-    assert m["lottery"] == mech.init_lottery(np.asarray(m["lambda_init"]), used["individual"])
-    view_acc = np.asarray(res["individual"]["view_acc"], dtype=float)
-    assert np.array_equal(mech.views_used(view_acc), used["individual"])
+    B = lambda a: np.array(a, dtype=bool)  # noqa: E731
+    individual = B([[[1, 0], [0, 1]], [[1, 0], [1, 0]], [[0, 1], [1, 1]]])  # views used (S, k, V)
+    view_acc = np.array([[[0.9, 0.1], [0.2, 0.8]], [[0.7, 0.3], [0.95, 0.1]], [[0.2, 0.6], [0.55, 1.0]]])
+    lam = np.array([[[2.5, 0.2], [0.1, 3.5]], [[1.5, 0.3], [4.5, 0.2]], [[0.4, 2.2], [1.1, 5.0]]])  # final
+    lam0 = np.array([[[0.3, 0.1], [0.1, 0.2]], [[0.2, 0.4], [0.45, 0.1]], [[0.1, 0.3], [0.2, 0.25]]])  # at init
+    results = {
+        "individual": {"views_learned": individual, "view_acc": view_acc, "lambda": lam},
+        "kd": {"views_learned": B([[[1, 1], [1, 0]], [[1, 0], [0, 1]]])},
+        "self_kd": {"views_learned": B([[[1, 1], [0, 1]], [[1, 0], [0, 0]]])},
+        "long_single": {"views_learned": B([[[0, 1], [0, 1]], [[1, 0], [0, 0]]])},  # the students' own inits
+        "ensemble": {"views_learned": B([[[1, 1], [1, 0]]])},
+    }
+    noise = {"single": [[[1, 2], [3, 0]]], "kd": [[[0, 5], [1, 1]]], "self_kd": [[[4, 4], [-1, -2]]]}
+    seen = []
+    run = NS(results=results, cfg=NS(students=2, learner=NS(varrho=0.5)),
+             models={"single": NS(history={"step": np.array([0, 10]), "lambda": np.stack([lam0, lam])},
+                                  fit_step=np.array([10, 10, -1]), model="single"),
+                     "kd": NS(model="kd"), "self_kd": NS(model="self_kd")},
+             tests=NS(noise_only=np.zeros((2, 3))), ev=NS(on=lambda model, X: np.array(noise[model], float)),
+             memorisation=lambda used: seen.append(used) or ("stored", "per sample"))
+    vl.Run.mechanism(run)
+    m = results["mechanism"]
+    # Lambda / varrho binned: below 1: 5 triples (accuracies .1 .2 .3 .1 .2), [2, 3): 1 (.55), [3, 4): 1 (.7),
+    # 4 and above: 5 (.9 .8 .95 .6 1)
+    assert [c["triples"] for c in m["calibration"]] == [5, 0, 1, 1, 5]
+    assert [c["mean_view_acc"] for c in m["calibration"]] == [pytest.approx(0.18), None, pytest.approx(0.55),
+                                                               pytest.approx(0.7), pytest.approx(0.85)]
+    # the lottery: 5 (model, class) pairs use one view, 4 of them the one with the larger Lambda at init
+    np.testing.assert_array_equal(m["lambda_init"], lam0)
+    assert (m["lottery"]["pairs"], m["lottery"]["one_view"], m["lottery"]["several_views"]) == (6, 5, 1)
+    assert m["lottery"]["init_winner"] == pytest.approx(0.8)
+    # teachers per (class, view): 2, 1 / 2, 2; the students use 1 of the 2 triples at one teacher,
+    # 4 of the 6 at two, 5 of 8 in all
+    kd = m["kd_inheritance"]
+    assert kd["by_teachers"] == [{"teachers": 1, "triples": 2, "fraction": 0.5},
+                                 {"teachers": 2, "triples": 6, "fraction": pytest.approx(4 / 6)}]
+    assert kd["ensemble"]["fraction"] == pytest.approx(5 / 8) and kd["few"]["fraction"] == 0.5
+    assert kd["ensemble_views"] == pytest.approx(0.75)
+    # self-KD against the first two single models and the control: both 2 triples (both used),
+    # teacher only 2 (1 used), own init only 1 (used), neither 3 (none), the union 5 (4 used)
+    skd = m["self_kd_inheritance"]
+    assert {g: (skd[g]["triples"], skd[g]["fraction"]) for g in ("both", "teacher", "own_init", "neither", "union")} \
+        == {"both": (2, 1.0), "teacher": (2, 0.5), "own_init": (1, 1.0), "neither": (3, 0.0),
+            "union": (5, pytest.approx(0.8))}
+    assert len(seen) == 1 and np.array_equal(seen[0], individual)  # memorisation reads the single models' views
+    assert (m["memorisation"], m["single_view_samples"]) == ("stored", "per sample")
+    assert m["race"]["pairs"] == 6 and m["race"]["raced"] == 6
+    assert m["noise_response"] == {"individual": {"mean_max_logit": [2.5], "max_logit": [3.0]},
+                                   "kd": {"mean_max_logit": [3.0], "max_logit": [5.0]},
+                                   "self_kd": {"mean_max_logit": [1.5], "max_logit": [4.0]}}
 
 
 def test_the_sum_control_is_the_average_members_trained_as_their_sum(run_dir, small):
@@ -422,15 +526,32 @@ def test_lambda_figure_labels_each_tick_once_in_plain_numbers():
     assert labels == ["\N{MINUS SIGN}0.1", "0", "0.1", "1"] or labels == ["-0.1", "0", "0.1", "1"]
 
 
-def test_accuracy_figure_names_the_theorems_that_held_as_the_table_does(run_dir):
+def test_accuracy_figure_names_the_theorems_that_held_as_the_table_does():
+    """Hand-made rows, mu = 0.1 and k = 10 (tolerance 0.05 mu): the single model errs on 0.5 mu and
+    KD on 0 (both hold), the ensemble on 0.2 mu and self-KD on 0.5 mu (both fail); the observations
+    hold but are no theorems. The title names the two that held; the bars are the rows' accuracies."""
     from theory_sims import figures, report
 
-    res = json.loads((run_dir / "results.json").read_text())
-    fig = figures.accuracy_bars(report.table_rows(res), res["predictions"])
-    title = fig.axes[0].get_title()
-    held = [report.LABELS[n] for n, v in res["predictions"].items() if v["kind"] == "theorem" and v["holds"]]
-    assert f"held here: {', '.join(held) if held else 'none'} ({len(held)} of 4)" in title
-    assert "self_kd" not in title and "_" not in title.split("held here:")[1]
+    def row(test, single, models=1):
+        return {"test_acc": [test] * models, "multi_view_acc": [1.0] * models, "single_view_acc": [single] * models}
+
+    res = {"setting": {"k": 10, "views": 2, "mu": 0.1},
+           "individual": {**row(0.95, 0.5, 2), "train_acc": [1.0, 1.0]}, "ensemble": row(0.98, 0.8),
+           "kd": row(1.0, 1.0, 2), "self_kd": row(0.95, 0.5, 2), "average": row(0.953, 0.53),
+           "kd_ensemble": row(1.0, 1.0)}
+    fig = figures.accuracy_bars(report.table_rows(res), report.judge(res))
+    ax = fig.axes[0]
+    assert ax.get_title().endswith("; the paper's theorems held here: single model, KD (2 of 4)")
+    assert [t.get_text() for t in ax.get_yticklabels()] == [
+        "single model", "ensemble", "knowledge distillation", "self-distillation", "training the average",
+        "ensemble of KD students"]
+    widths = [p.get_width() for p in ax.patches]
+    assert widths == pytest.approx([1.0] * 6 + [0.5, 0.8, 1.0, 0.5, 0.53, 1.0])  # multi-view, then single-view
+    none_held = {n: {**v, "holds": False} for n, v in report.judge(res).items()}
+    title = figures.accuracy_bars(report.table_rows(res), none_held).axes[0].get_title()
+    assert title.endswith("held here: none (0 of 4)")
+    assert figures.accuracy_bars(report.table_rows(res)).axes[0].get_title() == "test accuracy of every row"
+    figures.plt.close("all")
 
 
 def test_check_lr_trains_the_single_models_at_half_the_rate_and_reports_the_race(tmp_path, capsys):
