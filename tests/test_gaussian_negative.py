@@ -179,3 +179,18 @@ def test_gain_heatmap_marks_the_cells_the_grid_did_not_run():
     import matplotlib.pyplot as plt
 
     plt.close("all")
+
+
+def test_the_gains_figure_names_the_runs_label_noise_rate():
+    import matplotlib.pyplot as plt
+
+    from theory_sims import figures
+
+    cells = [{"cell": {"input": "gaussian", "teacher": "fc", "sampling": "uniform", "margin": False, "label_noise": n},
+              "gain": 0.01, "gain_ci": [0.0, 0.02]} for n in (False, True)]
+    for rate, text in ((0.25, "a Gaussian cell, 25% label noise"), (0.015, "a Gaussian cell, 1.5% label noise"),
+                       (None, "a Gaussian cell, label noise")):
+        fig = figures.gains_vs_multiview(cells, None, rate)
+        labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+        assert labels[1] == text, labels
+        plt.close(fig)

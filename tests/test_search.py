@@ -186,3 +186,72 @@ def test_bad_search_flags_exit_2_with_one_line_and_write_nothing(argv, needle, c
     err = capsys.readouterr().err
     assert needle in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def _fake_trial_job(calls: list, clock: list | None = None):
+    """A stand-in for the experiment (``search.trial_job``) with scores known in advance: every
+    theorem holds (margin 0) in each trial but the 6th, 8th, 10th, ... to start (counted by their
+    first data seed; trials 5, 7, 9, ...), where every theorem misses by 1 on every seed. With
+    ``clock``, each run moves the search's clock on by 30 s."""
+    def job(cfg):
+        if cfg.seed == 0:
+            calls.append(cfg.learner.sigma0)
+        if clock is not None:
+            clock[0] += 30.0
+        margin = -1.0 if len(calls) > 5 and len(calls) % 2 == 0 else 0.0
+        return {**{f"margin_{n}": margin for n in search.THEOREMS},
+                **{f"holds_{n}": margin >= 0 for n in search.THEOREMS}, "wall_s": 0.0}
+
+    return job
+
+
+def test_a_trial_below_the_median_on_its_first_seed_is_pruned_there(tmp_path, monkeypatch):
+    """Optuna's median pruner, after 5 finished trials: each trial that scores -4 on its first data
+    seed while the finished ones scored 0 stops there (its record holds that one seed, its second
+    seed never runs) and trials.csv lists only the finished trials."""
+    import csv
+
+    calls = []
+    monkeypatch.setattr(search, "trial_job", _fake_trial_job(calls))
+    out = tmp_path / "s"
+    assert search.main(TINY + ["--trials", "8", "--no-figures", "--out", str(out)]) == 0
+    study = search.open_study(out, 0)
+    trials = study.get_trials()
+    pruned = [t for t in trials if t.state.name == "PRUNED"]
+    done = [t for t in trials if t.state.name == "COMPLETE"]
+    assert [t.number for t in pruned] == [5, 7, 9] and len(done) == 8 and len(trials) == 11
+    for t in pruned:
+        assert len(t.user_attrs["records"]) == 1 and t.intermediate_values == {0: -4.0}
+        key = search.params_key(t.params)
+        assert (out / "jobs" / f"{key}-seed0.json").exists() and not (out / "jobs" / f"{key}-seed1.json").exists()
+    assert all(len(t.user_attrs["records"]) == 2 and t.value == 0.0 for t in done)
+    assert len(calls) == 11  # each trial's first data seed ran once
+    with open(out / "trials.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["trial"]) for r in rows] == [t.number for t in done]
+
+
+def test_a_search_past_its_timeout_asks_no_new_trial_and_says_so(tmp_path, monkeypatch, capsys):
+    """--timeout-min 1 with runs that take 30 s each on the search's clock and two data seeds: the
+    first trial ends at 60 s (not past the minute), the second at 120 s, after which no trial is
+    asked although --trials wants 5."""
+    from types import SimpleNamespace
+
+    clock = [0.0]
+    monkeypatch.setattr(search, "trial_job", _fake_trial_job([], clock))
+    monkeypatch.setattr(search, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    out = tmp_path / "s"
+    argv = [a for a in TINY if a != "--quiet"] + ["--trials", "5", "--timeout-min", "1", "--no-figures", "--out", str(out)]
+    assert search.main(argv) == 0
+    trials = search.open_study(out, 0).get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    assert len((out / "trials.csv").read_text().splitlines()) == 1 + 2
+    printed = capsys.readouterr().out
+    assert "--timeout-min 1 reached" in printed and "2 trials; the best:" in printed
+
+
+def test_the_validation_table_counts_theorems_out_of_those_there_are(monkeypatch):
+    monkeypatch.setattr(search, "THEOREMS", ["single", "kd"])
+    row = {"data_seed": 100, "single": 0.5, "holds_single": True, "kd": 0.2, "holds_kd": False, "theorems_held": 1}
+    line = search.format_validation([row]).splitlines()[1]
+    assert line.endswith("  1/2") and "FAILS" in line and "holds" in line

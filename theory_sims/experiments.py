@@ -1,6 +1,7 @@
-"""Building blocks of the experiments: evaluation, ensembles, distillation, training the average.
+"""Building blocks of the experiments: test sets, scoring models and their ensemble, fitting a stack.
 
-Conventions, stated once:
+Distillation and training the average are stages of :class:`theory_sims.view_learning.Run`, built
+from these blocks. Conventions, stated once:
 
 * **ensemble**: the average of the models' outputs F_s(X) (the logits, before any softmax), as in
   the paper; its prediction is the argmax of that average (:func:`theory_sims.stats.ensemble_output`,

@@ -11,13 +11,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from theory_sims.report import ACCURACY_ROWS, LABELS, VIEW_ROWS, judged_names, map_cells  # noqa: E402
+from theory_sims.report import ACCURACY_ROWS, LABELS, VIEW_ROWS, held_bound, judged_names, map_cells  # noqa: E402
 from theory_sims.results import save_figure  # noqa: E402
 from theory_sims.tracking import LEARNED_THRESHOLD  # noqa: E402
 
 
 def views_heatmap(views_learned: np.ndarray, title: str, ylabel: str = "seed"):
-    """Models x classes: which views each model learned (V = 2: none / view 1 / view 2 / both;
+    """Models x classes: which views each model uses (``views_learned`` in the results: judged by
+    its single-view accuracy, :mod:`theory_sims.mechanism`; V = 2: none / view 1 / view 2 / both;
     other V: how many)."""
     vl = np.asarray(views_learned, dtype=bool)  # (S, k, V)
     S, k, V = vl.shape
@@ -31,7 +32,7 @@ def views_heatmap(views_learned: np.ndarray, title: str, ylabel: str = "seed"):
         ax.collections[0].colorbar.set_ticklabels(labels)
     else:
         sns.heatmap(vl.sum(axis=-1), ax=ax, cmap="viridis", vmin=0, vmax=V, annot=True, fmt="d",
-                    cbar_kws={"label": "views learned"})
+                    cbar_kws={"label": "views used"})
     ax.set(xlabel="class", ylabel=ylabel, title=title)
     return fig
 
@@ -157,11 +158,10 @@ def correlation_heatmaps(before: np.ndarray, after: np.ndarray, views: int,
 def training_length(by_length: dict, views: int, k: int):
     """What the single models had learned at each recorded multiple of their own fit step: views
     used per class and single-view test accuracy, one thin line per seed and their mean, with the
-    single-model theorem's band (half the views, single-view accuracy 0.49-0.51, widened by the
-    finite-k tolerance) shaded."""
-    from theory_sims.report import tolerance
-
-    lo, hi = 0.49 - tolerance(k), 0.51 + tolerance(k)
+    single-model theorem's band shaded: ``report.STATEMENTS["single"]`` as held at k
+    (:func:`theory_sims.report.held_bound`). It bounds the error in units of mu and is symmetric
+    about one half, so the same numbers bound the fraction of views used and the single-view accuracy."""
+    lo, hi = held_bound("single", k)
     lengths = list(by_length)
     x = [float(name.rstrip("x")) for name in lengths]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
@@ -300,10 +300,11 @@ def gain_heatmap(cells: list[dict]):
     return fig
 
 
-def gains_vs_multiview(cells: list[dict], reference: dict | None):
+def gains_vs_multiview(cells: list[dict], reference: dict | None, label_noise: float | None = None):
     """Every Gaussian cell's gain (one dot per cell with its 95% interval, grouped by teacher;
     blue clean labels, orange label noise; the (at most 6) largest gains above 1 point named) beside the ensemble gain on
-    multi-view data (on its test mixture and on its single-view samples)."""
+    multi-view data (on its test mixture and on its single-view samples). ``label_noise``: the fraction of
+    flipped labels in the noisy cells (the run's ``NegativeConfig.label_noise``), named in the legend."""
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
@@ -338,8 +339,9 @@ def gains_vs_multiview(cells: list[dict], reference: dict | None):
     ax.axhline(0, color="grey", lw=0.6)
     ax.axhline(1, color="grey", lw=0.6, ls="--")
     ax.set_ylabel("ensemble gain (percentage points)")
+    rate = f"{100 * label_noise:g}% " if label_noise is not None else ""
     handles = [Line2D([], [], marker="o", ls="", color="tab:blue", label="a Gaussian cell, clean labels (95% interval)"),
-               Line2D([], [], marker="o", ls="", color="tab:orange", label="a Gaussian cell, 10% label noise"),
+               Line2D([], [], marker="o", ls="", color="tab:orange", label=f"a Gaussian cell, {rate}label noise"),
                Line2D([], [], color="grey", ls="--", lw=0.6, label="1 point")]
     if reference is not None:
         handles.append(Patch(color="tab:green", label="multi-view data (view_learning defaults)"))
@@ -350,11 +352,12 @@ def gains_vs_multiview(cells: list[dict], reference: dict | None):
     return fig
 
 
-def gaussian_negative_figures(out: Path, cells: list[dict], reference: dict | None) -> list[Path]:
+def gaussian_negative_figures(out: Path, cells: list[dict], reference: dict | None,
+                              label_noise: float | None = None) -> list[Path]:
     sns.set_theme(style="whitegrid", context="notebook")
     out = Path(out)
     return (save_figure(gain_heatmap(cells), out / "gains_heatmap.png")
-            + save_figure(gains_vs_multiview(cells, reference), out / "gains_vs_multiview.png"))
+            + save_figure(gains_vs_multiview(cells, reference, label_noise), out / "gains_vs_multiview.png"))
 
 
 def sweep_figure(path_png, rows: list[dict], paths: list[str]) -> list[Path]:
@@ -398,11 +401,10 @@ def sweep_figure(path_png, rows: list[dict], paths: list[str]) -> list[Path]:
 def k_figure(path_png, rows: list[dict]) -> list[Path]:
     """A sweep along a k rule (``sweep --scale-k``): left, the fraction of (single model, class)
     pairs that use both of the class's views; right, the single models' test error in units of mu
-    beside the single-model theorem's band [0.49, 0.51] widened by the finite-k tolerance 0.5/k.
+    beside the single-model theorem's band (``report.STATEMENTS["single"]``) widened by the finite-k
+    tolerance (:func:`theory_sims.report.held_bound`).
     One line per data seed, the mean over them in black. The theory: the fraction falls towards 0
     and the error enters the band as k grows."""
-    from theory_sims.report import STATEMENTS, tolerance
-
     sns.set_theme(style="whitegrid", context="notebook")
     ks = sorted({int(r["data.k"]) for r in rows})
     seeds = sorted({r["data_seed"] for r in rows})
@@ -418,9 +420,7 @@ def k_figure(path_png, rows: list[dict]) -> list[Path]:
         ax.set_xticklabels([str(k) for k in ks])
         ax.minorticks_off()
         ax.set_xlabel("k (classes), the other parameters along the k rule")
-    single = STATEMENTS["single"]
-    lo = [single.lo - tolerance(k) for k in ks]
-    hi = [single.hi + tolerance(k) for k in ks]
+    lo, hi = zip(*(held_bound("single", k) for k in ks))
     axes[1].fill_between(ks, lo, hi, color="tab:green", alpha=0.2, label="the theorem's band, with the tolerance 0.5/k")
     axes[0].set(ylabel="fraction of (model, class) pairs using both views", ylim=(0, None))
     axes[1].set(ylabel="single models' test error (units of mu)")

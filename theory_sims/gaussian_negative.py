@@ -418,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_figures:
         from theory_sims import figures
 
-        figures.gaussian_negative_figures(out, results, reference)
+        figures.gaussian_negative_figures(out, results, reference, cfg.label_noise)
     print(format_table(rows))
     print(f"gain <= {100 * summary['threshold']:.0f} pt in {summary['fraction_at_or_below_threshold']:.0%} of "
           f"{summary['cells']} cells; median {100 * summary['median_gain']:+.2f} pts, "

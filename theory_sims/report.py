@@ -4,10 +4,11 @@ The experiment (:mod:`theory_sims.view_learning`) produces a ``results`` dict; t
 it and nothing else, so the experiment, the sweep (:mod:`theory_sims.sweep`) and the figures
 (:mod:`theory_sims.figures`) all take their rows and verdicts from one place:
 
+* every row's name in the table and short label, once: :data:`ROW_NAMES` (:data:`ROWS`, :data:`SHORT`);
 * the table of a run: :data:`ROWS`, :func:`table_rows`, :func:`format_table`, :func:`per_seed_rows`;
 * the paper's statements, in three kinds (its theorems for this model, its contrast with random
   features, its observations on real networks), each judged on its own bound with one finite-k
-  tolerance: :data:`STATEMENTS`, :func:`tolerance`, :func:`judge`, :func:`format_predictions`;
+  tolerance: :data:`STATEMENTS`, :func:`tolerance`, :func:`held_bound`, :func:`judge`, :func:`format_predictions`;
 * the mechanism behind them (views used, the init's lottery, inheritance, memorisation, noise):
   :func:`format_mechanism`;
 * diagnostics printed after the table: :func:`format_second_views`, :func:`unfitted`;
@@ -25,19 +26,25 @@ from theory_sims.mechanism import SELF_KD_GROUPS, USED_THRESHOLD
 
 # ----------------------------------------------------------------------------- one run's table
 
-ROWS = [
-    ("single model", "individual"),
-    ("single model, trained as long as KD", "long_single"),
-    ("ensemble", "ensemble"),
-    ("knowledge distillation", "kd"),
-    ("self-distillation", "self_kd"),
-    ("training the average", "average"),
-    ("single model as wide as the average", "wide_single"),
-    ("the average's members trained as their sum", "sum_single"),
-    ("ensemble of KD students", "kd_ensemble"),
-    ("single model, augmented (--augment)", "augmented"),
-    ("ensemble of augmented models", "augmented_ensemble"),
-]
+# Every row of a run, once: its key in ``results``, its name in the run's table (the printout,
+# table.csv, the README's table) and its short label in figures, legends and the sweep's summaries.
+ROW_NAMES = {
+    "individual": ("single model", "single model"),
+    "long_single": ("single model, trained as long as KD", "single, trained as long as KD"),
+    "ensemble": ("ensemble", "ensemble"),
+    "kd": ("knowledge distillation", "KD"),
+    "self_kd": ("self-distillation", "self-KD"),
+    "average": ("training the average", "training the average"),
+    "wide_single": ("single model as wide as the average", "single as wide as the average"),
+    "sum_single": ("the average's members trained as their sum", "members trained as their sum"),
+    "kd_ensemble": ("ensemble of KD students", "KD students' ensemble"),
+    "augmented": ("single model, augmented (--augment)", "single, augmented"),
+    "augmented_ensemble": ("ensemble of augmented models", "augmented models' ensemble"),
+}
+# The table's rows, in its order: (name, results key).
+ROWS = [(name, key) for key, (name, _) in ROW_NAMES.items()]
+# Each row's short label, by results key.
+SHORT = {key: short for key, (_, short) in ROW_NAMES.items()}
 
 # Row-name prefixes of the families whose features do not move (results keys as in the experiment).
 FAMILY_PREFIX = {"random_features": "random features: ", "ntk": "NTK: "}
@@ -116,10 +123,11 @@ def tolerance(k: int) -> float:
 class Statement:
     """One of the paper's statements about this model, judged on a quantity in units of mu.
 
-    ``lo``/``hi``: the paper's bound (None: open). ``widen``: +1 where the tolerance widens the bound
-    (a finite-k theorem bound, or a gain that should vanish), -1 where it narrows it (a gain the
-    paper says exists must exceed the tolerance). ``gate``: the statement also needs the single
-    models to fit their training set."""
+    ``text``: what it says; ``{lo}`` and ``{hi}`` in it are filled in from the bound, so that the
+    bound is typed once. ``lo``/``hi``: the paper's bound (None: open). ``widen``: +1 where the
+    tolerance widens the bound (a finite-k theorem bound, or a gain that should vanish), -1 where it
+    narrows it (a gain the paper says exists must exceed the tolerance). ``gate``: the statement
+    also needs the single models to fit their training set."""
 
     kind: str
     text: str
@@ -129,6 +137,9 @@ class Statement:
     widen: int = 1
     gate: bool = False
 
+    def __post_init__(self):
+        object.__setattr__(self, "text", self.text.format(lo=self.lo, hi=self.hi))
+
 
 KINDS = {
     "theorem": "the paper's theorems for this model (test error over D, in units of mu)",
@@ -137,26 +148,36 @@ KINDS = {
 }
 
 STATEMENTS = {
-    "single": Statement("theorem", "a single model: test error in [0.49 mu, 0.51 mu] with 100% training accuracy",
+    "single": Statement("theorem", "a single model: test error in [{lo:g} mu, {hi:g} mu] with 100% training accuracy",
                         "error_individual", 0.49, 0.51, gate=True),
-    "ensemble": Statement("theorem", "an ensemble of independently trained models: error <= 0.01 mu",
+    "ensemble": Statement("theorem", "an ensemble of independently trained models: error <= {hi:g} mu",
                           "error_ensemble", hi=0.01),
-    "kd": Statement("theorem", "knowledge distillation from the ensemble: error <= 0.01 mu", "error_kd", hi=0.01),
-    "self_kd": Statement("theorem", "self-distillation: error <= 0.26 mu", "error_self_kd", hi=0.26),
-    "rf_ensemble": Statement("random features", "the ensemble lowers the error", "rf_gain_ensemble", lo=0.0, widen=-1),
-    "rf_kd": Statement("random features", "distillation does not lower it", "rf_gain_kd", hi=0.0),
-    "rf_average": Statement("random features", "training the average lowers it", "rf_gain_average", lo=0.0, widen=-1),
+    "kd": Statement("theorem", "knowledge distillation from the ensemble: error <= {hi:g} mu", "error_kd", hi=0.01),
+    "self_kd": Statement("theorem", "self-distillation: error <= {hi:g} mu", "error_self_kd", hi=0.26),
+    "rf_ensemble": Statement("random features", "the ensemble lowers the error", "rf_error_drop_ensemble", lo=0.0,
+                             widen=-1),
+    "rf_kd": Statement("random features", "distillation does not lower it", "rf_error_drop_kd", hi=0.0),
+    "rf_average": Statement("random features", "training the average lowers it", "rf_error_drop_average", lo=0.0,
+                            widen=-1),
     "average": Statement("observation", "training the average gains (almost) nothing over one model",
-                         "gain_average", hi=0.0),
+                         "error_drop_average", hi=0.0),
     "kd_ensemble": Statement("observation", "the KD students' ensemble gains (almost) nothing over one student",
-                             "gain_kd_ensemble", hi=0.0),
+                             "error_drop_kd_ensemble", hi=0.0),
 }
 # What each statement says, by name (the sweep's columns and the map's panels follow this order).
 PREDICTIONS = {name: s.text for name, s in STATEMENTS.items()}
 # Each statement's short name in figures and one-line summaries.
-LABELS = {"single": "single model", "ensemble": "ensemble", "kd": "KD", "self_kd": "self-KD",
+# (the statements about one row take that row's label)
+LABELS = {"single": SHORT["individual"], "ensemble": SHORT["ensemble"], "kd": SHORT["kd"], "self_kd": SHORT["self_kd"],
           "rf_ensemble": "RF: ensemble gains", "rf_kd": "RF: KD gains nothing", "rf_average": "RF: average gains",
-          "average": "training the average", "kd_ensemble": "KD students' ensemble"}
+          "average": SHORT["average"], "kd_ensemble": SHORT["kd_ensemble"]}
+
+
+def held_bound(name: str, k: int) -> tuple[float | None, float | None]:
+    """The bound (lo, hi) statement ``name`` is held to at ``k`` classes: the paper's
+    (:data:`STATEMENTS`), widened or narrowed by the :func:`tolerance` (None: that side is open)."""
+    s, tol = STATEMENTS[name], tolerance(k)
+    return (None if s.lo is None else s.lo - s.widen * tol, None if s.hi is None else s.hi + s.widen * tol)
 
 
 def error(entry: dict, mu: float) -> float:
@@ -165,20 +186,22 @@ def error(entry: dict, mu: float) -> float:
 
 
 def quantities(results: dict) -> dict[str, float]:
-    """Every quantity a statement is judged on, in units of mu: each row's test error, and the
-    gains (error of the reference minus error of the row) the random-feature and observation
-    statements are about; plus the single models' worst training accuracy."""
+    """Every quantity a statement is judged on, in units of mu: each row's test error
+    (``error_<row>``), and the drops in test error (``error_drop_<row>``: error of the reference
+    minus error of the row) the random-feature and observation statements are about, which their
+    texts call gains; plus the single models' worst training accuracy. (Not :func:`summary`'s
+    ``gain_*``, which are single-view accuracy differences.)"""
     mu = results["setting"]["mu"]
     q = {f"error_{key}": error(results[key], mu)
          for key in ("individual", "ensemble", "kd", "self_kd", "average", "kd_ensemble") if key in results}
     if "error_average" in q:  # the search runs without it
-        q["gain_average"] = q["error_individual"] - q["error_average"]
-    q["gain_kd_ensemble"] = q["error_kd"] - q["error_kd_ensemble"]
+        q["error_drop_average"] = q["error_individual"] - q["error_average"]
+    q["error_drop_kd_ensemble"] = q["error_kd"] - q["error_kd_ensemble"]
     rf = results.get("random_features")
     if rf:
         base = error(rf["individual"], mu)
         for key in ("ensemble", "kd", "average"):
-            q[f"rf_gain_{key}"] = base - error(rf[key], mu)
+            q[f"rf_error_drop_{key}"] = base - error(rf[key], mu)
     q["train"] = float(np.min(results["individual"]["train_acc"]))
     return q
 
@@ -189,14 +212,14 @@ def judge(results: dict) -> dict[str, dict]:
     smallest slack over the bound's sides, and the training fit where gated; >= 0: it holds) and
     the verdict."""
     q = quantities(results)
-    tol = tolerance(results["setting"]["k"])
+    k = results["setting"]["k"]
+    tol = tolerance(k)
     out = {}
     for name, s in STATEMENTS.items():
         if s.quantity not in q:
             continue
         value = q[s.quantity]
-        lo = None if s.lo is None else s.lo - s.widen * tol
-        hi = None if s.hi is None else s.hi + s.widen * tol
+        lo, hi = held_bound(name, k)
         slack = [value - lo] if lo is not None else []
         slack += [hi - value] if hi is not None else []
         if s.gate and q["train"] < 1.0:  # fitting the training set is a gate: a slack only where it fails
@@ -236,15 +259,15 @@ def measured(results: dict) -> dict[str, str]:
         "ensemble": f"error {q['error_ensemble']:.3f} mu; single-view {sv['ensemble']:.3f}",
         "kd": f"error {q['error_kd']:.3f} mu; single-view {sv['kd']:.3f}",
         "self_kd": f"error {q['error_self_kd']:.3f} mu; single-view {sv['self_kd']:.3f}",
-        "average": f"gain {q.get('gain_average', np.nan):+.3f} mu (average {q.get('error_average', np.nan):.3f} mu, "
+        "average": f"gain {q.get('error_drop_average', np.nan):+.3f} mu (average {q.get('error_average', np.nan):.3f} mu, "
                    f"single {q['error_individual']:.3f} mu; the ensemble's gain "
                    f"{q['error_individual'] - q['error_ensemble']:+.3f} mu)",
-        "kd_ensemble": f"gain {q['gain_kd_ensemble']:+.3f} mu (students' ensemble {q['error_kd_ensemble']:.3f} mu, one "
+        "kd_ensemble": f"gain {q['error_drop_kd_ensemble']:+.3f} mu (students' ensemble {q['error_kd_ensemble']:.3f} mu, one "
                        f"student {q['error_kd']:.3f} mu; teachers' ensemble {q['error_ensemble']:.3f} mu)",
     }
     for key in ("ensemble", "kd", "average"):
-        if f"rf_gain_{key}" in q:
-            texts[f"rf_{key}"] = f"gain {q[f'rf_gain_{key}']:+.3f} mu over a random-feature model"
+        if f"rf_error_drop_{key}" in q:
+            texts[f"rf_{key}"] = f"gain {q[f'rf_error_drop_{key}']:+.3f} mu over a random-feature model"
     return texts
 
 
@@ -284,11 +307,12 @@ def format_mechanism(results: dict) -> str:
     the init decided the lottery, what the students inherit, how the single-view training samples
     are fitted, and what noise alone makes the models say."""
     m, k = results["mechanism"], results["setting"]["k"]
-    tol = tolerance(k)
     views = {key: np.asarray(results[key]["views_learned"], dtype=bool)
              for key in ("individual", "ensemble", "kd", "self_kd", "average") if key in results}
     frac = float(views["individual"].mean())
-    band = (0.49 - tol, 0.51 + tol)
+    # the theorem's band on the error, as held; it is symmetric about one half, so the same numbers
+    # bound the fraction of views used (a model errs on the single-view samples of the views it does not use)
+    band = held_bound("single", k)
     lines = [f"the mechanism (a model uses a view when it gets >= {USED_THRESHOLD:g} of the single-view test samples "
              "that show only that view right):"]
     lines.append("  views used per class: " + ", ".join(
@@ -432,21 +456,25 @@ def unfitted(results: dict) -> list[str]:
 
 # ----------------------------------------------------------------------------- one run as a sweep row
 
-# Rows of the full learner whose single-view accuracy the sweep records, and their labels.
-ACCURACY_ROWS = {
-    "individual": "single model", "ensemble": "ensemble", "kd": "KD", "self_kd": "self-KD",
-    "long_single": "single, trained as long as KD", "average": "training the average",
-    "wide_single": "single as wide as the average", "sum_single": "members trained as their sum",
-    "kd_ensemble": "KD students' ensemble", "augmented": "single, augmented",
-}
-VIEW_ROWS = {"individual": "single model", "kd": "KD", "self_kd": "self-KD",
-             "average": "training the average (whole network)", "wide_single": "single as wide as the average",
-             "sum_single": "members trained as their sum", "augmented": "single, augmented"}
+# Rows of the full learner whose single-view accuracy (``sv_<row>``) and views used per class
+# (``views_<row>``) the sweep records, with their labels (:data:`SHORT`); the order is the sweep's columns.
+ACCURACY_ROWS = {key: SHORT[key] for key in ("individual", "ensemble", "kd", "self_kd", "long_single", "average",
+                                             "wide_single", "sum_single", "kd_ensemble", "augmented")}
+VIEW_ROWS = {key: SHORT[key] for key in ("individual", "kd", "self_kd", "average", "wide_single", "sum_single",
+                                         "augmented")}
+VIEW_ROWS["average"] += " (whole network)"  # its views are those of the averaged network, not of a member
 
 
 def summary(results: dict) -> dict:
-    """One run's numbers: single-view accuracy of every row, views per class, the gains and
-    which predictions hold."""
+    """One run's numbers: single-view accuracy of every row (``sv_<row>``), views per class
+    (``views_<row>``), the gains and every statement's value, margin and verdict
+    (``value_<name>``, ``margin_<name>``, ``holds_<name>``).
+
+    A gain here (``gain_ensemble``, ``gain_average``, ``gain_kd_ensemble``) is a single-view
+    *accuracy* difference: the row's single-view accuracy minus that of its reference (the single
+    models; for the students' ensemble, one KD student). The statements about the same rows are
+    judged on the drop in test *error* over D in units of mu (:func:`quantities`), which is their
+    ``value_<name>``."""
     out = {"multi_view_single": float(np.mean(results["individual"]["multi_view_acc"])),
            "train_acc_min": float(np.min(results["individual"]["train_acc"]))}
     for key in ACCURACY_ROWS:
@@ -480,7 +508,9 @@ def judged_names(rows: list[dict]) -> list[str]:
 
 def format_summary(rows: list[dict], paths: list[str]) -> str:
     """One line per point (means over its data seeds): the varied values, single-view accuracy of
-    the main rows, the two gains and on how many data seeds each prediction held."""
+    the main rows, the two gains in single-view accuracy (:func:`summary`'s ``gain_average``, avg-1:
+    training the average over one model, and ``gain_kd_ensemble``, KDe-KD: the KD students'
+    ensemble over one student) and on how many data seeds each prediction held."""
     head = (f"{' / '.join(paths) or 'point':28s} {'single':>6s} {'views':>5s} {'ens':>6s} {'KD':>6s} "
             f"{'selfKD':>6s} {'avg-1':>6s} {'KDe-KD':>6s}  predictions held")
     lines = [head, "-" * len(head)]

@@ -11,10 +11,11 @@ theorem) on each of ``--data-seeds`` (default 0-4), one job per data seed on the
 whose score after its first seeds is below the median of the earlier trials' stops there, Optuna's
 median pruner), and scores
 
-    shortfall = sum over the four theorems of min(margin, 0)   (per data seed)
+    shortfall = sum over the theorems of min(margin, 0)   (per data seed)
     score = mean of the shortfall over the data seeds - 0.5 x its standard deviation over them,
 
-the theorems' total shortfall with a penalty for its spread over seeds (0 where all four hold on every seed; margins in units of mu, as
+the theorems' total shortfall with a penalty for its spread over seeds (0 where all hold on every seed; the
+theorems are ``report.STATEMENTS`` of kind "theorem", :data:`THEOREMS`; margins in units of mu, as
 :func:`theory_sims.report.judge` measures them, with its finite-k tolerance). Optuna's TPE sampler
 (seeded by ``--sampler-seed``) maximises it.
 
@@ -221,7 +222,7 @@ def score(records: list[dict]) -> float:
 
 
 def held_everywhere(records: list[dict]) -> int:
-    """How many of the four theorems held on every data seed."""
+    """How many of the :data:`THEOREMS` held on every data seed."""
     return sum(all(r["holds_" + n] for r in records) for n in THEOREMS)
 
 
@@ -457,7 +458,7 @@ def format_validation(rows: list[dict]) -> str:
     lines = [head]
     for r in rows:
         cells = " ".join(f"{r[n]:7.3f} {'holds' if r['holds_' + n] else 'FAILS':>8s}" for n in THEOREMS)
-        lines.append(f"{r['data_seed']:>5d} {cells}  {r['theorems_held']}/4")
+        lines.append(f"{r['data_seed']:>5d} {cells}  {r['theorems_held']}/{len(THEOREMS)}")
     return "\n".join(lines)
 
 
@@ -559,7 +560,8 @@ def search(study, base, axes, seeds: list[int], trials: int, out: Path, where, t
             t.set_user_attr("records", recs)
             t.set_user_attr("theorems_held", held_everywhere(recs))
             study.tell(t, score(recs))
-            log(f"trial {t.number}: score {score(recs):+.3f}, theorems held on every seed {held_everywhere(recs)}/4 "
+            log(f"trial {t.number}: score {score(recs):+.3f}, theorems held on every seed "
+                f"{held_everywhere(recs)}/{len(THEOREMS)} "
                 f"({np.mean([r['wall_s'] for r in recs]):.0f} s a run); best so far {study.best_value:+.3f} "
                 f"(trial {study.best_trial.number})")
         rows = trial_rows(study, seeds, axes)
@@ -589,7 +591,9 @@ def main(argv: list[str] | None = None) -> int:
     from theory_sims.results import start_run, write_csv, write_json
 
     config = {"base": base.to_dict(), "space": [dataclasses.asdict(a) for a in axes], "data_seeds": seeds,
-              "sampler_seed": args.sampler_seed, "score": "mean over data seeds of sum over theorems of min(margin, 0), less 0.5 x its std over them"}
+              "sampler_seed": args.sampler_seed,
+              "score": f"mean over data seeds of sum over theorems of min(margin, 0), less {SPREAD_PENALTY:g} x its std "
+                       "over them"}
     try:
         # checked before anything is written; a resumed study already holds them
         warm = warm_trials(Path(args.warm_start), config, axes) if args.warm_start and not args.resume else []
@@ -617,7 +621,8 @@ def main(argv: list[str] | None = None) -> int:
             plots(study, rows, out, axes)
         print(f"{len(rows)} trials; the best:")
         for b in best:
-            print(f"  trial {b['trial']}: score {b['score']:+.3f}, {b['theorems_held']}/4 theorems on every data seed, "
+            print(f"  trial {b['trial']}: score {b['score']:+.3f}, {b['theorems_held']}/{len(THEOREMS)} theorems on "
+                  "every data seed, "
                   f"{b['run_s']:.0f} s a run\n    {b['command']}")
         if held_out:
             log(f"validating trial {best[0]['trial']} on held-out data seeds {held_out}")
