@@ -164,3 +164,14 @@ def test_a_views_heatmap_counts_views_used():
     fig = figures.views_heatmap(np.ones((2, 3, 3), dtype=bool), "views used by each seed")
     assert fig.axes[-1].get_ylabel() == "views used"  # the colour bar: judged by accuracy, not by Lambda
     plt.close(fig)
+
+
+def test_the_mechanism_prints_from_a_results_json_read_back(tmp_path):
+    """Open bins (-inf, inf) are written to results.json as null: the kept main job's results, read
+    back, print the same calibration and race bins as in memory."""
+    import json
+    from pathlib import Path
+
+    saved = json.loads((Path(__file__).resolve().parents[1] / "docs" / "main_job_results.json").read_text())
+    text = report.format_mechanism(saved)
+    assert "[-inf, 1) " in text and "[4, inf) " in text and "[-inf, 0.25) " in text

@@ -302,6 +302,11 @@ def _frac(x) -> str:
     return "-" if x is None else f"{x:.2f}"
 
 
+def _edge(x, lower: bool = False) -> str:
+    """A bin's edge; an open one (-inf or inf in memory) comes back from results.json as null."""
+    return ("-inf" if lower else "inf") if x is None else f"{x:g}"
+
+
 def format_mechanism(results: dict) -> str:
     """The mechanism lines: which views the models use (and how that reads off Lambda), whether
     the init decided the lottery, what the students inherit, how the single-view training samples
@@ -321,7 +326,7 @@ def format_mechanism(results: dict) -> str:
          ("average", "trained average")) if key in views) + f" (of {views['individual'].shape[-1]})")
     lines.append(f"  single models use {frac:.0%} of the (class, view) pairs; the single-model theorem's band, in the "
                  f"same units: {band[0]:.0%}-{band[1]:.0%} ({'inside' if band[0] <= frac <= band[1] else 'outside'})")
-    cal = ", ".join(f"[{c['lambda_lo']:g}, {c['lambda_hi']:g}) {_frac(c['mean_view_acc'])} ({c['triples']})"
+    cal = ", ".join(f"[{_edge(c['lambda_lo'], True)}, {_edge(c['lambda_hi'])}) {_frac(c['mean_view_acc'])} ({c['triples']})"
                     for c in m["calibration"] if c["triples"])
     lines.append(f"  Lambda/varrho at the end -> per-view accuracy (triples): {cal}")
     lot = m.get("lottery")
@@ -343,7 +348,7 @@ def format_mechanism(results: dict) -> str:
             + f"; the union (the teacher's or the own init's): {_frac(sk['union']['fraction'])}")
     race = m.get("race")
     if race and race["raced"]:
-        bins = ", ".join(f"[{b['lo']:g}, {b['hi']:g}) {b['pairs']} ({_frac(b['both_used'])})"
+        bins = ", ".join(f"[{_edge(b['lo'], True)}, {_edge(b['hi'])}) {b['pairs']} ({_frac(b['both_used'])})"
                          for b in race["by_loser_at_win"] if b["pairs"])
         lines.append(
             f"  the race: in {race['raced']} of {race['pairs']} (seed, class) pairs a view crossed varrho, the first at "
