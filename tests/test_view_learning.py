@@ -573,3 +573,17 @@ def test_check_lr_trains_the_single_models_at_half_the_rate_and_reports_the_race
     assert race["pairs"] == 3 * 4 and sum(b["pairs"] for b in race["by_loser_at_win"]) == race["raced"]
     assert race["loser_crossed_with_winner"] + race["loser_later_before_fit"] + race["loser_later_after_fit"] \
         + race["loser_never"] == race["raced"]
+
+
+def test_no_average_leaves_out_its_row_and_keeps_the_rest(tmp_path, capsys):
+    """--no-average: no trained average of the full learner (the random features' cheap one stays),
+    the table without its row, the controls still run, and the statement that reads it is not judged."""
+    out = tmp_path / "run"
+    assert vl.main(SMALL + ["--no-average", "--no-figures", "--out", str(out)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert "average" not in res and "sum_single" in res and "kd" in res
+    assert "average" not in res["predictions"] and "kd_ensemble" in res["predictions"]
+    table = capsys.readouterr().out.split("the paper's statements")[0].splitlines()
+    assert not [line for line in table if line.startswith("training the average")]
+    assert [line for line in table if line.startswith("random features: training the average")]
+    assert "rf_average" in res["predictions"]

@@ -640,6 +640,9 @@ def build_parser() -> Parser:
     p.add_argument("--no-controls", action="store_true",
                    help="skip the controls (the students' seeds on labels alone, one model as wide as the average, the "
                         "average's members trained as their sum); their rows and the self-KD inheritance line go")
+    p.add_argument("--no-average", action="store_true",
+                   help="skip training the average of the single models (an observation no theorem judges; the "
+                        "random features' cheap average stays; the regime search and long sweeps along k leave it out)")
     p.add_argument("--check-lr", action="store_true",
                    help="also train the single models at half the learning rate and half the step cap (twice the "
                         "steps) and report whether the views they use move: they should not where training follows "
@@ -745,6 +748,8 @@ def config_from_args(args) -> ViewLearningConfig:
         overrides["random_features"] = False
     if args.no_controls:
         overrides["controls"] = False
+    if args.no_average:
+        overrides["average"] = False
     if args.ntk:
         overrides["ntk"] = True
     if args.check_lr:
