@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from theory_sims import LearnerConfig, init_model
+from theory_sims import LearnerConfig, backends, init_model
 from theory_sims.backends import make_backend, srelu, srelu_grad
 from theory_sims.losses import loss_and_grad
 
@@ -225,3 +225,16 @@ def test_fused_blocks_give_the_bits_of_products_then_kernels(monkeypatch, P):
     assert len(backends._row_blocks(n * P, d * N)) > 3  # and, for P = 7, 64, 150, edges inside samples
     np.testing.assert_array_equal(H, want_h)
     np.testing.assert_array_equal(grad, want_g)
+
+
+def test_auto_products_are_bfloat16_only_on_numba_in_float32_where_amx_is(monkeypatch):
+    """products='auto': bfloat16 on the numba backend in float32 on a CPU with AMX-BF16, float32
+    on any other CPU, backend or dtype; the explicit choices are themselves; a bad one is named."""
+    for amx in (True, False):
+        monkeypatch.setattr(backends, "has_amx_bf16", lambda: amx)
+        assert backends.resolve_products("auto") == ("bfloat16" if amx else "float32")
+        assert backends.resolve_products("auto", "torch") == "float32"
+        assert backends.resolve_products("auto", "numba", "float64") == "float32"
+        assert backends.resolve_products("float32") == "float32" and backends.resolve_products("bfloat16") == "bfloat16"
+    with pytest.raises(ValueError, match="products must be one of float32, bfloat16, auto, got 'half'"):
+        backends.resolve_products("half")

@@ -96,8 +96,8 @@ class _Backend:
         self._A = None  # pre-activations of the last patch_sums
         self.D = self._D_all = None  # NTK mode: sReLU'(X W0^T) for the current rows / all rows
         self._D_cols = None  # (neurons, D's columns for them) of the full batch, while they last
-        if products not in PRODUCTS:
-            raise ValueError(f"products must be one of {', '.join(PRODUCTS)}, got {products!r}")
+        if products not in ("float32", "bfloat16"):  # 'auto' is resolved before: resolve_products
+            raise ValueError(f"products must be 'float32' or 'bfloat16', got {products!r}")
         self.products = products
         self._rows_bf16 = None  # (rows, its bfloat16 copy): the rows are a factor of both products
 
@@ -399,8 +399,30 @@ class TorchBackend(_Backend):
         return self._product(dA.view(n * self.P, -1).T, self.rows)
 
 
+@functools.cache
+def has_amx_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 in AMX tiles (Linux's ``amx_bf16`` flag), where the
+    bfloat16 products are 2-4x faster than float32 (docs/performance.md)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any(line.startswith("flags") and " amx_bf16" in line for line in f)
+    except OSError:
+        return False
+
+
+def resolve_products(products: str, backend: str = "numba", dtype: str = "float32") -> str:
+    """The products a config's ``products`` means here: 'auto' is 'bfloat16' on the numba backend
+    in float32 where the CPU has AMX-BF16 (:func:`has_amx_bf16`), 'float32' elsewhere (on a GPU
+    too: its TF32 has not been measured against the verdicts); the others are themselves."""
+    if products not in PRODUCTS:
+        raise ValueError(f"products must be one of {', '.join(PRODUCTS)}, got {products!r}")
+    if products != "auto":
+        return products
+    return "bfloat16" if backend == "numba" and dtype == "float32" and has_amx_bf16() else "float32"
+
+
 def make_backend(name: str, X: np.ndarray, dtype: torch.dtype, q: int, rho: float, device: str = "cpu",
                  model_cols: int | None = None, products: str = "float32"):
     if name == "numba":
-        return NumbaBackend(X, dtype, q, rho, model_cols, products)
-    return TorchBackend(X, dtype, q, rho, device, products)
+        return NumbaBackend(X, dtype, q, rho, model_cols, resolve_products(products, name, str(dtype).removeprefix("torch.")))
+    return TorchBackend(X, dtype, q, rho, device, resolve_products(products, name))

@@ -13,7 +13,7 @@ MODES = ("full", "random_features", "ntk")
 BACKENDS = ("numba", "torch")
 DTYPES = ("float32", "float64")
 STOPS = ("steps", "fit", "converge")
-PRODUCTS = ("float32", "bfloat16")
+PRODUCTS = ("float32", "bfloat16", "auto")
 AUGMENTS = ("none", "drop_patches", "drop_view")
 
 
@@ -113,10 +113,11 @@ class TrainConfig:
     backend: str = param("'numba' (CPU) or 'torch' (CPU or CUDA)", "numba")
     device: str = param("torch device for backend='torch': 'cpu' or 'cuda'", "cpu")
     dtype: str = param("'float32' or 'float64'", "float32")
-    products: str = param("precision of the two matrix products of a step: 'float32', or 'bfloat16' (both factors "
+    products: str = param("precision of the two matrix products of a step: 'float32', 'bfloat16' (both factors "
                           "rounded to bfloat16 on one thread; the rest of the step, the weights and every evaluation "
-                          "stay float32; about 2-4x faster products on CPUs with AMX; not validated against the "
-                          "verdicts: see docs/performance.md)", "float32")
+                          "stay float32; about 2-4x faster products on CPUs with AMX) or 'auto' (bfloat16 on the numba "
+                          "backend where the CPU has AMX-BF16, float32 elsewhere: backends.resolve_products); the "
+                          "evidence that bfloat16 leaves the verdicts alone is in docs/performance.md", "float32")
     augment: str = param("augmentation at every step (full-batch GD, full learner): 'none', 'drop_patches' (each "
                          "patch of each sample zeroed with probability augment_rate) or 'drop_view' (each sample loses "
                          "the patches of one of its class's views, drawn at random: a crop in patch space)", "none")

@@ -46,6 +46,7 @@ from multiview.cli import Parser, add_config_flags, as_flag, given, progress_bar
 from multiview.multiview import expected_single_fraction
 from theory_sims import experiments as ex
 from theory_sims import mechanism
+from theory_sims.backends import resolve_products
 from theory_sims.config import AUGMENTS, PRODUCTS, LearnerConfig, TrainConfig
 from theory_sims.losses import KD_LOSSES
 from theory_sims.stats import ensemble_output
@@ -281,8 +282,10 @@ class Run:
         self.seeds = list(range(cfg.seed * 1000, cfg.seed * 1000 + cfg.seeds))
         self.fresh = [s + 500 for s in self.seeds]  # students' inits: never a teacher's
         # what the report needs to judge the rows: k (the tolerance) and mu (the error's unit)
-        self.results: dict = {"setting": {"k": cfg.data.k, "views": cfg.data.views, "mu": self.tests.mu},
-                              "timing_s": {}}
+        # and the precision the training products ran in here (products='auto' depends on the CPU)
+        ran = {part: resolve_products(c.products, c.backend, c.dtype) for part, c in (("train", cfg.train), ("distill", cfg.distill))}
+        self.results: dict = {"setting": {"k": cfg.data.k, "views": cfg.data.views, "mu": self.tests.mu,
+                                          "products": ran}, "timing_s": {}}
         self.full = Family(cfg.learner, cfg.train, cfg.distill, out=self.results)
         self.models = self.full.trained  # the full learner's trained stacks, by stage name
         self._logits: dict = {}  # each trained stack's logits on the test sets, computed once
@@ -633,9 +636,10 @@ def build_parser() -> Parser:
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="device of the torch backend (default: cpu)")
     p.add_argument("--products", choices=PRODUCTS, default=None,
                    help="precision of the training steps' two matrix products: 'bfloat16' rounds both factors to "
-                        "bfloat16 (on one thread; weights, the rest of the step and every evaluation stay float32): "
-                        "2-4x faster products on processors with AMX, but not validated against the verdicts "
-                        "(docs/performance.md) (default: float32)")
+                        "bfloat16 (on one thread; weights, the rest of the step and every evaluation stay float32), "
+                        "2-4x faster products on processors with AMX; 'auto': bfloat16 where the CPU has AMX-BF16 "
+                        "and the backend is numba, float32 elsewhere; results.json's setting.products says which ran "
+                        f"(docs/performance.md has the evidence) (default: {DEFAULT_TRAIN.products})")
     p.add_argument("--no-random-features", action="store_true", help="skip the random-feature rows")
     p.add_argument("--no-controls", action="store_true",
                    help="skip the controls (the students' seeds on labels alone, one model as wide as the average, the "
