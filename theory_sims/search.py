@@ -418,6 +418,14 @@ def plots(study, rows: list[dict], folder: Path, axes=SPACE) -> list[Path]:
             ax.set_xticks(np.geomspace(axis.low, axis.high, 4))
             ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%.3g"))
             ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        # the whole searched range, so that a part no finished trial reached shows as empty
+        if axis.choices is not None:
+            ax.set_xticks(list(axis.choices))
+            pad = 0.05 * (max(axis.choices) - min(axis.choices))
+            ax.set_xlim(min(axis.choices) - pad, max(axis.choices) + pad)
+        else:
+            ax.set_xlim(axis.low * 0.95 if axis.log else axis.low - 0.03 * (axis.high - axis.low),
+                        axis.high * 1.05 if axis.log else axis.high + 0.03 * (axis.high - axis.low))
         ax.set_xlabel(axis.path, fontsize=9)
         # a regime that never fits scores far below the rest: a symlog axis keeps both readable
         ax.set_yscale("symlog", linthresh=0.1)
