@@ -8,7 +8,7 @@ Examples::
 
 Load the file back with ``multiview.load(path)``. The defaults are the generators' own (for
 multi-view data MultiViewConfig's: d = 500, P = 50 patches, noise std 0.067), not the data of the
-view-learning experiment (d = 640, P = 32, noise std 0.0245 and the paper's other-feature
+view-learning experiment (d = 640, P = 32, noise std 0.0503 and the paper's other-feature
 weights; ``python -m theory_sims.view_learning --help`` lists its values): pass those flags to
 draw that data.
 """

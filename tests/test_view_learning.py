@@ -587,3 +587,14 @@ def test_no_average_leaves_out_its_row_and_keeps_the_rest(tmp_path, capsys):
     assert not [line for line in table if line.startswith("training the average")]
     assert [line for line in table if line.startswith("random features: training the average")]
     assert "rf_average" in res["predictions"]
+
+
+def test_the_module_docstring_states_the_default_stop_rule():
+    """The steps the docstring describes are the defaults' (it said 10x and 1x/3x/10x once, when
+    the defaults were 3x and [1, 3])."""
+    doc = " ".join(vl.__doc__.split())
+    c = vl.DEFAULT_TRAIN
+    assert f"trained {c.fit_multiple:g} times as long as it took to fit" in doc
+    assert f"cross-entropy is at most {c.loss_target:g}" in doc
+    assert "at " + " and ".join(f"{x:g}x" for x in c.snapshots) + " its fit step" in doc
+    assert vl.DEFAULT_DISTILL.stop == "converge" and "until its loss reaches a plateau" in doc

@@ -6,16 +6,16 @@ their theory). One run:
 1. draws a multi-view world, a training set, and two test sets from the same world: multi-view
    samples (every view present) and single-view samples (exactly one view present);
 2. trains ``--seeds`` single models from different random inits (stacked, in one call) to
-   convergence: each until it has trained 10 times as long as it took to fit its training set and
+   convergence: each until it has trained 3 times as long as it took to fit its training set and
    its cross-entropy is at most 0.01 (``--stop``, ``--fit-multiple``, ``--loss-target``), keeping
-   what it had learned at 1x, 3x and 10x its fit step;
+   what it had learned at 1x and 3x its fit step;
 3. scores every seed and their ensemble (the average of the models' logits F);
-4. distils the ensemble into ``--students`` fresh models (KD), distils seed s into a fresh seed
-   (self-KD, s < students), trains the average of ``--seeds`` models jointly, and ensembles the
-   KD students; as a control, trains the students' seeds on the labels alone for as many steps
-   as the students (what KD adds beyond training longer), and trains one single model with
-   ``--seeds`` times the neurons (as wide as the average: the paper's reason why training the
-   average does not help);
+4. distils the ensemble into ``--students`` fresh models (KD) and seed s into a fresh seed (self-KD,
+   s < students), each student until its loss reaches a plateau (``--kd-stop``), trains the average
+   of ``--seeds`` models jointly, and ensembles the KD students; as controls, trains the students'
+   seeds on the labels alone for as many steps as the students (what KD adds beyond training
+   longer), one single model with ``--seeds`` times the neurons (as wide as the average: the
+   paper's reason why training the average does not help), and the average's members as their sum;
 5. repeats 2-4 with random features (first layer frozen at init, linear read-out trained) and,
    with ``--ntk``, with the network linearised around its init;
 6. prints a table, which of the paper's predictions hold (with their margins) and what the single
