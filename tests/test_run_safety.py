@@ -65,6 +65,27 @@ def test_out_holding_another_run_is_refused_and_left_as_it_was(main, argv, vl_ru
     assert {p.name: p.read_bytes() for p in vl_run.iterdir() if p.is_file()} == before
 
 
+def test_resume_with_another_out_is_refused_and_writes_nothing(vl_run, tmp_path, capsys):
+    """--resume RUN --out OTHER: refused in one line (it used to ignore --out and write into RUN);
+    neither folder changes. --out RUN beside --resume RUN is the same folder and allowed."""
+    before = {p.name: p.read_bytes() for p in vl_run.iterdir() if p.is_file()}
+    other = tmp_path / "other"
+    err = one_line_error(vl.main, VL_SMALL + ["--resume", str(vl_run), "--out", str(other)], capsys)
+    assert f"--out {other} with --resume {vl_run}" in err and "drop --out" in err
+    assert not other.exists()
+    assert {p.name: p.read_bytes() for p in vl_run.iterdir() if p.is_file()} == before
+
+
+@pytest.mark.parametrize("argv, needle", [(["--missing", "0"], "--missing must be > 0"),
+                                          (["--n-train", "3"], "--n-train must be an integer >= 4, got 3")])
+def test_a_run_without_single_view_data_or_with_fewer_samples_than_classes_is_refused(argv, needle, tmp_path, capsys):
+    """--missing 0 (mu = 0: nothing to judge the statements in) and --n-train below k are refused up
+    front, before any folder is made (the first trained, then failed with a ZeroDivisionError)."""
+    out = tmp_path / "run"
+    assert needle in one_line_error(vl.main, VL_SMALL + argv + ["--out", str(out)], capsys)
+    assert not out.exists()
+
+
 def test_view_learning_killed_mid_run_resumes_to_the_uninterrupted_result(vl_run, tmp_path, monkeypatch, capsys):
     out = tmp_path / "killed"
     real_fit, calls = ex.fit, []

@@ -126,6 +126,9 @@ def start_run(out: str | os.PathLike | None, resume: str | os.PathLike | None, n
     it is. Errors are ValueErrors naming the flag.
     """
     wanted = as_json(config)
+    if resume is not None and out is not None and Path(out).resolve() != Path(resume).resolve():
+        raise ValueError(f"--out {out} with --resume {resume}: a resumed run writes into its own folder; "
+                         "drop --out (or give the same folder)")
     if resume is not None:
         folder = Path(resume)
         saved_path = folder / "config.json"

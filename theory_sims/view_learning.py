@@ -122,7 +122,10 @@ class ViewLearningConfig:
     augment_rate: float = 0.5
 
     def __post_init__(self):
-        check_int("n_train", self.n_train, 1)
+        check_int("n_train", self.n_train, self.data.k)  # a training sample of every class at least
+        if not expected_single_fraction(self.data) > 0:
+            raise ValueError(f"missing must be > 0 here: the statements are judged in units of mu, the fraction of "
+                             f"single-view data it sets, got {self.data.missing:g}")
         check_int("n_test", self.n_test, 1)
         check_int("seeds", self.seeds, 2)  # an ensemble and a trained average need two models
         check_int("students", self.students, 1, self.seeds)
@@ -772,7 +775,7 @@ def config_from_args(args) -> ViewLearningConfig:
     try:
         cfg = configure(args.preset, **parts, **overrides)
     except ValueError as err:
-        raise ValueError(as_flag(str(err), names=EXPERIMENT_FLAGS)) from None
+        raise ValueError(as_flag(str(err), names=(*EXPERIMENT_FLAGS, "missing"))) from None
     refuse_inert(args, cfg, INERT_FLAGS)
     return cfg
 
