@@ -86,6 +86,20 @@ def test_a_run_without_single_view_data_or_with_fewer_samples_than_classes_is_re
     assert not out.exists()
 
 
+def test_an_out_name_too_long_and_a_stages_file_are_refused_in_one_line(vl_run, tmp_path, capsys):
+    """An --out whose name the file system refuses (errno 36, a traceback before) and a resumed run
+    whose stages/ is a file (FileExistsError before): one line each, nothing written."""
+    long = tmp_path / ("a" * 300)
+    assert "cannot use this path (File name too long)" in one_line_error(vl.main, VL_SMALL + ["--out", str(long)], capsys)
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / "config.json").write_bytes((vl_run / "config.json").read_bytes())
+    (copy / "stages").write_text("not a folder")
+    err = one_line_error(vl.main, VL_SMALL + ["--resume", str(copy)], capsys)
+    assert "stages is a file, not the run's stages folder" in err
+    assert sorted(p.name for p in copy.iterdir()) == ["config.json", "stages"]
+
+
 def test_view_learning_killed_mid_run_resumes_to_the_uninterrupted_result(vl_run, tmp_path, monkeypatch, capsys):
     out = tmp_path / "killed"
     real_fit, calls = ex.fit, []

@@ -132,6 +132,9 @@ def start_run(out: str | os.PathLike | None, resume: str | os.PathLike | None, n
     if resume is not None:
         folder = Path(resume)
         saved_path = folder / "config.json"
+        stages = folder / "stages"
+        if stages.exists() and not stages.is_dir():
+            raise ValueError(f"--resume {folder}: {stages} is a file, not the run's stages folder; move it away")
         if not saved_path.is_file():
             raise ValueError(f"--resume {folder}: not a run folder (no config.json there)")
         try:
@@ -146,7 +149,10 @@ def start_run(out: str | os.PathLike | None, resume: str | os.PathLike | None, n
             shown = "; ".join(diff[:3]) + (f"; and {len(diff) - 3} more" if len(diff) > 3 else "")
             raise ValueError(f"--resume {folder}: this command describes another run than the one there: {shown}")
         return folder
-    refuse_another_run(out, resumable=resumable)
+    try:
+        refuse_another_run(out, resumable=resumable)
+    except OSError as err:  # a name longer than the file system allows, a folder we may not read
+        raise ValueError(f"--out {out}: cannot use this path ({err.strerror or type(err).__name__})") from None
     folder = out_dir(out, name)
     write_json(folder / "config.json", wanted)
     return folder
