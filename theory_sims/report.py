@@ -521,7 +521,8 @@ def format_summary(rows: list[dict], paths: list[str]) -> str:
     lines = [head, "-" * len(head)]
     for point in dict.fromkeys(r["point"] for r in rows):
         rs = [r for r in rows if r["point"] == point]
-        mean = lambda key: float(np.mean([r[key] for r in rs]))  # noqa: E731
+        # a row without the trained average (--no-average, the search) has no gain_average: nan
+        mean = lambda key: float(np.mean([r.get(key, np.nan) for r in rs]))  # noqa: E731
         held = " ".join(f"{name} {sum(r['holds_' + name] for r in rs)}/{len(rs)}" for name in judged_names(rs))
         label = " / ".join(str(rs[0][p]) for p in paths) or str(point)
         lines.append(f"{label:28s} {mean('sv_individual'):6.3f} {mean('views_individual'):5.2f} "
