@@ -380,4 +380,6 @@ def test_the_k_figure_says_whether_both_views_fall_with_k(monkeypatch, tmp_path)
     left = shown["fig"].axes[0]
     assert len(left.lines) == 3 and list(left.lines[2].get_ydata()) == pytest.approx([0.405, 0.205, 0.105])
     figures.k_figure(tmp_path / "k.png", rows({5: 0.1, 10: 0.2}))
-    assert "does not fall" in shown["fig"]._suptitle.get_text()
+    assert "does not fall: 0.11, 0.21 at k = 5, 10" in shown["fig"]._suptitle.get_text()
+    figures.k_figure(tmp_path / "k.png", rows({5: 0.3, 10: 0.1, 20: 0.2}))
+    assert "falls, but not steadily: 0.30, 0.11, 0.21 at k = 5, 10, 20" in shown["fig"]._suptitle.get_text()
