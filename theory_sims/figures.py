@@ -432,9 +432,9 @@ def k_figure(path_png, rows: list[dict]) -> list[Path]:
     else:
         verdict = (("falls, but not steadily" if share[-1] < share[0] else "does not fall") + ": "
                    + ", ".join(f"{v:.2f}" for v in share) + " at k = " + ", ".join(map(str, ks)))
-    fig.suptitle(f"as k grows, the share of classes whose single models use both views {verdict} "
+    fig.suptitle(f"as k grows, the share of classes whose single models use both views {verdict}\n"
                  f"(mean over {len(seeds)} data seeds)", fontsize=11)
-    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    fig.tight_layout(rect=(0, 0, 1, 0.92))
     return save_figure(fig, path_png)
 
 
