@@ -14,9 +14,12 @@ from theory_sims import report
 from theory_sims import view_learning as vl
 from theory_sims.tracking import second_views
 
+# A small run whose learner does not follow the main job's defaults (a race in the power phase
+# takes more steps than 400 at this size): the earlier defaults' varrho, sigma0 and noise.
 SMALL = [
     "--k", "4", "--d", "40", "--patches", "16", "--n-train", "60", "--n-test", "80",
     "--seeds", "3", "--students", "2", "--steps", "400", "--kd-steps", "30", "--rf-steps", "30",
+    "--varrho", "0.77", "--sigma0", "0.12", "--noise-std", "0.0245",
     "--lr", "50", "--kd-lr", "5", "--quiet", "--ntk", "--ntk-steps", "20",
 ]
 
@@ -71,7 +74,7 @@ def test_results_json_has_the_documented_keys(run_dir):
     assert sum(c["triples"] for c in mech["calibration"]) == 3 * 4 * 2
     assert mech["lottery"]["pairs"] == 3 * 4 and np.asarray(mech["lambda_init"]).shape == (3, 4, 2)
     assert set(mech["noise_response"]) == {"individual", "kd", "self_kd"}
-    assert res["setting"] == {"k": 4, "views": 2, "mu": 0.1}
+    assert res["setting"] == {"k": 4, "views": 2, "mu": 0.1, "products": {"train": "float32", "distill": "float32"}}
     for family in ("random_features", "ntk"):
         for row in ("individual", "ensemble", "kd", "self_kd", "average", "kd_ensemble"):
             assert set(res[family][row]) >= {"test_acc", "multi_view_acc", "single_view_acc"}
