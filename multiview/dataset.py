@@ -26,6 +26,24 @@ class _Data:
     y: np.ndarray
     config: Any
 
+    def __post_init__(self):
+        """Check what every dataset must be: X a float (n, P, d) array, y n integer labels in
+        [0, k). An empty dataset (n = 0, e.g. the subset of an empty mask) is allowed. Cheap: no
+        pass over X (finiteness is checked where data enter from outside: load and train)."""
+        X, y = self.X, self.y
+        for name, a in (("X", X), ("y", y)):
+            if not isinstance(a, np.ndarray):
+                raise TypeError(f"{name} must be a numpy array, got {type(a).__name__}")
+        if X.ndim != 3 or X.dtype.kind != "f":
+            raise ValueError(f"X must be a float array of shape (n, P, d), got {X.dtype} {X.shape}")
+        if y.ndim != 1 or y.dtype.kind not in "iu":
+            raise ValueError(f"y must be a 1-D integer array of class labels, got {y.dtype} {y.shape}")
+        if X.shape[0] != y.shape[0]:
+            raise ValueError(f"X must have one row per label ({y.shape[0]}), got shape {X.shape}")
+        k = getattr(self.config, "k", None)
+        if k is not None and y.size and (y.min() < 0 or y.max() >= k):
+            raise ValueError(f"y must hold labels in [0, {k - 1}] (k = {k}), got [{y.min()}, {y.max()}]")
+
     @property
     def n(self) -> int:
         return int(self.y.shape[0])

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from multiview.checks import check_choice, check_float, check_int
+from multiview.checks import check_choice, check_float, check_instance, check_int, check_seed
 from multiview.cli import param
 from multiview.dataset import GaussianData
 
@@ -158,8 +158,8 @@ class GaussianTask:
     """A Gaussian-like world: input distribution (with its mixture means) and a teacher."""
 
     def __init__(self, config: GaussianConfig | None = None, seed: int | np.random.Generator = 0):
-        self.config = c = config if config is not None else GaussianConfig()
-        rng = np.random.default_rng(seed)
+        self.config = c = check_instance("config", config, GaussianConfig) if config is not None else GaussianConfig()
+        rng = np.random.default_rng(check_seed("seed", seed))
         std = 1.0 / np.sqrt(c.patch_dim)
         self.means = (
             rng.standard_normal((c.components, c.patches, c.patch_dim)) * (c.separation * std)
@@ -188,7 +188,7 @@ class GaussianTask:
         """
         n = check_int("n", n, 1)
         c = self.config
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(check_seed("seed", seed))
         if c.sampling == "uniform" and c.margin == 0:
             X, comp = self.draw_inputs(n, rng)
             y, margin = self.teacher.label_and_margin(X)

@@ -12,6 +12,7 @@ import zipfile
 
 import numpy as np
 
+from multiview.checks import check_finite
 from multiview.dataset import GaussianData, MultiViewData
 from multiview.gaussian import GaussianConfig
 from multiview.multiview import MultiViewConfig
@@ -29,8 +30,8 @@ def load(path: str | os.PathLike) -> MultiViewData | GaussianData:
     """Load a dataset written by ``save``; the result equals what was saved, array for array.
 
     A file that is not such a dataset (another archive, a text file, a broken or foreign config,
-    arrays of the wrong shape, labels outside [0, k)) raises one ValueError that names the file
-    and what is wrong; nothing is unpickled."""
+    arrays of the wrong shape, labels outside [0, k), NaN or inf in X or another float array)
+    raises one ValueError that names the file and what is wrong; nothing is unpickled."""
     kinds = {"MultiViewData": (MultiViewData, MultiViewConfig), "GaussianData": (GaussianData, GaussianConfig)}
     if not zipfile.is_zipfile(path):
         raise ValueError(f"{path}: not a dataset written by multiview's save() (not an .npz archive)")
@@ -74,3 +75,6 @@ def _check_arrays(path, kind: str, arrays: dict, k: int) -> None:
             raise ValueError(f"{path}: {name} must have one row per label ({n}), got shape {arrays[name].shape}")
     if n and (y.min() < 0 or y.max() >= k):
         raise ValueError(f"{path}: labels must lie in [0, {k - 1}] (k = {k}), got [{y.min()}, {y.max()}]")
+    for name, a in arrays.items():  # one pass over each float array: a generator writes finite numbers only
+        if a.dtype.kind == "f":
+            check_finite(f"{path}: {name}", a, "a saved dataset holds finite numbers only")

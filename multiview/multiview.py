@@ -50,7 +50,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from multiview.checks import check_choice, check_float, check_int
+from multiview.checks import check_choice, check_float, check_instance, check_int, check_seed
 from multiview.cli import param
 from multiview.dataset import MultiViewData
 
@@ -150,8 +150,8 @@ class MultiViewDistribution:
     """A multi-view world: a config and its (seeded) feature dictionary. Draw samples with ``sample``."""
 
     def __init__(self, config: MultiViewConfig | None = None, seed: int | np.random.Generator = 0):
-        self.config = config if config is not None else MultiViewConfig()
-        rng = np.random.default_rng(seed)
+        self.config = check_instance("config", config, MultiViewConfig) if config is not None else MultiViewConfig()
+        rng = np.random.default_rng(check_seed("seed", seed))
         c = self.config
         self.features = orthonormal_features(c.n_features, c.d, c.basis, rng)
 
@@ -173,7 +173,7 @@ class MultiViewDistribution:
     def sample(self, n: int, seed: int | np.random.Generator = 0) -> MultiViewData:
         """Draw ``n`` samples. The same ``seed`` gives bit-identical data."""
         n = check_int("n", n, 1)
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(check_seed("seed", seed))
         c = self.config
         k, V, P, Cp, s = c.k, c.views, c.patches, c.feature_patches, c.other_features
         F = c.n_features

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from multiview.checks import check_seeds
 from theory_sims.backends import make_backend
 from theory_sims.config import LearnerConfig
 
@@ -98,9 +99,7 @@ def random_features(H: torch.Tensor, S: int) -> torch.Tensor:
 
 def init_model(config: LearnerConfig, d: int, seeds, dtype: str = "float32", device: str = "cpu") -> TwoLayerModel:
     """Fresh models: W_s = sigma0 * N(0, I) drawn from ``default_rng(seeds[s])`` in float64, then cast."""
-    seeds = tuple(int(s) for s in seeds)
-    if not seeds:
-        raise ValueError("seeds must name at least one model, got an empty list")
+    seeds = check_seeds("seeds", seeds)
     c = config
     W = np.stack([np.random.default_rng(s).standard_normal((c.k, c.m, d)) * c.sigma0 for s in seeds])
     W = torch.as_tensor(W).to(device=device, dtype=TORCH_DTYPES[dtype])

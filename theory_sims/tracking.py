@@ -17,10 +17,13 @@ varrho; unlearned ones stay near sigma0, orders of magnitude below.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from multiview.checks import check_int
 
 LEARNED_THRESHOLD = 1.0
 
@@ -40,6 +43,32 @@ class Probe:
     views: int
     noise: np.ndarray | None = None
     labels: np.ndarray | None = None
+
+    def __post_init__(self):
+        check_int("views", self.views, 1)
+        shape = tuple(np.shape(self.features))
+        if len(shape) < 2 or math.prod(shape[:-1]) % self.views:
+            raise ValueError(f"features must have shape (k * views, d) with views = {self.views}, got {shape}")
+        if (self.noise is None) != (self.labels is None):
+            raise ValueError("noise and labels go together: give both (to measure memorisation) or neither")
+
+    def check_fits(self, X_shape: tuple, k: int) -> None:
+        """Raise ValueError unless this probe fits training inputs of shape ``X_shape`` (n, P, d) and
+        a learner of ``k`` classes: features (k * views, d), noise (n, P, d), labels (n,)."""
+        n, _, d = X_shape
+        shape = tuple(np.shape(self.features))
+        if shape[-1] != d:
+            raise ValueError(f"probe.features must have dimension d = {d} (that of X), got {shape[-1]} "
+                             f"(shape {shape}): a probe built for other data?")
+        if math.prod(shape[:-1]) != k * self.views:
+            raise ValueError(f"probe.features must have k * views = {k} * {self.views} = {k * self.views} rows "
+                             f"(the learner's k), got shape {shape}")
+        if self.noise is not None and tuple(np.shape(self.noise)) != tuple(X_shape):
+            raise ValueError(f"probe.noise must have the shape of X {tuple(X_shape)}, "
+                             f"got {tuple(np.shape(self.noise))}")
+        if self.labels is not None and tuple(np.shape(self.labels)) != (n,):
+            raise ValueError(f"probe.labels must have shape ({n},) (one per training sample), "
+                             f"got {tuple(np.shape(self.labels))}")
 
     @classmethod
     def from_data(cls, data, memorisation: bool = True) -> "Probe":

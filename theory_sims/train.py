@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from multiview.checks import check_finite, check_instance, check_seeds
 from theory_sims import tracking
 from theory_sims.backends import make_backend
 from theory_sims.config import LearnerConfig, TrainConfig
@@ -107,12 +108,19 @@ def patch_views(data) -> np.ndarray:
     return np.where(own, feature % V, -1)
 
 
-def _check_inputs(X, y, seeds, learner: LearnerConfig, cfg: TrainConfig, teacher):
-    if X.ndim != 3:
-        raise ValueError(f"X must have shape (n, P, d), got {X.shape}")
+def _check_inputs(X, y, seeds, learner: LearnerConfig, cfg: TrainConfig, teacher, probe):
+    """Refuse what training would crash on deep inside, or train on silently as garbage: each
+    array is checked once here (one pass for finiteness), never per step."""
+    if X.ndim != 3 or 0 in X.shape:
+        raise ValueError(f"X must have shape (n, P, d) with n, P, d >= 1, got {X.shape}")
+    if X.dtype.kind not in "fiu":
+        raise TypeError(f"X must be an array of real numbers, got dtype {X.dtype}")
+    check_finite("X", X, "training inputs must be finite")
     n = X.shape[0]
     if y.shape != (n,):
         raise ValueError(f"y must have shape ({n},), got {y.shape}")
+    if y.dtype.kind not in "iu":
+        raise ValueError(f"y must hold integer class labels in [0, {learner.k - 1}], got dtype {y.dtype}")
     if y.min() < 0 or y.max() >= learner.k:
         raise ValueError(f"y must hold labels in [0, {learner.k - 1}] (k={learner.k}), got [{y.min()}, {y.max()}]")
     S = len(seeds)
@@ -121,14 +129,20 @@ def _check_inputs(X, y, seeds, learner: LearnerConfig, cfg: TrainConfig, teacher
     if cfg.loss in KD_LOSSES:
         if teacher is None:
             raise ValueError(f"teacher logits are required for loss={cfg.loss!r}")
-        if teacher.shape not in ((n, learner.k), (S, n, learner.k)):
+        if tuple(teacher.shape) not in ((n, learner.k), (S, n, learner.k)):
             raise ValueError(
-                f"teacher must have shape ({n}, {learner.k}) or ({S}, {n}, {learner.k}), got {teacher.shape}"
+                f"teacher must have shape ({n}, {learner.k}) or ({S}, {n}, {learner.k}), got {tuple(teacher.shape)}"
             )
+        real = teacher.dtype.is_floating_point if isinstance(teacher, torch.Tensor) else teacher.dtype.kind in "fiu"
+        if not real:
+            raise TypeError(f"teacher must hold real-valued logits, got dtype {teacher.dtype}")
+        check_finite("teacher", teacher, "teacher logits must be finite")
     if cfg.batch_size > n:
         raise ValueError(f"batch_size must be <= n = {n}, got {cfg.batch_size}")
     if cfg.backend == "torch" and cfg.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device must be 'cpu': torch reports no CUDA device here")
+    if probe is not None:
+        check_instance("probe", probe, tracking.Probe).check_fits(X.shape, learner.k)
 
 
 def _model_norms(step: torch.Tensor, group_size: int) -> torch.Tensor:
@@ -318,11 +332,19 @@ def train(
 
     A step runs over the models still training only: a model that stopped leaves the products.
     The history holds NaN for a model at the steps after it stopped.
+
+    The arguments are checked once, on entry: a config of the wrong class, seeds that are not
+    integers >= 0, labels that are not integers in [0, k), no samples, NaN or inf in X or in the
+    teacher logits, or a probe built for other data raise TypeError / ValueError naming the argument.
     """
+    check_instance("learner", learner, LearnerConfig)
+    check_instance("cfg", cfg, TrainConfig)
     X = np.asarray(X)
     y = np.asarray(y)
-    seeds = tuple(seeds)
-    _check_inputs(X, y, seeds, learner, cfg, teacher)
+    seeds = check_seeds("seeds", seeds)
+    if teacher is not None and not isinstance(teacher, torch.Tensor):
+        teacher = np.asarray(teacher)
+    _check_inputs(X, y, seeds, learner, cfg, teacher, probe)
     augment = augmenter(cfg, X.shape[0], X.shape[1], learner, patch_views)
     t0 = time.perf_counter()
     stack = _Stack(X, seeds, learner, cfg, teacher)
