@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", default=None, help=f"the CIFAR-10 data, as for real_data.reproduce (default: ${ENV_VAR})")
     p.add_argument("--cache-dir", default=None, help="where decoded images are cached (default: no cache)")
     p.add_argument("--device", default=None, help="'cuda' or 'cpu' (default: cuda if available, else cpu)")
-    p.add_argument("--tiny", action="store_true", help="toy sizes, seconds on a CPU: tests the path, not the GPU")
+    p.add_argument("--tiny", action="store_true", help="toy sizes, minutes on a CPU: tests the path, not the GPU")
     p.add_argument("--out", default=None, help="folder for gpu_check.json and the experiment's run (default: "
                                                "runs/gpu_check-<time>)")
     p.add_argument("--only", default=None, help="comma-separated subset of theory, fast_net, reproduce, wrn")

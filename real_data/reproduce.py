@@ -22,7 +22,8 @@ The real-data side of Allen-Zhu & Li (arXiv 2012.09816). One run:
 
 Every job (a seed, the students, the average) checkpoints after each epoch; ``--resume RUN_FOLDER``
 continues a killed run with the config saved there and gives the result the uninterrupted run
-would have given. Jobs run through :mod:`theory_sims.cluster`: one after another here by default
+would have given (a checkpoint that no longer loads is kept as ``NAME.pt.damaged`` and its job
+trained again). Jobs run through :mod:`theory_sims.cluster`: one after another here by default
 (``--cluster serial``), or on a Dask cluster (``--cluster local`` or ``tcp://HOST:PORT``; workers
 that advertise ``--resources GPU=1`` take one job per GPU). Students start once their teachers'
 jobs have finished and read them from ``RUN/checkpoints``, so with a remote scheduler the run
@@ -44,11 +45,13 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
 from multiview.checks import check_choice, check_float, check_int
-from multiview.cli import Parser, add_config_flags, as_flag, fail, given, param, progress_bars, require_cuda
+from multiview.cli import (Parser, add_config_flags, as_flag, fail, given, param, progress_bars, refuse_inert,
+                          require_cuda)
 from real_data.baselines import MODES
 from real_data.data import ENV_VAR, OFFICIAL, DataError
 from real_data.models import MODELS
@@ -144,12 +147,25 @@ PRESETS = {
 }
 
 
-def configure(preset: str = "fast", **overrides) -> ReproduceConfig:
+DEFAULT_PRESET = "fast"  # what a run without --preset starts from
+
+
+def configure(preset: str = DEFAULT_PRESET, **overrides) -> ReproduceConfig:
     check_choice("preset", preset, PRESETS)
     spec_over = overrides.pop("spec", {})
     base = {**PRESETS[preset], **overrides}
     spec = TrainSpec(**{**base.pop("spec", {}), **spec_over})
     return ReproduceConfig(spec=spec, **base)
+
+
+_FAST_PRESETS = ", ".join(name for name, p in PRESETS.items() if p.get("model", ReproduceConfig.model) == "fast")
+# Flags that act only in some runs: (flag, argparse dest, whether it acts, the mode it needs); one
+# the run would ignore is refused (multiview.cli.refuse_inert).
+INERT_FLAGS = (
+    *((f"--{name}", name, lambda c: c.model == "wrn", f"unless --model wrn (--preset {_FAST_PRESETS} train the "
+                                                       f"fast net)") for name in ("depth", "dropout")),
+    ("--warmup", "warmup", lambda c: c.spec.schedule == "onecycle", "unless --schedule onecycle"),
+)
 
 
 @functools.lru_cache(maxsize=1)
@@ -193,12 +209,11 @@ class _Run:
 
     def trained(self, ckpt: Path, name: str) -> list:
         """The models of finished job ``name``, rebuilt and loaded from its checkpoint."""
-        import torch
-
         from real_data.models import StackedFastNet
+        from real_data.train import read_checkpoint
 
         spec = _model_specs(self.cfg)[name]
-        state = torch.load(ckpt / f"{name}.pt", map_location=self.dd.device, weights_only=False)
+        state = read_checkpoint(ckpt / f"{name}.pt", self.dd.device)
         if name == "singles-stacked":
             stacked = StackedFastNet([self.new(seed) for seed in spec["members"]])
             stacked.load_state_dict(state["models"][0])
@@ -276,9 +291,9 @@ def _check_checkpoint(path: Path, spec: dict, seed: int, objective: str, meta: d
     training spec, seed, objective, network and data normalisation; otherwise ValueError."""
     if not path.exists():
         return
-    import torch
+    from real_data.train import read_checkpoint
 
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = read_checkpoint(path)
     there = {"spec": state.get("spec"), "seed": state.get("seed"), "objective": state.get("objective"),
              "meta": state.get("meta")}
     here = {"spec": spec, "seed": seed, "objective": objective, "meta": meta}
@@ -288,6 +303,37 @@ def _check_checkpoint(path: Path, spec: dict, seed: int, objective: str, meta: d
                     if isinstance(here[key], dict) else [key])
             raise ValueError(f"checkpoint {path} was trained under another config ({key}: {', '.join(diff)} "
                              f"differ); continue that run with --resume, or start this one in a new --out")
+
+
+def _retrain_damaged(cfg: ReproduceConfig, out: Path, log) -> None:
+    """Before the jobs of a run in ``out``: a checkpoint that no longer loads (cut short by a crash
+    during its write, a full disk) is named, kept as NAME.pt.damaged, and the job that writes it runs
+    again, as for a missing one (its record, if it finished, kept as jobs/JOB.json.stale)."""
+    from real_data.train import read_checkpoint
+
+    for job in jobs_of(cfg):
+        for name in (job["name"], *job.get("students", ())):
+            path = out / "checkpoints" / f"{name}.pt"
+            if not path.exists():
+                continue
+            try:
+                read_checkpoint(path)
+            except ValueError as err:
+                kept = _set_aside(path, ".damaged")
+                record = out / "jobs" / f"{job['name']}.json"
+                if record.exists():
+                    _set_aside(record, ".stale")
+                log(f"  {err}; kept as {kept.name}, training {job['name']} again")
+
+
+def _set_aside(path: Path, suffix: str) -> Path:
+    """Rename ``path`` to the first free ``path + suffix`` (then ``-2``, ``-3``, ...): nothing is overwritten."""
+    target, n = path.with_name(path.name + suffix), 1
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{path.name}{suffix}-{n}")
+    path.rename(target)
+    return target
 
 
 def run(cfg: ReproduceConfig, data_path, out: Path, device: str = "cpu", cache_dir=None, progress: bool = False,
@@ -309,9 +355,12 @@ def run(cfg: ReproduceConfig, data_path, out: Path, device: str = "cpu", cache_d
     log(f"{run_.images.source}: {len(dd.y_train)} train / {len(dd.y_test)} test images, {dd.num_classes} classes, "
         f"on {device}")
     out = Path(out)
+    _retrain_damaged(cfg, out, log)
     specs = jobs_of(cfg)
+    # a record depends on the settings, the device and the job, not on where the folders are
     jobs = [cluster.Job(j["name"], train_job, (cfg, str(data_path), cache_dir, device, str(out), j["name"]),
-                        after=tuple(dict.fromkeys(n for n, _ in j["teachers"])), gpu=device.startswith("cuda"))
+                        after=tuple(dict.fromkeys(n for n, _ in j["teachers"])), gpu=device.startswith("cuda"),
+                        ident=(cfg, device, j["name"]))
             for j in specs]
     where = where or cluster.Where()
     serial = where.mode == "serial"
@@ -530,11 +579,27 @@ def accuracy_figure(rows: list[dict], results: dict, title: str):
 # --------------------------------------------------------------------------------------------- CLI
 
 
+def _help_defaults(part) -> SimpleNamespace:
+    """Each field's default as ``--help`` shows it, read from :data:`PRESETS`: its value in a run
+    without --preset and, where another preset sets it otherwise, that preset's (``part`` picks the
+    config or its training spec out of a configured run)."""
+    runs = {name: part(configure(name)) for name in PRESETS}
+    base = runs[DEFAULT_PRESET]
+    shown = {}
+    for f in dataclasses.fields(base):
+        here = getattr(base, f.name)
+        others = [f"{name} {getattr(r, f.name)}" for name, r in runs.items() if getattr(r, f.name) != here]
+        shown[f.name] = f"{here}" + (f"; --preset {', '.join(others)}" if others else "")
+    return SimpleNamespace(**shown)
+
+
 def build_parser() -> Parser:
     p = Parser(prog="python -m real_data.reproduce", description=__doc__)
+    paper = configure("paper")
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                   help="starting point for the other flags (default: fast; smoke: tiny CPU test, seconds; cpu: the "
-                        "paper's pattern on 2 CPU cores, about 40 minutes; paper: WRN-28-10, 200 epochs)")
+                   help=f"starting point for the other flags (default: {DEFAULT_PRESET}, the GPU recipe; smoke: the "
+                        f"CPU end-to-end test, a tiny net; cpu: the paper's pattern on 2 CPU cores, README.md gives "
+                        f"its time; paper: WRN-{paper.depth}-{paper.width:g}, {paper.spec.epochs} epochs)")
     p.add_argument("--data", default=None,
                    help=f"CIFAR archive, extracted folder or image-folder tree/.tar.gz (default: ${ENV_VAR})")
     p.add_argument("--cache-dir", default=None, help="where decoded images are cached as .npz (default: no cache)")
@@ -542,16 +607,18 @@ def build_parser() -> Parser:
     p.add_argument("--resume", default=None, metavar="RUN_FOLDER",
                    help="continue the run in this folder with its saved config and data path (experiment and "
                         "training flags, --preset and --out are refused with it): finished jobs (RUN/jobs/*.json) are kept, a job cut short resumes from its "
-                        "last epoch's checkpoint")
+                        "last epoch's checkpoint; a checkpoint that no longer loads is named, kept as NAME.pt.damaged "
+                        "and its job trained again")
     p.add_argument("--device", default=None, help="'cpu' or 'cuda' (default: cuda if available, else cpu)")
     p.add_argument("--quiet", action="store_true",
                    help="no progress output (bars are drawn only on a terminal; elsewhere, e.g. in a log, one "
                         "plain line per finished job)")
     cluster.add_flags(p, default="serial")
-    e = p.add_argument_group("experiment (defaults shown before --preset, which sets some of them)")
-    exp_flags = add_config_flags(e, ReproduceConfig, skip=("spec",))
-    t = p.add_argument_group("training of every job (defaults shown before --preset)")
-    spec_flags = add_config_flags(t, TrainSpec)
+    shown = f"defaults: --preset {DEFAULT_PRESET}'s, which a run without --preset uses; after ';' other presets' values"
+    e = p.add_argument_group(f"experiment ({shown})")
+    exp_flags = add_config_flags(e, ReproduceConfig, skip=("spec",), defaults=_help_defaults(lambda c: c))
+    t = p.add_argument_group(f"training of every job ({shown})")
+    spec_flags = add_config_flags(t, TrainSpec, defaults=_help_defaults(lambda c: c.spec))
     p.set_defaults(_exp=exp_flags, _spec=spec_flags)
     return p
 
@@ -595,12 +662,13 @@ def main(argv: list[str] | None = None) -> int:
         else:
             exp = given(args, args._exp)
             if "seeds" in exp and "students" not in exp:  # at most as many students as seeds
-                exp["students"] = min(PRESETS[args.preset or "fast"].get("students", ReproduceConfig.students),
-                                      exp["seeds"])
+                preset = PRESETS[args.preset or DEFAULT_PRESET]
+                exp["students"] = min(preset.get("students", ReproduceConfig.students), exp["seeds"])
             try:
-                cfg = configure(args.preset or "fast", **exp, spec=given(args, args._spec))
+                cfg = configure(args.preset or DEFAULT_PRESET, **exp, spec=given(args, args._spec))
             except ValueError as err:
                 raise ValueError(as_flag(str(err), names=[*args._exp, *args._spec])) from None
+            refuse_inert(args, cfg, INERT_FLAGS)
         where = cluster.where(args)
         data_path = args.data or saved_data or os.environ.get(ENV_VAR)
         if data_path is None:

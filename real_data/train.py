@@ -197,6 +197,18 @@ def save_atomic(obj, path: Path) -> None:
     write_atomic(path, buf.getvalue())
 
 
+def read_checkpoint(path, device="cpu", what: str = "checkpoint") -> dict:
+    """``torch.load`` of checkpoint ``path``; ValueError in one line, naming it as ``what`` (a CLI
+    passes its flag), where the file is not one (cut short by a crash during a write, another file)."""
+    try:
+        return torch.load(path, map_location=device, weights_only=False)
+    except MemoryError:  # a whole checkpoint too large here is not a damaged one
+        raise
+    except Exception as err:  # noqa: BLE001 (torch.load raises many kinds on a bad file)
+        why = (str(err).splitlines() or [""])[0].split(". ")[0]
+        raise ValueError(f"{what} {path}: not a torch checkpoint, or a damaged one ({type(err).__name__}: {why})") from None
+
+
 def fit(models: list[nn.Module], data: DeviceData, spec: TrainSpec, seed: int, objective: str = "ce",
         teachers: list[nn.Module] | None = None, checkpoint: Path | None = None, progress: bool = False,
         desc: str = "train", stop_after: int | None = None, meta: dict | None = None,
@@ -233,7 +245,7 @@ def fit(models: list[nn.Module], data: DeviceData, spec: TrainSpec, seed: int, o
     opt = _optimizer(models, spec)
     record = {"epochs_done": 0, "train_loss": [], "wall_s": 0.0, "cpu_s": 0.0}
     if checkpoint is not None and Path(checkpoint).exists():
-        state = torch.load(checkpoint, map_location=dev, weights_only=False)
+        state = read_checkpoint(checkpoint, dev)
         for m, sd in zip(models, state["models"]):
             m.load_state_dict(sd)
         opt.load_state_dict(state["optimizer"])
@@ -311,17 +323,18 @@ def predict(models: list[nn.Module], x: torch.Tensor, batch_size: int = 1000, bf
     return torch.stack(out)
 
 
-def load_models(checkpoint, device: str = "cpu") -> tuple[list[nn.Module], dict]:
+def load_models(checkpoint, device: str = "cpu", what: str = "checkpoint") -> tuple[list[nn.Module], dict]:
     """The models of a job checkpoint written by :func:`fit` from ``real_data.reproduce``, in eval
-    mode, and the checkpoint's ``meta`` (architecture, normalisation, class names)."""
+    mode, and the checkpoint's ``meta`` (architecture, normalisation, class names); errors name the
+    file as ``what`` (a CLI passes its flag)."""
     from real_data.baselines import wrap
     from real_data.models import make_model
 
     path = Path(checkpoint)
     if not path.exists():
-        raise ValueError(f"checkpoint: no such file: {path}")
+        raise ValueError(f"{what}: no such file: {path}")
+    state = read_checkpoint(path, device, what)
     try:
-        state = torch.load(path, map_location=device, weights_only=False)
         meta = state["meta"]
         models = []
         for sd in state["models"]:
@@ -330,5 +343,6 @@ def load_models(checkpoint, device: str = "cpu") -> tuple[list[nn.Module], dict]
             m.load_state_dict(sd)
             models.append(m.to(device).eval())
     except (KeyError, RuntimeError, EOFError, OSError, TypeError, ValueError) as err:
-        raise ValueError(f"checkpoint {path}: not a real_data.reproduce job checkpoint ({type(err).__name__}: {err})") from None
+        why = (str(err).splitlines() or [""])[0]  # load_state_dict's own message runs over many lines
+        raise ValueError(f"{what} {path}: not a real_data.reproduce job checkpoint ({type(err).__name__}: {why})") from None
     return models, meta

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from multiview.cli import Parser, as_flag, fail
+from multiview.cli import Parser, as_flag, fail, refuse_inert
 
 
 def layer_names(model: nn.Module) -> list[str]:
@@ -251,12 +251,16 @@ def build_parser() -> Parser:
     p.add_argument("--n-test", type=int, default=2000, help="test images searched (default: 2000)")
     p.add_argument("--am-steps", type=int, default=96, help="activation-maximisation steps (0: none; default: 96)")
     p.add_argument("--class", dest="cls", default=None, help="class name for --compare (default: the first class)")
-    p.add_argument("--compare", nargs="*", default=None, metavar="CKPT",
+    p.add_argument("--compare", nargs="+", default=None, metavar="CKPT",
                    help="more checkpoints (other seeds, a KD student) to compare with --checkpoint on one class")
     p.add_argument("--ablation", action="store_true", help="also the channel-ablation curves of --layer")
     p.add_argument("--out", default=None, help="output folder (default: runs/visualize-<time>)")
     p.add_argument("--seed", type=int, default=0, help="seed of the test subset, jitter and random ablation order")
     return p
+
+
+# Flags that act only with another: (flag, argparse dest, whether it acts, the flag it needs) (multiview.cli.refuse_inert).
+INERT_FLAGS = (("--class", "cls", lambda args: args.compare is not None, "without --compare CKPT ..."),)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -273,14 +277,15 @@ def main(argv: list[str] | None = None) -> int:
                                 ("--am-steps", args.am_steps, 0), ("--seed", args.seed, 0)):
             if value is not None and value < lo:
                 raise ValueError(f"{flag} must be an integer >= {lo}, got {value}")
-        models, meta = load_models(args.checkpoint)
+        refuse_inert(args, args, INERT_FLAGS)
+        models, meta = load_models(args.checkpoint, what="--checkpoint")
         model = models[0]
         layer = args.layer or _last_stage(model)
         _module(model, layer)
         data_path = args.data or os.environ.get(ENV_VAR)
         if data_path is None or not Path(data_path).exists():
             raise ValueError(f"--data must name the CIFAR data the run used (or set ${ENV_VAR}), got {data_path}")
-        others = [load_models(c)[0][0] for c in (args.compare or [])]
+        others = [load_models(c, what="--compare")[0][0] for c in (args.compare or [])]
         classes = meta["classes"]
         cls = classes[0] if args.cls is None else args.cls
         if cls not in classes:

@@ -90,17 +90,34 @@ def test_selectivity_finds_a_planted_channel_and_half_count_by_hand():
 @pytest.mark.parametrize(
     "extra, message",
     [(["--layer", "nope"], "layer must be one of"),
-     (["--class", "zebra"], "--class must be one of class0"),
+     (["--class", "zebra", "--compare", "{run}/checkpoints/single-1.pt"], "--class must be one of class0"),
+     (["--class", "class2"], "--class does nothing without --compare"),  # it would be ignored
+     (["--compare"], "--compare: expected at least one argument"),
      (["--channels", "999"], "--channels must be in [0, "),
      (["--top", "0"], "--top must be an integer >= 1, got 0")],
 )
 def test_visualize_bad_flags_exit_2(extra, message, smoke_run, image_tree, capsys, tmp_path):
     with pytest.raises(SystemExit) as exc:
         vz.main(["--checkpoint", str(smoke_run / "checkpoints" / "single-0.pt"), "--data", str(image_tree),
-                 "--am-steps", "0", "--out", str(tmp_path / "v")] + extra)
+                 "--am-steps", "0", "--out", str(tmp_path / "v")] + [e.format(run=smoke_run) for e in extra])
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err
+
+
+@pytest.mark.parametrize("flag", ["--checkpoint", "--compare"])
+def test_a_file_that_is_not_a_checkpoint_is_one_line_naming_its_flag(flag, smoke_run, image_tree, capsys, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a checkpoint\n")
+    good = str(smoke_run / "checkpoints" / "single-0.pt")
+    argv = ["--checkpoint", str(notes) if flag == "--checkpoint" else good, "--data", str(image_tree),
+            "--am-steps", "0", "--out", str(tmp_path / "v")]
+    with pytest.raises(SystemExit) as exc:
+        vz.main(argv + (["--compare", str(notes)] if flag == "--compare" else []))
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{flag} {notes}: not a torch checkpoint" in err
+    assert not (tmp_path / "v").exists()
 
 
 def test_missing_checkpoint_is_one_line(capsys, image_tree):
