@@ -255,3 +255,66 @@ def test_the_validation_table_counts_theorems_out_of_those_there_are(monkeypatch
     row = {"data_seed": 100, "single": 0.5, "holds_single": True, "kd": 0.2, "holds_kd": False, "theorems_held": 1}
     line = search.format_validation([row]).splitlines()[1]
     assert line.endswith("  1/2") and "FAILS" in line and "holds" in line
+
+
+def _killed_mid_write(tmp_path, monkeypatch, cut: int):
+    """A finished two-trial study (the stand-in experiment) whose journal lost its last ``cut``
+    bytes, as a kill -9 during a write leaves it: the folder and the journal's bytes before the cut."""
+    monkeypatch.setattr(search, "trial_job", _fake_trial_job([]))
+    out = tmp_path / "s"
+    assert search.main(TINY + ["--trials", "2", "--no-figures", "--out", str(out)]) == 0
+    journal = out / "study.journal"
+    data = journal.read_bytes()
+    data = data[: len(data) - cut]
+    journal.write_bytes(data)
+    return out, data
+
+
+def test_a_resume_sets_aside_a_journal_record_cut_off_by_a_kill_and_asks_its_trial_again(tmp_path, monkeypatch, capsys):
+    """The last 40 bytes of the journal gone (the tell of trial 1 cut in half): the resume sets the
+    torn line aside, says so in one line, asks trial 1 again with its parameters and finishes; the
+    journal it leaves reads back whole."""
+    out, data = _killed_mid_write(tmp_path, monkeypatch, 40)
+    whole = data[: data.rfind(b"\n") + 1]
+    capsys.readouterr()
+    assert search.main(TINY + ["--trials", "2", "--no-figures", "--resume", str(out)]) == 0
+    assert (out / "study.journal.torn-1").read_bytes() == data[len(whole):]  # nothing lost
+    assert (out / "study.journal").read_bytes().startswith(whole)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "study.journal" in err[0] and "cut off" in err[0] and "study.journal.torn-1" in err[0]
+    trials = search.open_study(out, 0).get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE", "FAIL", "COMPLETE"]
+    assert trials[2].params == trials[1].params  # the trial whose record was cut, asked again
+    # killed again the same way: the next torn line goes beside the first
+    journal = out / "study.journal"
+    journal.write_bytes(journal.read_bytes()[:-40])
+    assert search.main(TINY + ["--trials", "2", "--no-figures", "--resume", str(out)]) == 0
+    assert (out / "study.journal.torn-2").exists() and "torn-2" in capsys.readouterr().err
+
+
+def test_a_resume_writes_back_the_line_end_of_a_whole_last_record(tmp_path, monkeypatch, capsys):
+    out, data = _killed_mid_write(tmp_path, monkeypatch, 1)
+    capsys.readouterr()
+    assert search.main(TINY + ["--trials", "2", "--no-figures", "--resume", str(out)]) == 0
+    assert (out / "study.journal").read_bytes().startswith(data + b"\n")
+    assert not list(out.glob("study.journal.torn-*"))
+    assert "line end is written back" in capsys.readouterr().err
+    assert [t.state.name for t in search.open_study(out, 0).get_trials()] == ["COMPLETE", "COMPLETE"]
+
+
+def test_a_resume_refuses_a_journal_damaged_before_its_end(tmp_path, monkeypatch, capsys):
+    """A line in the middle that is not a record is no cut-off write: refused in one line naming the
+    file and the line, exit 2, the journal left as it is."""
+    out, _ = _killed_mid_write(tmp_path, monkeypatch, 0)
+    journal = out / "study.journal"
+    lines = journal.read_bytes().split(b"\n")
+    lines[2] = lines[2][: len(lines[2]) // 2]
+    damaged = b"\n".join(lines)
+    journal.write_bytes(damaged)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        search.main(TINY + ["--trials", "3", "--no-figures", "--resume", str(out)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{journal} line 3 is not a journal record" in err[0]
+    assert journal.read_bytes() == damaged and not list(out.glob("study.journal.torn-*"))

@@ -383,3 +383,53 @@ def test_the_k_figure_says_whether_both_views_fall_with_k(monkeypatch, tmp_path)
     assert "does not fall: 0.11, 0.21 at k = 5, 10" in shown["fig"]._suptitle.get_text()
     figures.k_figure(tmp_path / "k.png", rows({5: 0.3, 10: 0.1, 20: 0.2}))
     assert "falls, but not steadily: 0.30, 0.11, 0.21 at k = 5, 10, 20" in shown["fig"]._suptitle.get_text()
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--stop", "steps", "--vary", "train.fit_multiple=2,3"],
+     "--vary train.fit_multiple does nothing unless --stop converge"),
+    (["--stop", "steps", "--vary", "train.plateau=0.01,0.02"], "--vary train.plateau does nothing unless --stop converge"),
+    (["--stop", "fit", "--vary", "train.loss_target=0.01,0.001"],
+     "--vary train.loss_target does nothing unless --stop converge"),
+    (["--kd-stop", "steps", "--vary", "distill.fit_multiple=2,3"],
+     "--vary distill.fit_multiple does nothing unless --kd-stop converge"),
+    (["--vary", "train.plateau_window=20,40"],
+     "--vary train.plateau_window does nothing unless --stop converge with --plateau above 0"),
+    (["--vary", "train.extra_steps=0,10"], "--vary train.extra_steps does nothing unless --stop fit"),
+    (["--vary", "ntk_train.lr=1,2"], "--vary ntk_train.lr does nothing without --ntk"),
+    (["--vary", "train.stop=steps,converge", "--vary", "train.fit_multiple=2,3"],
+     "--vary train.fit_multiple does nothing unless --stop converge (as at point 0: train.stop=steps)"),
+    (["--grid", "--vary", "distill.stop=converge,steps", "--vary", "distill.plateau=0.01,0.02"],
+     "--vary distill.plateau does nothing unless --kd-stop converge (as at point 2: distill.stop=steps)"),
+])
+def test_a_varied_field_that_does_nothing_in_the_mode_is_refused_as_its_flag_is(argv, needle, capsys, tmp_path,
+                                                                                 monkeypatch):
+    """The rule of view_learning's flags (--fit-multiple with --stop steps is refused) holds for --vary:
+    points that differ in a field the stop rule (or the mode) ignores would be the same run."""
+    monkeypatch.setattr(sweep, "run", lambda *a, **k: pytest.fail("the sweep ran"))  # not a full-size sweep
+    out = tmp_path / "sweep"
+    with pytest.raises(SystemExit) as exc:
+        sweep.main(argv + ["--out", str(out), "--cluster", "serial"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0], err
+    assert not out.exists()
+
+
+def test_a_varied_field_is_refused_only_where_it_does_nothing():
+    base = vl.ViewLearningConfig()  # both stop rules 'converge', the single models' plateau off
+    assert base.train.stop == "converge" and base.train.plateau == 0 and base.distill.plateau > 0
+    for varied in ([("train.fit_multiple", [2.0, 3.0])], [("distill.plateau_window", [20, 40])],
+                   [("train.steps", [100, 200])],  # the cap of 'converge', not idle under it
+                   [("train.plateau", [0.01, 0.02]), ("train.plateau_window", [20, 40])],
+                   [("distill.stop", ["steps", "converge"]), ("distill.steps", [100, 200])]):
+        assert len(sweep.points(base, varied, [0])) == 2, varied
+    # every refusal rule of the experiment's flags is reached from the field that flag sets
+    paths = [f"{part}.{f.name}" for part in vl.PARTS for f in vl.dataclasses.fields(getattr(base, part))]
+    paths += [f.name for f in vl.dataclasses.fields(base) if f.name not in vl.PARTS]
+    pairs = [(sweep.inert_rule(p)[0], p) for p in paths if sweep.inert_rule(p) is not None]
+    reached = dict(pairs)
+    assert len(reached) == len(pairs) and set(reached) == {rule[0] for rule in vl.INERT_FLAGS}  # one field a flag
+    assert reached["--kd-plateau"] == "distill.plateau" and reached["--kd-weight"] == "distill.kd_weight"
+    assert reached["--augment-rate"] == "augment_rate" and reached["--rf-steps"] == "rf_train.steps"
+    assert sweep.inert_rule("train.kd_weight") is None and sweep.inert_rule("train.augment_rate") is None  # no flags

@@ -22,7 +22,8 @@ theorems are ``report.STATEMENTS`` of kind "theorem", :data:`THEOREMS`; margins 
 The study lives in the run folder (``study.journal``, Optuna's journal file, append-only), every
 job's record in ``jobs/``; a killed search resumes with ``--resume RUN`` (same flags) and loses at
 most its running trials, which are asked again with the same parameters (their finished data
-seeds are read back). ``--trials`` is the size of the study, counting the trials it already has.
+seeds are read back; a journal record the kill cut off is set aside in ``study.journal.torn-<n>``
+and its trial asked again). ``--trials`` is the size of the study, counting the trials it already has.
 A new study can start from an earlier one's trials with ``--warm-start RUN`` (the same experiment
 and data seeds, the values inside this search's ranges): a range whose edge held the best trials
 widens without running them again.
@@ -46,6 +47,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -230,6 +232,60 @@ def _jobs(base, params: dict, seeds: list[int], prefix: str = "") -> list[cluste
     cfg = regime(base, params)
     key = prefix + params_key(params)
     return [cluster.Job(f"{key}-seed{s}", trial_job, (dataclasses.replace(cfg, seed=s),)) for s in seeds]
+
+
+def mend_journal(folder: Path) -> str | None:
+    """Make the study journal in ``folder`` readable again after a write that was cut off (a kill -9
+    while Optuna appended a record): returns the line to print, or None where the journal is whole.
+
+    Optuna's journal is one JSON record a line, appended. A last line without its line end is a write
+    cut off: where it is a whole record (only the line end was lost) the line end is written; otherwise
+    its bytes are set aside in ``study.journal.torn-<n>`` (nothing is lost) and the journal is cut back
+    to its last whole line, so that the next record starts on a line of its own (appended to the torn
+    bytes, Optuna would read neither). The trial whose record was cut is then left running, and
+    :func:`requeue_running` asks it again. A line before the last that is not a record is damage this
+    cannot mend: a ValueError naming the file and the line."""
+    path = folder / "study.journal"
+    if not path.is_file():
+        return None
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1
+    lines = data[:end].split(b"\n")[:-1]
+    for number, line in enumerate(lines, start=1):
+        try:
+            whole = isinstance(json.loads(line), dict)
+        except ValueError:
+            whole = False
+        if not whole:
+            raise ValueError(f"--resume {folder}: {path} line {number} is not a journal record (a damaged file, not "
+                             "a write cut off at its end); it is not mended: restore the file or move the run away")
+    tail = data[end:]
+    if not tail:
+        return None
+    try:
+        whole = isinstance(json.loads(tail), dict)
+    except ValueError:
+        whole = False
+    if whole:  # a JSON object has no shorter prefix that parses: only the line end is missing
+        with open(path, "ab") as f:
+            f.write(b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+        return f"{path}: its last record had lost its line end (a write cut off); the line end is written back"
+    n = 1
+    while (torn := path.with_name(f"{path.name}.torn-{n}")).exists():
+        n += 1
+    with open(torn, "xb") as f:
+        f.write(tail)
+        f.flush()
+        os.fsync(f.fileno())
+    with open(path, "r+b") as f:
+        f.truncate(end)
+        f.flush()
+        os.fsync(f.fileno())
+    return (f"{path}: its last line ({len(tail)} bytes) was cut off by an interrupted write; set aside in {torn.name}, "
+            f"the study resumes from the {len(lines)} whole records before it (a trial whose record was cut is asked "
+            "again)")
 
 
 def _storage(folder: Path):
@@ -606,8 +662,11 @@ def main(argv: list[str] | None = None) -> int:
         # checked before anything is written; a resumed study already holds them
         warm = warm_trials(Path(args.warm_start), config, axes) if args.warm_start and not args.resume else []
         out = start_run(args.out, args.resume, "search", config)
+        mended = mend_journal(out) if args.resume else None  # a search killed while it wrote its journal
     except ValueError as err:
         parser.error(str(err))
+    if mended:
+        print(mended, file=sys.stderr, flush=True)
     log = (lambda *a, **k: None) if args.quiet else (lambda *a, **k: print(*a, **k, flush=True))
     study = open_study(out, args.sampler_seed)
     if not study.get_trials(deepcopy=False) and warm:  # a new study from an earlier one's trials

@@ -92,6 +92,50 @@ def with_value(cfg: vl.ViewLearningConfig, path: str, value) -> vl.ViewLearningC
     return dataclasses.replace(cfg, **parts)
 
 
+def inert_rule(path: str):
+    """The rule of :data:`view_learning.INERT_FLAGS` for the flag that sets the field at ``path``
+    (``(flag, dest, acts, when)``), or None where that flag acts in every mode. The flag is the one
+    :func:`search.flags` writes for the field: a part's prefix and the field's name (``distill.plateau``
+    is ``--kd-plateau``, ``distill.kd_weight`` is ``--kd-weight``), an experiment field by its name. A
+    name that is another's flag (``train.kd_weight`` would be distill's ``--kd-weight``,
+    ``train.augment_rate`` the experiment's ``--augment-rate``) has no flag and no rule."""
+    head, _, field = path.partition(".")
+    if not field:
+        dest = head if head in vl.EXPERIMENT_FLAGS else None
+    else:
+        prefix = vl.PART_FLAGS[head].replace("-", "_")
+        dest = field if field.startswith(prefix) else prefix + field
+        owner = max((p.replace("-", "_") for p in vl.PART_FLAGS.values() if dest.startswith(p.replace("-", "_"))),
+                    key=len)  # the longest prefix names the part whose flag it is (--kd-weight: distill's)
+        if owner != prefix or dest in vl.EXPERIMENT_FLAGS:
+            dest = None
+    return next((rule for rule in vl.INERT_FLAGS if rule[1] == dest), None)
+
+
+def refuse_inert_vary(varied_at: list[tuple[dict, vl.ViewLearningConfig]]) -> None:
+    """Raise ValueError for a ``--vary`` field that does nothing at some point of the sweep (the
+    points' ``(values, config)``): the rule :func:`multiview.cli.refuse_inert` applies to the
+    experiment's flags (``--fit-multiple`` with ``--stop steps``), so that a sweep never runs points
+    that differ in nothing that runs."""
+    if not varied_at:
+        return
+    for path in varied_at[0][0]:
+        rule = inert_rule(path)
+        if rule is None:
+            continue
+        flag, _, acts, when = rule
+        idle = [(i, values) for i, (values, cfg) in enumerate(varied_at) if not acts(cfg)]
+        if not idle:
+            continue
+        where = ""
+        if len(idle) < len(varied_at):  # inert where another --vary sets the mode
+            i, values = idle[0]
+            others = ", ".join(f"{p}={v}" for p, v in values.items() if p != path)
+            where = f" (as at point {i}: {others})"
+        raise ValueError(f"--vary {path} does nothing {when}{where}, like {flag}, which is refused there: its values "
+                         "would change nothing that runs; drop it or change that")
+
+
 K_RULES = ("plain", "race")
 
 
@@ -134,7 +178,8 @@ def k_rule(base: vl.ViewLearningConfig, ks: list[int], rule: str = "plain") -> l
 def points(base: vl.ViewLearningConfig, varied: list[tuple[str, list]], data_seeds: list[int],
            grid: bool = False) -> list[dict]:
     """Every run of the sweep: point index, its values, data seed and config (built, so a bad
-    value fails here, before anything runs). The ``varied`` values move together, or with
+    value fails here, before anything runs, and so does a varied field that does nothing at a point:
+    :func:`refuse_inert_vary`). The ``varied`` values move together, or with
     ``grid`` every combination of them is a point (the first parameter varying slowest)."""
     if grid:
         combos = list(itertools.product(*(vals for _, vals in varied)))
@@ -144,12 +189,16 @@ def points(base: vl.ViewLearningConfig, varied: list[tuple[str, list]], data_see
             raise ValueError("--vary flags move together and need the same number of values, got "
                              + ", ".join(f"{p}: {n}" for p, n in lengths.items()) + " (or pass --grid)")
         combos = list(zip(*(vals for _, vals in varied))) if varied else [()]
-    runs, seen = [], {}
-    for i, combo in enumerate(combos):
+    built = []
+    for combo in combos:
         values = {path: value for (path, _), value in zip(varied, combo)}
         cfg = base
         for path, value in values.items():
             cfg = with_value(cfg, path, value)
+        built.append((values, cfg))
+    refuse_inert_vary(built)
+    runs, seen = [], {}
+    for i, (values, cfg) in enumerate(built):
         for seed in data_seeds:
             run_cfg = dataclasses.replace(cfg, seed=seed)
             # Two runs of one config are one result counted twice: refused, whichever flag repeats.
@@ -213,7 +262,8 @@ def build_parser():
     g = p.add_argument_group("sweep")
     g.add_argument("--vary", action="append", default=[], metavar="SECTION.FIELD=V1,V2,...",
                    help="a parameter and its values; several --vary move together (point i takes the i-th value of "
-                        "each), or with --grid span a grid")
+                        "each), or with --grid span a grid; a field that does nothing in the mode the other flags "
+                        "set (train.fit_multiple with --stop steps) is refused, as its flag is")
     g.add_argument("--grid", action="store_true",
                    help="run every combination of the --vary values (a grid) and draw map.png: one panel per "
                         "prediction, held or failed at each grid point, coloured by its margin")
