@@ -137,6 +137,42 @@ def test_resume_reruns_a_damaged_or_edited_record_instead_of_tabulating_it(seria
     assert sweep_rows(half) == sweep_rows(serial_sweep)
 
 
+def test_resume_reruns_a_record_copied_from_another_sweep(serial_sweep, tmp_path, capsys):
+    """A record of the same key made by another job (here: another sweep's point, copied in) was
+    tabulated as this run's: each record carries its job's fingerprint, and one of another job runs again."""
+    half = tmp_path / "foreign"
+    shutil.copytree(serial_sweep, half)
+    (half / "sweep.json").unlink()
+    records = sorted((half / "jobs").iterdir())
+    shutil.copy(records[1], records[0])  # another point's record under this point's name
+    argv = [a for a in SMALL if a != "--quiet"] + VARY + ["--cluster", "serial", "--resume", str(half)]
+    assert sweep.main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"{records[0]}: the record of another job" in out and "3 of 4 jobs already have records" in out
+    assert sweep_rows(half) == sweep_rows(serial_sweep)
+
+
+def test_a_jobs_fingerprint_follows_its_function_and_arguments_or_ident():
+    job = cluster.Job("a", gn.summarise, ([1, 2],))
+    assert job.fingerprint == cluster.Job("b", gn.summarise, ([1, 2],), after=("c",), cost=3.0).fingerprint
+    assert job.fingerprint != cluster.Job("a", gn.summarise, ([1, 3],)).fingerprint
+    assert job.fingerprint != cluster.Job("a", gn.run_cell, ([1, 2],)).fingerprint
+    # ident: what the record depends on where the arguments hold more (a folder that may move)
+    moved = [cluster.Job("a", gn.summarise, ("/runs/x",), ident=[1]), cluster.Job("a", gn.summarise, ("/y",), ident=[1])]
+    assert moved[0].fingerprint == moved[1].fingerprint
+    with pytest.raises(TypeError, match="has no fingerprint; give the Job an ident"):
+        _ = cluster.Job("a", gn.summarise, (object(),)).fingerprint
+
+
+def test_records_from_before_fingerprints_are_read_as_before(tmp_path):
+    cluster.write_record(tmp_path / "old.json", {"x": 1})  # no made_by: an older run's record
+    assert cluster.read_record(tmp_path / "old.json", made_by="f" * 64) == {"x": 1}
+    cluster.write_record(tmp_path / "new.json", {"x": 1}, made_by="a" * 64)
+    assert cluster.read_record(tmp_path / "new.json", made_by="a" * 64) == {"x": 1}
+    with pytest.raises(cluster.BadRecord, match="the record of another job"):
+        cluster.read_record(tmp_path / "new.json", made_by="b" * 64)
+
+
 def test_resume_refuses_a_command_that_describes_another_run(serial_sweep, capsys):
     with pytest.raises(SystemExit) as exc:
         sweep.main(SMALL + ["--vary", "learner.q=3,5", "--data-seeds", "0,1", "--resume", str(serial_sweep)])

@@ -145,6 +145,55 @@ def test_a_damaged_stage_is_trained_again_on_resume(vl_run, tmp_path, capsys):
     assert without_timings(resumed) == without_timings(json.loads((vl_run / "results.json").read_text()))
 
 
+def test_a_stage_of_another_run_is_not_trusted_on_resume(vl_run, tmp_path, capsys):
+    """A stages/single.pt copied from a --seed 1 run into this (seed 0) run's folder was read back
+    as this run's (exit 0, a wrong ensemble): each stage carries the fingerprint of its data, seeds
+    and settings, and one that does not match is named in one line and trained again."""
+    import shutil
+
+    other = tmp_path / "seed1"
+    assert vl.main(VL_SMALL + ["--seed", "1", "--out", str(other)]) == 0
+    out = tmp_path / "mixed"
+    shutil.copytree(vl_run, out)
+    (out / "results.json").unlink()
+    shutil.copy(other / "stages" / "single.pt", out / "stages" / "single.pt")
+    capsys.readouterr()
+    assert vl.main([a for a in VL_SMALL if a != "--quiet"] + ["--resume", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert f"{out / 'stages' / 'single.pt'}: trained on other data, seeds or settings than this run's" in text
+    read_back = text.split("finished stages: ")[1].split("\n")[0].split(", ")
+    assert "kd" in read_back and "single" not in read_back  # the others are read back, single is trained again
+    resumed = json.loads((out / "results.json").read_text())
+    assert without_timings(resumed) == without_timings(json.loads((vl_run / "results.json").read_text()))
+
+
+def test_config_re_creates_a_run_from_its_folder(vl_run, tmp_path):
+    """--config RUN starts from RUN's settings: with no other flag the new run's results equal the
+    original's (timings aside); a flag beside it overrides that one setting."""
+    again = tmp_path / "again"
+    assert vl.main(["--config", str(vl_run), "--out", str(again), "--quiet", "--no-figures"]) == 0
+    assert (again / "config.json").read_text() == (vl_run / "config.json").read_text()
+    original = json.loads((vl_run / "results.json").read_text())
+    assert without_timings(json.loads((again / "results.json").read_text())) == without_timings(original)
+    args = vl.build_parser().parse_args(["--config", str(vl_run / "config.json"), "--kd-lr", "9", "--k", "4"])
+    cfg, saved = vl.config_from_args(args), json.loads((vl_run / "config.json").read_text())
+    assert cfg.distill.lr == 9.0 and cfg.data.k == cfg.learner.k == 4
+    assert cfg.train.lr == saved["train"]["lr"] and cfg.data.d == saved["data"]["d"] and cfg.seeds == saved["seeds"]
+
+
+@pytest.mark.parametrize("make, flags, message", [
+    (lambda run, tmp: tmp / "nowhere", [], "cannot read"),
+    (lambda run, tmp: run / "table.csv", [], "is not JSON"),
+    (lambda run, tmp: (tmp / "c.json", (tmp / "c.json").write_text('{"cells": 1}'))[0], [], "not the config of a view_learning run"),
+    (lambda run, tmp: run, ["--preset", "large"], "give one starting point"),
+], ids=["missing", "not-json", "another-command", "with-preset"])
+def test_a_bad_config_is_one_line_naming_it(make, flags, message, vl_run, tmp_path, capsys):
+    path = make(vl_run, tmp_path)
+    err = one_line_error(vl.main, ["--config", str(path), *flags, "--out", str(tmp_path / "new")], capsys)
+    assert f"--config {path}" in err and message in err
+    assert not (tmp_path / "new").exists()
+
+
 def test_resume_of_another_commands_run_says_so(vl_run, capsys):
     from theory_sims import sweep
 

@@ -51,6 +51,26 @@ def test_run_folder_holds_config_results_tables_and_figures(run_dir):
         assert img.std() > 5  # not a blank canvas
 
 
+def test_report_md_puts_the_run_on_one_page(run_dir):
+    """report.md: the command as typed, the machine, the table, the statements with their verdicts,
+    the mechanism, and every figure of the folder embedded with a caption (no link to a missing file)."""
+    import re
+
+    from theory_sims.figures import VIEW_LEARNING_FIGURES
+
+    text = (run_dir / "report.md").read_text()
+    assert f"python -m theory_sims.view_learning {' '.join(SMALL)} --out {run_dir}" in text
+    assert "- machine: " in text and "cores" in text
+    for heading in ("## The table", "## The statements", "## The mechanism", "## Figures"):
+        assert heading in text
+    assert "single-view" in text.split("## The table")[1].split("## ")[0]
+    assert re.search(r"\[(holds|FAILS)\]", text.split("## The statements")[1].split("## ")[0])
+    embedded = re.findall(r"!\[([^\]]+)\]\(([^)]+)\)", text)
+    pngs = {p.name for p in run_dir.glob("*.png")}
+    assert {name for _, name in embedded} == pngs  # every figure, and only those written
+    assert all(caption == VIEW_LEARNING_FIGURES[name] for caption, name in embedded)
+
+
 def test_results_json_has_the_documented_keys(run_dir):
     res = json.loads((run_dir / "results.json").read_text())
     ind = res["individual"]

@@ -54,7 +54,9 @@ class Job:
     the same list whose records must exist before this one starts; ``gpu`` asks for a worker
     that advertises a ``GPU`` resource, where the cluster's workers advertise any. ``cost``, a
     rough relative run time, orders a cluster's queue: the longest jobs start first, so that none
-    of them runs alone at the end (it never changes a result).
+    of them runs alone at the end (it never changes a result). ``ident``, what the record depends
+    on where ``args`` hold more (a folder's path, a device): the job's record carries a fingerprint
+    of ``fn`` and ``ident`` (default: ``args``), and a record of another job is not read back.
     """
 
     key: str
@@ -63,6 +65,14 @@ class Job:
     after: tuple[str, ...] = ()
     gpu: bool = False
     cost: float = 1.0
+    ident: object = None
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 of the function's name and what its record depends on (``ident`` or ``args``)."""
+        what = self.args if self.ident is None else self.ident
+        text = json.dumps([f"{self.fn.__module__}.{self.fn.__qualname__}", what], sort_keys=True, default=_canonical)
+        return hashlib.sha256(text.encode()).hexdigest()
 
     def __post_init__(self):
         if not self.key or any(c in self.key for c in '/\\:*?"<>| '):
@@ -127,6 +137,24 @@ def where(args) -> Where:
     raise ValueError(f"{flag} must be serial, local or a scheduler address like tcp://HOST:PORT, got {text!r}")
 
 
+def _canonical(obj):
+    """JSON for what ``json`` cannot write of a job's arguments: dataclasses (by type and fields),
+    paths, numpy values."""
+    import dataclasses
+
+    import numpy as np
+
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {"__type__": type(obj).__qualname__, **{f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}}
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if isinstance(obj, (np.ndarray, np.generic)):
+        return obj.tolist()
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj, key=repr)
+    raise TypeError(f"a job argument of type {type(obj).__name__} has no fingerprint; give the Job an ident")
+
+
 def _record_path(records: Path, key: str) -> Path:
     return Path(records) / f"{key}.json"
 
@@ -144,15 +172,16 @@ def _limit_threads(n: int) -> None:
         sys.modules["torch"].set_num_threads(n)
 
 
-def execute(fn: Callable, args: tuple, record_path: str, *_after):
+def execute(fn: Callable, args: tuple, record_path: str, *_after, made_by: str | None = None):
     """Run one job where it was sent and write its record atomically; an existing record is
     returned instead (a job retried after its worker died, or a resumed run). ``_after``: the
-    records of the jobs it waited for (Dask passes them; the job reads what it needs from disk)."""
+    records of the jobs it waited for (Dask passes them; the job reads what it needs from disk);
+    ``made_by``: the job's fingerprint (:attr:`Job.fingerprint`), kept beside the record."""
     from theory_sims.results import as_json
 
     path = Path(record_path)
     if path.exists():
-        return read_record(path)
+        return read_record(path, made_by)
     try:
         from distributed import get_worker
 
@@ -165,7 +194,7 @@ def execute(fn: Callable, args: tuple, record_path: str, *_after):
         _limit_threads(threads)  # for those already loaded
     t0 = time.perf_counter()
     record = as_json(fn(*args))
-    write_record(path, record, wall_s=time.perf_counter() - t0)
+    write_record(path, record, wall_s=time.perf_counter() - t0, made_by=made_by)
     return record
 
 
@@ -177,26 +206,31 @@ def _digest(record) -> str:
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
 
 
-def write_record(path, record, wall_s: float | None = None) -> None:
+def write_record(path, record, wall_s: float | None = None, made_by: str | None = None) -> None:
     """A job's record, atomically, with the SHA-256 of its canonical JSON beside it and, when
-    given, the wall time the job took where it ran (read back by :func:`earlier_work`)."""
+    given, the wall time the job took where it ran (read back by :func:`earlier_work`) and the
+    fingerprint of the job that made it (:attr:`Job.fingerprint`)."""
     from theory_sims.results import write_json
 
     write_json(path, {"sha256": _digest(record), "record": record,
-                      **({"wall_s": float(wall_s)} if wall_s is not None else {})})
+                      **({"wall_s": float(wall_s)} if wall_s is not None else {}),
+                      **({"made_by": made_by} if made_by is not None else {})})
 
 
-def read_record(path):
-    """The record ``write_record`` wrote; :class:`BadRecord` naming the file if it is unreadable or
-    its content no longer matches its checksum."""
+def read_record(path, made_by: str | None = None):
+    """The record ``write_record`` wrote; :class:`BadRecord` naming the file if it is unreadable,
+    its content no longer matches its checksum, or (given ``made_by``) another job made it.
+    Records written before fingerprints were kept carry none and are read as before."""
     try:
         saved = json.loads(Path(path).read_text())
     except (OSError, ValueError) as err:
         raise BadRecord(f"{path}: unreadable ({type(err).__name__})") from None
-    if not isinstance(saved, dict) or set(saved) - {"wall_s"} != {"sha256", "record"}:
+    if not isinstance(saved, dict) or set(saved) - {"wall_s", "made_by"} != {"sha256", "record"}:
         raise BadRecord(f"{path}: not a job record of this version (no checksum)")
     if _digest(saved["record"]) != saved["sha256"]:
         raise BadRecord(f"{path}: its content does not match its checksum (edited or damaged)")
+    if made_by is not None and saved.get("made_by", made_by) != made_by:
+        raise BadRecord(f"{path}: the record of another job (other settings or seeds than this run's)")
     return saved["record"]
 
 
@@ -302,11 +336,11 @@ def run_jobs(jobs: list[Job], records: str | os.PathLike, where_: Where = Where(
             raise ValueError(f"job {j.key!r} needs {missing}, which must come before it in the list")
         seen.add(j.key)
     done = {}
-    for k in keys:
-        path = _record_path(records, k)
+    for j in jobs:
+        k, path = j.key, _record_path(records, j.key)
         if path.exists():
             try:
-                done[k] = read_record(path)
+                done[k] = read_record(path, j.fingerprint)
             except BadRecord as err:  # never tabulated: the job runs again and writes a good one
                 log(f"{err}; running that job again")
                 path.unlink()
@@ -328,7 +362,7 @@ def run_jobs(jobs: list[Job], records: str | os.PathLike, where_: Where = Where(
 
     if where_.mode == "serial" or not todo:
         for j in todo:
-            finished(j.key, execute(j.fn, j.args, str(_record_path(records, j.key))))
+            finished(j.key, execute(j.fn, j.args, str(_record_path(records, j.key)), made_by=j.fingerprint))
     else:
         _run_on_dask(todo, records, where_, log, finished)
     bar.close()
@@ -359,7 +393,7 @@ def _run_on_dask(todo: list[Job], records: Path, where_: Where, log, finished) -
         for j in order:
             after = [futures[k] for k in j.after if k in futures]
             fut = client.submit(execute, j.fn, j.args, str(_record_path(records, j.key)), *after,
-                                key=f"{j.key}-{run_id}", pure=False, priority=rank[j.key],
+                                made_by=j.fingerprint, key=f"{j.key}-{run_id}", pure=False, priority=rank[j.key],
                                 resources={"GPU": 1} if j.gpu and gpus else None)
             futures[j.key], owner[fut.key] = fut, j.key
         for fut in as_completed(list(futures.values())):

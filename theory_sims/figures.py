@@ -237,6 +237,23 @@ def lottery_figure(results: dict):
     return fig
 
 
+# The main job's figures and their one-line captions (report.md, in this order).
+VIEW_LEARNING_FIGURES = {
+    "accuracy.png": "test accuracy of every row on multi-view and single-view data; the title says which "
+                    "theorems the run holds",
+    "views_learned.png": "the views each single model uses, class by class (judged by its single-view accuracy)",
+    "lottery.png": "the init's favourite view, the views the single models, the students' own inits and the "
+                   "students use, seed by seed",
+    "lambda_trajectories.png": "Lambda of each view through training for three seeds and classes; the fit step "
+                               "and the threshold drawn in",
+    "training_length.png": "views used and single-view accuracy at multiples of each single model's fit step",
+    "views_learned_kd.png": "the views each KD student uses, class by class",
+    "correlations.png": "each neuron's correlation with each feature: a single model beside a KD student",
+    "views_learned_augmented.png": "the views each single model trained with --augment uses",
+    "lambda_trajectories_augmented.png": "Lambda through training of the models trained with --augment",
+}
+
+
 def view_learning_figures(out: Path, cfg, results: dict, run, rows: list[dict]) -> list[Path]:
     """The main job's figures, from its results and its :class:`theory_sims.view_learning.Run`."""
     sns.set_theme(style="whitegrid", context="notebook")

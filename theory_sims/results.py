@@ -66,6 +66,39 @@ def save_figure(fig, path_png) -> list[Path]:
     return out
 
 
+def write_report(folder, title: str, command: str, sections: list[tuple[str, str]], figures: dict[str, str]) -> Path:
+    """``folder/report.md``, a run on one page: what was run (``command``, the machine, the date),
+    then each section (a heading and the text the command printed, kept as printed), then every
+    figure of ``figures`` (file name -> one-line caption) that is in the folder, embedded. Plain
+    Markdown: it renders in an editor or a repository browser, no server."""
+    import platform
+
+    folder = Path(folder)
+    lines = [f"# {title}", "",
+             f"- command: `{command}`",
+             f"- machine: {platform.machine()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
+             f"Python {platform.python_version()}",
+             f"- written: {time.strftime('%Y-%m-%d %H:%M %Z')}", ""]
+    for heading, text in sections:
+        if text and text.strip():
+            lines += [f"## {heading}", "", "```", text.rstrip("\n"), "```", ""]
+    shown = [(name, caption) for name, caption in figures.items() if (folder / name).is_file()]
+    if shown:
+        lines += ["## Figures", ""]
+        for name, caption in shown:
+            lines += [f"![{caption}]({name})", "", f"*{name}*: {caption}", ""]
+    return write_atomic(folder / "report.md", "\n".join(lines).encode())
+
+
+def command_line(prog: str, argv: list[str] | None) -> str:
+    """The command as typed: ``prog`` and its arguments (``sys.argv`` when ``argv`` is None), quoted
+    for a shell."""
+    import shlex
+    import sys
+
+    return f"{prog} {shlex.join(sys.argv[1:] if argv is None else argv)}".rstrip()
+
+
 def new_run_dir(root: str | os.PathLike, name: str) -> Path:
     """A fresh folder ``root/name-YYYYmmdd-HHMMSS`` (suffixed -2, -3, ... if it exists)."""
     base = Path(root) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"

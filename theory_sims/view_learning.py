@@ -31,7 +31,9 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
+import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -238,30 +240,52 @@ class Stages:
         :func:`theory_sims.cluster.earlier_work` says of jobs)."""
         return {"jobs": len(self.loaded), "wall_s": self.earlier_s}
 
-    def fit(self, name: str, *args, **kwargs):
+    def fit(self, name: str, train_set, seeds, learner, cfg, teacher=None):
         if self.folder is None:
-            return ex.fit(*args, progress=self.progress, **kwargs)
+            return ex.fit(train_set, seeds, learner, cfg, teacher=teacher, progress=self.progress)
         import torch
 
         path = self.folder / f"{name}.pt"
+        made_by = stage_fingerprint(train_set, seeds, learner, cfg, teacher)
         if path.exists():
             try:  # the run's own file; a truncated or foreign one is trained again, not trusted
                 saved = torch.load(path, weights_only=False)
             except Exception as err:  # noqa: BLE001 (torch.load raises many kinds on a bad file)
                 saved = err
-            if isinstance(saved, dict) and isinstance(saved.get("stage"), ex.TrainResult):
+            if not (isinstance(saved, dict) and isinstance(saved.get("stage"), ex.TrainResult)):
+                self.log(f"  {path}: not a finished stage ({type(saved).__name__}); training it again")
+            elif saved.get("made_by", made_by) != made_by:  # files from before fingerprints carry none
+                self.log(f"  {path}: trained on other data, seeds or settings than this run's; training it again")
+            else:
                 self.loaded.append(name)
                 self.earlier_s += float(saved.get("wall_s", 0.0))
                 return saved["stage"]
-            self.log(f"  {path}: not a finished stage ({type(saved).__name__}); training it again")
         t0 = time.perf_counter()
-        result = ex.fit(*args, progress=self.progress, **kwargs)
+        result = ex.fit(train_set, seeds, learner, cfg, teacher=teacher, progress=self.progress)
         from theory_sims.results import write_atomic
 
         buf = io.BytesIO()
-        torch.save({"stage": result, "wall_s": time.perf_counter() - t0}, buf)
+        torch.save({"stage": result, "wall_s": time.perf_counter() - t0, "made_by": made_by}, buf)
         write_atomic(path, buf.getvalue())
         return result
+
+
+def stage_fingerprint(train_set, seeds, learner: LearnerConfig, cfg: TrainConfig, teacher=None) -> str:
+    """SHA-256 of everything a stage's result depends on: the training set's inputs and labels, the
+    model seeds, the learner, the training settings and the teacher's outputs. A stage file read
+    back by ``--resume`` must carry the fingerprint of the stage asked for."""
+    from theory_sims.results import as_json
+
+    h = hashlib.sha256()
+    settings = {"seeds": [int(s) for s in seeds], "learner": dataclasses.asdict(learner),
+                "train": dataclasses.asdict(cfg), "products": resolve_products(cfg.products, cfg.backend, cfg.dtype)}
+    h.update(json.dumps(as_json(settings), sort_keys=True).encode())
+    for array in (train_set.X, train_set.y, teacher):
+        if array is not None:
+            a = np.ascontiguousarray(array)
+            h.update(f"{a.dtype}{a.shape}".encode())
+            h.update(a.tobytes())
+    return h.hexdigest()
 
 
 @dataclass
@@ -633,8 +657,12 @@ def stop_inert_flags(prefix: str, part: str) -> tuple:
 
 def build_parser() -> Parser:
     p = Parser(prog="python -m theory_sims.view_learning", description=__doc__)
-    p.add_argument("--preset", choices=sorted(PRESETS), default="default",
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
                    help="starting point for every other flag (default: default; 'large' is closer to the theory)")
+    p.add_argument("--config", default=None, metavar="RUN",
+                   help="start from the settings of an earlier run instead of a preset: RUN is its folder or its "
+                        "config.json; flags given beside it override those settings (the same flags re-create the "
+                        "run: its results.json equals the original's but for timings)")
     p.add_argument("--out", default=None,
                    help="run folder (default: runs/view_learning-<time>); one that holds another run is refused")
     p.add_argument("--resume", default=None, metavar="RUN",
@@ -772,12 +800,49 @@ def config_from_args(args) -> ViewLearningConfig:
         overrides["augment"] = args.augment
     for name in ("train", "distill", "rf_train", "ntk_train"):
         parts[name] = {**parts[name], **run_flags}
+    start = {}
+    if args.config is not None:
+        if args.preset is not None:
+            raise ValueError(f"--config {args.config} and --preset {args.preset}: give one starting point")
+        start = read_config(args.config)
     try:
-        cfg = configure(args.preset, **parts, **overrides)
+        cfg = configure(args.preset or "default", **merge_parts(start, {**parts, **overrides}))
     except ValueError as err:
         raise ValueError(as_flag(str(err), names=(*EXPERIMENT_FLAGS, "missing"))) from None
     refuse_inert(args, cfg, INERT_FLAGS)
     return cfg
+
+
+def read_config(where: str) -> dict:
+    """The settings of an earlier run (``--config RUN``): ``RUN/config.json`` or that file itself,
+    of a view_learning run or of a sweep or search (their ``base``, the settings every run of
+    theirs starts from); ValueError naming --config for a file that is missing, unreadable or
+    another command's."""
+    path = Path(where)
+    if path.is_dir():
+        path = path / "config.json"
+    try:
+        saved = json.loads(path.read_text())
+    except OSError as err:
+        raise ValueError(f"--config {where}: cannot read {path} ({err.strerror or type(err).__name__})") from None
+    except ValueError:
+        raise ValueError(f"--config {where}: {path} is not JSON") from None
+    wanted = set(ViewLearningConfig().to_dict())
+    if isinstance(saved, dict) and isinstance(saved.get("base"), dict):
+        saved = saved["base"]
+    if not isinstance(saved, dict) or set(saved) != wanted:
+        raise ValueError(f"--config {where}: not the config of a view_learning run (its sections differ from "
+                         f"{', '.join(sorted(wanted))})")
+    return saved
+
+
+def merge_parts(start: dict, given_: dict) -> dict:
+    """``start``'s settings with the flags given over them (a part's fields one by one; the
+    learner's k then follows the data's, in ``configure``)."""
+    merged = {key: dict(value) if isinstance(value, dict) else value for key, value in start.items()}
+    for key, value in given_.items():
+        merged[key] = {**merged.get(key, {}), **value} if isinstance(value, dict) else value
+    return merged
 
 
 # Flags that act only in some modes: (flag, argparse dest, whether it acts in a config, the mode it needs).
@@ -804,7 +869,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         parser.error(str(err))
     from theory_sims import figures, report
-    from theory_sims.results import start_run, write_csv, write_json
+    from theory_sims.results import command_line, start_run, write_csv, write_json, write_report
 
     log = (lambda *a, **k: None) if args.quiet else (lambda *a, **k: print(*a, **k, flush=True))
     try:
@@ -819,21 +884,24 @@ def main(argv: list[str] | None = None) -> int:
     write_csv(out / "per_seed.csv", report.per_seed_rows(results))
     if not args.no_figures:
         figures.view_learning_figures(out, cfg, results, experiment, rows)
-    print(report.format_table(rows))
-    print(report.format_predictions(results))
-    print(report.format_mechanism(results))
-    print(report.format_by_length(results))
-    print(report.format_second_views(results))
-    print(report.format_second_views(results, "kd", "KD students"))
-    if "lr_check" in results:
-        print(report.format_lr_check(results))
-    if "augmented" in results:
-        print(report.format_augmented(results))
+    sections = [("The table", report.format_table(rows)), ("The statements", report.format_predictions(results)),
+                ("The mechanism", report.format_mechanism(results)),
+                ("By training length", report.format_by_length(results)),
+                ("Second views", "\n".join([report.format_second_views(results),
+                                             report.format_second_views(results, "kd", "KD students")])),
+                ("Half the learning rate", report.format_lr_check(results) if "lr_check" in results else ""),
+                ("Augmented", report.format_augmented(results) if "augmented" in results else "")]
+    for _, text in sections:
+        if text:
+            print(text)
     for line in report.unfitted(results):
         print("warning: " + line, file=sys.stderr)
     from theory_sims.cluster import format_total
 
-    print(f"{format_total(results['timing_s'], 'trained stage')}; results in {out}")
+    sections.append(("Time", format_total(results["timing_s"], "trained stage")))
+    write_report(out, "view_learning: which views single models, ensembles and students learn",
+                 command_line(parser.prog, argv), sections, figures.VIEW_LEARNING_FIGURES)
+    print(f"{format_total(results['timing_s'], 'trained stage')}; results in {out}, on one page in {out / 'report.md'}")
     return 0
 
 
