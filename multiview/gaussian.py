@@ -19,8 +19,13 @@ networks is no more accurate than its members. This module makes such data:
   makes them. ``rejection``: an input is kept, with ``balance``, only while its class has fewer
   than its share n/k of the samples. In both, ``margin > 0`` also rejects every input whose
   teacher margin (top logit minus runner-up) is below ``margin``.
-* **label noise**: exactly ``round(label_noise * n)`` samples, chosen uniformly, get a label
-  drawn uniformly from the other k - 1 classes. ``clean_y`` keeps the teacher's label.
+* **label noise**, two readings. ``label_noise`` (flips): exactly ``round(label_noise * n)``
+  samples, chosen uniformly, get a label drawn uniformly from the other k - 1 classes; the noise
+  is the training set's, and a model is judged on the teacher's clean labels. ``logit_noise``
+  (noisy logits): every sample's label is the argmax of the teacher's logits plus independent
+  Gumbel noise of that scale (in units of the logits' std), so the noise is part of the
+  distribution, training and test alike: with the Gumbel-max rule a label is class j with
+  probability softmax(logits / logit_noise)_j. ``clean_y`` keeps the teacher's argmax in both.
 """
 
 from __future__ import annotations
@@ -57,6 +62,8 @@ class GaussianConfig:
     margin: float = param("keep only inputs whose teacher margin is >= this (logit std units)", 0.0)
     balance: bool = param("rejection: give every class an equal share of the samples", True)
     label_noise: float = param("fraction of labels flipped to a uniformly random other class", 0.0)
+    logit_noise: float = param("scale of Gumbel noise added to the teacher's logits before the argmax, for "
+                               "every sample drawn (labels then follow softmax(logits / scale))", 0.0)
 
     def __post_init__(self):
         check_int("k", self.k, 2)
@@ -73,6 +80,7 @@ class GaussianConfig:
         if not isinstance(self.balance, bool):
             raise ValueError(f"balance must be True or False, got {self.balance!r}")
         check_float("label_noise", self.label_noise, 0.0, 1.0, hi_open=True)  # 1 would flip every label
+        check_float("logit_noise", self.logit_noise, 0.0)
 
     @property
     def dim(self) -> int:
@@ -197,7 +205,9 @@ class GaussianTask:
 
         clean_y = y.astype(np.int64)
         y = clean_y.copy()
-        flipped = np.zeros(n, dtype=bool)
+        if c.logit_noise > 0:  # drawn after the inputs, so the inputs are those of the noiseless task
+            y = (self.teacher.logits(X) + c.logit_noise * rng.gumbel(size=(n, c.k))).argmax(axis=1).astype(np.int64)
+        flipped = y != clean_y  # changed by the noise (none without logit_noise)
         n_flip = int(round(c.label_noise * n))
         if n_flip:
             idx = rng.choice(n, size=n_flip, replace=False)

@@ -63,6 +63,37 @@ def test_flipped_labels_are_uniform_over_other_classes():
     assert np.abs(counts[1:] - expected).max() <= 4 * se
 
 
+@pytest.mark.parametrize("teacher", ["linear", "fc"])
+@pytest.mark.parametrize("scale", [0.3, 1.0])
+def test_logit_noise_draws_labels_from_the_softmax_of_the_teachers_logits(teacher, scale):
+    """Gumbel noise of scale s on the logits makes label j appear with probability softmax(z / s)_j:
+    the share of labels equal to the teacher's argmax matches the mean of softmax(z / s) at the argmax,
+    and the training and test sets of one task follow the same rule (the noise is the distribution's)."""
+    t = task(k=5, teacher=teacher, logit_noise=scale)
+    agree = []
+    for seed in (11, 12):  # a training set and a test set
+        data = t.sample(20000, seed=seed)
+        z = t.teacher.logits(data.X) / scale
+        p = np.exp(z - z.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        expected = p[np.arange(len(z)), data.clean_y].mean()
+        observed = (data.y == data.clean_y).mean()
+        se = math.sqrt(expected * (1 - expected) / len(z))
+        assert abs(observed - expected) <= 4 * se
+        np.testing.assert_array_equal(data.clean_y, z.argmax(axis=1))  # clean_y stays the teacher's argmax
+        np.testing.assert_array_equal(data.flipped, data.y != data.clean_y)
+        agree.append(observed)
+    assert 0.3 < agree[0] < 0.97  # a noise that moves labels at this scale, not none and not all
+    assert abs(agree[0] - agree[1]) <= 4 * math.sqrt(2 * agree[0] * (1 - agree[0]) / 20000)
+
+
+def test_logit_noise_leaves_the_inputs_as_the_noiseless_task_draws_them():
+    clean, noisy = task(k=5).sample(500, seed=2), task(k=5, logit_noise=1.0).sample(500, seed=2)
+    np.testing.assert_array_equal(clean.X, noisy.X)
+    np.testing.assert_array_equal(clean.clean_y, noisy.clean_y)
+    assert (noisy.y != noisy.clean_y).any() and not clean.flipped.any()
+
+
 def test_mixture_inputs_follow_their_components():
     t = task(input="mixture", components=3, separation=4.0, patches=1, patch_dim=50)
     data = t.sample(3000, seed=5)
@@ -117,6 +148,8 @@ def test_impossible_margin_fails_with_a_clear_message():
         (dict(teacher_depth=0), "teacher_depth"),
         (dict(patch_dim=0), "patch_dim"),
         (dict(balance="yes"), "balance"),
+        (dict(logit_noise=-0.5), "logit_noise"),
+        (dict(logit_noise=float("nan")), "logit_noise"),
     ],
 )
 def test_invalid_configs_name_the_parameter(overrides, name):
