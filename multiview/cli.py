@@ -97,16 +97,37 @@ def require_cuda(device: str) -> None:
             raise ValueError("--device cuda: torch reports no CUDA device on this machine")
 
 
+# A bound made of other fields: "must be >= k * views = 800" (the expression up to its value).
+_FIELD_BOUND = re.compile(r"^(be (?:>=|<=|>|<) )([A-Za-z_][\w\s*+()-]*?)( = )")
+_IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
+
+
 def as_flag(message: str, prefix: str = "", names=None) -> str:
     """A config error as the command line's: a leading ``"lr must ..."`` becomes ``"--kd-lr must ..."``
     with ``prefix="kd-"``; a field that already starts with the prefix keeps it once (``kd_weight``
     is ``--kd-weight``). With ``names`` only those field names are rewritten; other messages are
-    returned as they are."""
+    returned as they are.
+
+    A bound made of other fields names their flags too, and the value got is the flag's:
+    ``"d must be >= k * views = 800 ..., got d=640"`` becomes ``"--d must be >= --k x --views = 800
+    ..., got --d 640"`` (only where every field of the bound is one of ``names``; other messages keep
+    their ``got field=value``)."""
     head, sep, rest = message.partition(" must ")
     if not sep or not head.isidentifier() or (names is not None and head not in names):
         return message
-    flag = head.replace("_", "-")
-    return f"--{flag if flag.startswith(prefix) else prefix + flag} must {rest}"
+
+    def flag(field: str) -> str:
+        name = field.replace("_", "-")
+        return f"--{name if name.startswith(prefix) else prefix + name}"
+
+    bound = _FIELD_BOUND.match(rest)
+    if bound is not None:
+        fields = _IDENTIFIER.findall(bound.group(2))
+        if names is None or all(f in names for f in fields):
+            expr = _IDENTIFIER.sub(lambda m: flag(m.group()), bound.group(2)).replace(" * ", " x ")
+            rest = bound.group(1) + expr + bound.group(3) + rest[bound.end():]
+            rest = re.sub(rf"\bgot {re.escape(head)}=", f"got {flag(head)} ", rest)
+    return f"{flag(head)} must {rest}"
 
 
 def progress_bars(quiet: bool = False) -> bool:

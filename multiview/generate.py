@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from multiview.cli import Parser, add_config_flags, given
+from multiview.cli import Parser, add_config_flags, as_flag, given
 from multiview.gaussian import GaussianConfig, GaussianTask
 from multiview.multiview import MultiViewConfig, MultiViewDistribution, expected_single_fraction
 
@@ -147,7 +147,10 @@ def main(argv: list[str] | None = None) -> int:
         if value < 0:  # numpy's own message ("expected non-negative integer") names no flag
             parser.error(f"{flag} must be an integer >= 0, got {value}")
     try:
-        config = KINDS[args.kind](**given(args, flags[args.kind]))
+        try:
+            config = KINDS[args.kind](**given(args, flags[args.kind]))
+        except ValueError as err:  # the config names its field (c_max); the line names the flag typed (--c-max)
+            raise ValueError(as_flag(str(err), names=flags[args.kind])) from None
         _check_out(args.out, args.overwrite)
         _check_memory(config, args.n)
         world = (MultiViewDistribution if args.kind == "multiview" else GaussianTask)(config, seed=args.world_seed)

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 from multiview.checks import check_choice
-from multiview.cli import Parser, fail, require_cuda
+from multiview.cli import Parser, as_flag, fail, refuse_inert, require_cuda
 
 # Dense bf16 tensor-core peaks (FLOP/s) from the vendor's data sheets, by a substring of the name.
 BF16_PEAK = {"H200": 989e12, "H100 PCIe": 756e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12}
@@ -45,6 +45,13 @@ TINY = {"theory": dict(n=200, P=10, d=50, S=10, steps=4, cpu_steps=3),
         "reproduce": dict(preset="smoke", seeds=2, students=1, average_members=2),
         "wrn": dict(depth=10, width=1, batch=8, steps=2, warmup=1)}
 K, M = 10, 5
+# The checks that read the CIFAR data (--data, --cache-dir).
+DATA_CHECKS = ("fast_net", "reproduce")
+# Flags that act only with some checks: (flag, argparse dest, whether it acts on the checks run, the
+# words for when it does not) (multiview.cli.refuse_inert).
+INERT_FLAGS = tuple((flag, dest, lambda only: bool(set(DATA_CHECKS) & set(only)),
+                     f"unless --only includes {' or '.join(DATA_CHECKS)} (no other check reads the data)")
+                    for flag, dest in (("--data", "data"), ("--cache-dir", "cache_dir")))
 
 
 def _sync(device: str) -> None:
@@ -212,14 +219,21 @@ def main(argv: list[str] | None = None) -> int:
     from theory_sims.results import start_run, write_json
 
     try:
-        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        check_choice("device", device, ("cpu", "cuda"))
-        require_cuda(device)
+        # an empty --device or --only is refused, not read as not given
+        device = args.device if args.device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
         only = list(FULL) if args.only is None else [c.strip() for c in args.only.split(",")]
-        for c in only:
-            check_choice("only", c, tuple(FULL))
-        data_path = args.data or os.environ.get(ENV_VAR)
-        needs_data = {"fast_net", "reproduce"} & set(only)
+        try:
+            check_choice("device", device, ("cpu", "cuda"))
+            for c in only:
+                check_choice("only", c, tuple(FULL))
+        except ValueError as err:  # "only must be one of ...": the line names the flag typed
+            raise ValueError(as_flag(str(err), names=["device", "only"])) from None
+        refuse_inert(args, only, INERT_FLAGS)
+        require_cuda(device)
+        if args.data == "":
+            raise ValueError(f"--data must name the CIFAR-10 data (or leave it out and set ${ENV_VAR}), got ''")
+        data_path = args.data if args.data is not None else os.environ.get(ENV_VAR)
+        needs_data = set(DATA_CHECKS) & set(only)
         if needs_data and data_path is None:
             raise ValueError(f"--data must name the CIFAR-10 data (or set ${ENV_VAR}) for {', '.join(sorted(needs_data))}")
         if needs_data and not Path(data_path).exists():

@@ -280,8 +280,11 @@ def main(argv: list[str] | None = None) -> int:
         refuse_inert(args, args, INERT_FLAGS)
         models, meta = load_models(args.checkpoint, what="--checkpoint")
         model = models[0]
-        layer = args.layer or _last_stage(model)
-        _module(model, layer)
+        layer = _last_stage(model) if args.layer is None else args.layer  # an empty --layer is refused, not read as none
+        try:
+            _module(model, layer)
+        except ValueError as err:  # "layer must be one of ...": the line names --layer
+            raise ValueError(as_flag(str(err), names=["layer"])) from None
         data_path = args.data or os.environ.get(ENV_VAR)
         if data_path is None or not Path(data_path).exists():
             raise ValueError(f"--data must name the CIFAR data the run used (or set ${ENV_VAR}), got {data_path}")

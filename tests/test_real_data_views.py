@@ -89,7 +89,7 @@ def test_selectivity_finds_a_planted_channel_and_half_count_by_hand():
 
 @pytest.mark.parametrize(
     "extra, message",
-    [(["--layer", "nope"], "layer must be one of"),
+    [(["--layer", "nope"], "--layer must be one of"),
      (["--class", "zebra", "--compare", "{run}/checkpoints/single-1.pt"], "--class must be one of class0"),
      (["--class", "class2"], "--class does nothing without --compare"),  # it would be ignored
      (["--compare"], "--compare: expected at least one argument"),

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from multiview.checks import check_choice, check_float, check_int
+from multiview.checks import check_choice, check_float, check_int, check_seed
 
 RESAMPLE = ("seeds", "tests")
 ENSEMBLES = ("logits", "softmax")
@@ -73,7 +73,7 @@ def gain_interval(
         if r not in RESAMPLE:
             raise ValueError(f"resample must name 'seeds' and/or 'tests', got {r!r}")
     S, n, k = logits.shape
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_seed("seed", seed))
     correct = (logits.argmax(-1) == y).astype(np.float64)  # (S, n)
     flat = logits.reshape(S, n * k).astype(np.float64)
     gains = np.empty(n_boot)
@@ -97,6 +97,9 @@ def _check(logits, y):
     logits, y = np.asarray(logits), np.asarray(y)
     if logits.ndim != 3:
         raise ValueError(f"logits must have shape (S, n, k), got {logits.shape}")
+    if 0 in logits.shape:  # numpy gives NaN (an empty mean) or an argmax error naming nothing
+        raise ValueError(f"logits must have shape (S, n, k) with S, n, k >= 1 (at least one model, test sample "
+                         f"and class), got {logits.shape}")
     if y.shape != logits.shape[1:2]:
         raise ValueError(f"y must have shape ({logits.shape[1]},), got {y.shape}")
     return logits, y

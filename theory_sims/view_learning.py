@@ -774,6 +774,9 @@ def config_from_args(args) -> ViewLearningConfig:
         "ntk_train": set_only(lr=args.ntk_lr, steps=args.ntk_steps),
     }
     base = ViewLearningConfig()
+    # The fields each part has a flag for, so that a bound on fields not given (d >= k * views) names
+    # them too; the other parts' given fields (their other fields have no flag).
+    flag_fields = {"data": args._data, "learner": args._learner}
     for name, values in parts.items():  # each part alone first, so an error names the flag typed
         prefix = PART_FLAGS[name]
         if values.get("steps", 1) < 1:
@@ -782,7 +785,7 @@ def config_from_args(args) -> ViewLearningConfig:
         try:
             dataclasses.replace(getattr(base, name), **values)
         except ValueError as err:
-            raise ValueError(as_flag(str(err), prefix, names=values)) from None
+            raise ValueError(as_flag(str(err), prefix, names=flag_fields.get(name, values))) from None
     overrides = given(args, list(EXPERIMENT_FLAGS))
     if "seeds" in overrides and "students" not in overrides:  # at most as many students as seeds
         overrides["students"] = min(base.students, overrides["seeds"])
