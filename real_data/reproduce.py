@@ -17,8 +17,8 @@ The real-data side of Allen-Zhu & Li (arXiv 2012.09816). One run:
    output is the mean of their logits;
 5. the **ensemble of the KD students**;
 6. prints the table next to the paper's numbers and writes ``config.json``, ``results.json``,
-   ``table.csv`` and ``accuracy.png`` (and checkpoints: one per job, and ``kd-s.pt``,
-   ``self_kd-s.pt`` for each student) to the run folder.
+   ``table.csv``, ``accuracy.png`` and ``report.md`` (the run on one page; and checkpoints: one per
+   job, and ``kd-s.pt``, ``self_kd-s.pt`` for each student) to the run folder.
 
 Every job (a seed, the students, the average) checkpoints after each epoch; ``--resume RUN_FOLDER``
 continues a killed run with the config saved there and gives the result the uninterrupted run
@@ -27,12 +27,15 @@ trained again). Jobs run through :mod:`theory_sims.cluster`: one after another h
 (``--cluster serial``), or on a Dask cluster (``--cluster local`` or ``tcp://HOST:PORT``; workers
 that advertise ``--resources GPU=1`` take one job per GPU). Students start once their teachers'
 jobs have finished and read them from ``RUN/checkpoints``, so with a remote scheduler the run
-folder must be on storage every worker sees.
+folder must be on storage every worker sees. ``--config RUN_FOLDER`` starts a new run from an
+earlier one's saved config, data path and device, flags given beside it overriding them: the same
+flags re-create the run.
 
 Example::
 
     python -m real_data.reproduce --dataset cifar10 --data ../shared/data/cifar10-jpg.tar.gz --preset cpu
     python -m real_data.reproduce --dataset cifar10 --data PATH --model fast --seeds 10 --device cuda
+    python -m real_data.reproduce --config runs/reproduce-X --seeds 20 --out runs/reproduce-20
 """
 
 from __future__ import annotations
@@ -532,6 +535,13 @@ def plural(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
 
 
+# The run's figure and its one-line caption (report.md).
+REPRODUCE_FIGURES = {
+    "accuracy.png": "every row's test accuracy (dots: its models; chance drawn), and its gain over the single "
+                    "models beside their seed-to-seed spread",
+}
+
+
 def accuracy_figure(rows: list[dict], results: dict, title: str):
     """Left: every row's test accuracy, each model as a dot where a row has several, with chance
     level drawn, so a run that barely learned reads as one. Right: each row's gain over the single
@@ -593,6 +603,28 @@ def _help_defaults(part) -> SimpleNamespace:
     return SimpleNamespace(**shown)
 
 
+def read_saved(where, flag: str) -> tuple[ReproduceConfig, dict]:
+    """The config of the run in folder ``where`` and what its config.json holds (its data path and
+    device), for ``--resume`` and ``--config`` (which also takes the config.json itself); a ValueError
+    naming ``flag`` for a folder without one, another command's run, or a run of an earlier version."""
+    where = Path(where)
+    saved = where if flag == "--config" and where.is_file() else where / "config.json"
+    if not saved.is_file():
+        raise ValueError(f"{flag} must be a run folder holding config.json, got {where}")
+    try:
+        saved_run = json.loads(saved.read_text())
+        earlier = "ensemble" not in saved_run["experiment"]["spec"]  # before the distill job existed
+        cfg = ReproduceConfig.from_dict(saved_run["experiment"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{flag} {where}: not a real_data.reproduce run folder ({type(err).__name__}: "
+                         f"{err})") from None
+    if earlier:
+        raise ValueError(f"{flag} {where}: this run was started by an earlier version (one job per KD "
+                         f"student, softmax ensembles) that this one cannot continue; its files are kept "
+                         f"as they are: start a new run")
+    return cfg, saved_run
+
+
 def build_parser() -> Parser:
     p = Parser(prog="python -m real_data.reproduce", description=__doc__)
     paper = configure("paper")
@@ -600,6 +632,11 @@ def build_parser() -> Parser:
                    help=f"starting point for the other flags (default: {DEFAULT_PRESET}, the GPU recipe; smoke: the "
                         f"CPU end-to-end test, a tiny net; cpu: the paper's pattern on 2 CPU cores, README.md gives "
                         f"its time; paper: WRN-{paper.depth}-{paper.width:g}, {paper.spec.epochs} epochs)")
+    p.add_argument("--config", default=None, metavar="RUN_FOLDER",
+                   help="start a new run from the saved config of an earlier reproduce run instead of a preset: "
+                        "RUN_FOLDER is its folder or its config.json; its data path and device too, unless --data or "
+                        "--device is given; experiment and training flags given beside it override its settings (the "
+                        "same flags re-create the run: its results.json equals the original's but for timings)")
     p.add_argument("--data", default=None,
                    help=f"CIFAR archive, extracted folder or image-folder tree/.tar.gz (default: ${ENV_VAR})")
     p.add_argument("--cache-dir", default=None, help="where decoded images are cached as .npz (default: no cache)")
@@ -628,13 +665,23 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import torch
 
-    from theory_sims.results import refuse_another_run, save_figure, start_run, write_csv, write_json
+    from theory_sims.results import (command_line, refuse_another_run, save_figure, start_run, write_csv, write_json,
+                                     write_report)
 
     try:
-        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        start, saved_data, saved_device = None, None, None
+        if args.config is not None:
+            if args.resume is not None or args.preset is not None:
+                other = f"--resume {args.resume}" if args.resume is not None else f"--preset {args.preset}"
+                raise ValueError(f"--config {args.config} and {other}: give one starting point")
+            start, saved_start = read_saved(args.config, "--config")
+            saved_data, saved_device = saved_start.get("data"), saved_start.get("device")
+            if args.device is None and saved_device == "cuda" and not torch.cuda.is_available():
+                raise ValueError(f"--config {args.config}: the run ran on cuda, which torch does not see on this "
+                                 "machine; give --device cpu to run it here")
+        device = args.device or saved_device or ("cuda" if torch.cuda.is_available() else "cpu")
         check_choice("device", device, ("cpu", "cuda"))
         require_cuda(device)
-        saved_data = None
         if args.resume is not None:
             # --resume continues the saved run as it was: a flag it would have to ignore is refused
             ignored = ["--" + name.replace("_", "-") for name in (*args._exp, *args._spec)
@@ -644,28 +691,20 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"--resume continues the run with its saved config; {', '.join(ignored)} "
                                  f"cannot change it (start a new run with --out to use other values)")
             out = Path(args.resume)
-            saved = out / "config.json"
-            if not saved.exists():
-                raise ValueError(f"--resume must be a run folder holding config.json, got {out}")
-            try:
-                saved_run = json.loads(saved.read_text())
-                earlier = "ensemble" not in saved_run["experiment"]["spec"]  # before the distill job existed
-                cfg = ReproduceConfig.from_dict(saved_run["experiment"])
-                saved_data = saved_run.get("data")
-            except (ValueError, KeyError, TypeError) as err:
-                raise ValueError(f"--resume {out}: not a real_data.reproduce run folder ({type(err).__name__}: "
-                                 f"{err})") from None
-            if earlier:
-                raise ValueError(f"--resume {out}: this run was started by an earlier version (one job per KD "
-                                 f"student, softmax ensembles) that this one cannot continue; its files are kept "
-                                 f"as they are: start a new run")
+            cfg, saved_run = read_saved(out, "--resume")
+            saved_data = saved_run.get("data")
         else:
             exp = given(args, args._exp)
             if "seeds" in exp and "students" not in exp:  # at most as many students as seeds
                 preset = PRESETS[args.preset or DEFAULT_PRESET]
-                exp["students"] = min(preset.get("students", ReproduceConfig.students), exp["seeds"])
+                students = start.students if start is not None else preset.get("students", ReproduceConfig.students)
+                exp["students"] = min(students, exp["seeds"])
             try:
-                cfg = configure(args.preset or DEFAULT_PRESET, **exp, spec=given(args, args._spec))
+                if start is None:
+                    cfg = configure(args.preset or DEFAULT_PRESET, **exp, spec=given(args, args._spec))
+                else:  # the earlier run's config, the flags given over it
+                    spec = dataclasses.replace(start.spec, **given(args, args._spec))
+                    cfg = dataclasses.replace(start, **exp, spec=spec)
             except ValueError as err:
                 raise ValueError(as_flag(str(err), names=[*args._exp, *args._spec])) from None
             refuse_inert(args, cfg, INERT_FLAGS)
@@ -708,7 +747,11 @@ def main(argv: list[str] | None = None) -> int:
         print(beyond)
     from theory_sims.cluster import format_total
 
-    print(f"{format_total(results['timing_s'], on=' on ' + results['throughput']['device'])}; results in {out}")
+    total = format_total(results["timing_s"], on=" on " + results["throughput"]["device"])
+    write_report(out, f"reproduce: ensemble, KD, self-KD and training the average on {title}",
+                 command_line(parser.prog, argv), [("The table", format_table(rows, cfg.mode)),
+                                                   ("Beyond accuracy", beyond), ("Time", total)], REPRODUCE_FIGURES)
+    print(f"{total}; results in {out}, on one page in {out / 'report.md'}")
     return 0
 
 

@@ -112,3 +112,47 @@ def test_bad_flags_exit_2_with_one_line_and_write_nothing(flags, message, capsys
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err
     assert not (tmp_path / "never").exists()
+
+
+def test_report_md_puts_the_run_on_one_page(run):
+    """report.md: the command as typed, the curve and its verdict lines, and exactly the figures written."""
+    import re
+
+    from theory_sims.figures import ENSEMBLE_SIZE_FIGURES
+
+    out, _ = run
+    text = (out / "report.md").read_text()
+    assert (f"python -m theory_sims.ensemble_size --seeds 4 --sizes 1,2,4 --subsets 20 --n-boot 50 --out {out} "
+            "--quiet") in text
+    for heading in ("## The curve", "## Time", "## Figures"):
+        assert heading in text
+    assert "disagreement of two seeds" in text.split("## The curve")[1].split("## ")[0]
+    embedded = re.findall(r"!\[([^\]]+)\]\(([^)]+)\)", text)
+    assert {name for _, name in embedded} == {p.name for p in out.glob("*.png")} == {"ensemble_size.png"}
+    assert all(caption == ENSEMBLE_SIZE_FIGURES[name] for caption, name in embedded)
+
+
+def _without_timings(obj):
+    if isinstance(obj, dict):
+        return {k: _without_timings(v) for k, v in obj.items() if k not in ("timing_s", "wall_s")}
+    return [_without_timings(v) for v in obj] if isinstance(obj, list) else obj
+
+
+def test_config_re_creates_the_run_and_flags_beside_it_override(run, tmp_path, capsys):
+    """--config RUN: the run's own settings (the same config.json, the same results but for timings);
+    a flag beside it overrides its setting and is checked against the others (--seeds 4 from RUN);
+    another command's config is one line naming --config."""
+    out, res = run
+    again = tmp_path / "again"
+    assert es.main(["--config", str(out), "--out", str(again), "--quiet", "--no-figures"]) == 0
+    assert (again / "config.json").read_text() == (out / "config.json").read_text()
+    assert _without_timings(json.loads((again / "results.json").read_text())) == _without_timings(res)
+    for flags, message in ((["--sizes", "1,8"], "--sizes must be distinct comma-separated integers in [1, --seeds=4]"),
+                           (["--config", str(tmp_path / "c.json")], "not the config of an earlier ensemble_size run")):
+        (tmp_path / "c.json").write_text('{"cells": 1}')
+        with pytest.raises(SystemExit) as exc:
+            es.main(["--config", str(out), *flags, "--out", str(tmp_path / "never")])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err
+        assert not (tmp_path / "never").exists()

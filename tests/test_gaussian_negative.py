@@ -89,14 +89,22 @@ def test_summary_counts_cells_above_the_threshold():
     assert s["max_gain"] == 0.03
 
 
-def test_cli_end_to_end_with_a_multiview_results_file(tmp_path):
-    mv = tmp_path / "mv.json"
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory):
+    """The quick grid of TINY_FLAGS against a multiview results file: its folder."""
+    tmp = tmp_path_factory.mktemp("gn")
+    mv = tmp / "mv.json"
     mv.write_text(json.dumps({
         "individual": {"test_acc": [0.9, 0.92], "single_view_acc": [0.6, 0.7], "multi_view_acc": [1.0, 1.0]},
         "ensemble": {"test_acc": 0.99, "single_view_acc": 0.95, "multi_view_acc": 1.0},
     }))
-    out = tmp_path / "run"
+    out = tmp / "run"
     assert gn.main(TINY_FLAGS + ["--quick", "--out", str(out), "--multiview-results", str(mv)]) == 0
+    return out, mv
+
+
+def test_cli_end_to_end_with_a_multiview_results_file(cli_run):
+    out, _ = cli_run
     res = json.loads((out / "results.json").read_text())
     assert len(res["cells"]) == len(gn.QUICK)
     for entry in res["cells"]:
@@ -109,6 +117,56 @@ def test_cli_end_to_end_with_a_multiview_results_file(tmp_path):
     for png in out.glob("*.png"):
         img = np.asarray(Image.open(png).convert("L"), dtype=float)
         assert img.shape[0] > 100 and img.std() > 5
+
+
+def test_report_md_puts_the_run_on_one_page(cli_run):
+    """report.md: the command as typed, the grid's table and verdict lines, and exactly the figures written."""
+    import re
+
+    from theory_sims.figures import GAUSSIAN_NEGATIVE_FIGURES
+
+    out, mv = cli_run
+    text = (out / "report.md").read_text()
+    assert (f"python -m theory_sims.gaussian_negative {' '.join(TINY_FLAGS)} --quick --out {out} "
+            f"--multiview-results {mv}") in text
+    for heading in ("## The grid", "## The verdict", "## Time", "## Figures"):
+        assert heading in text
+    verdict = text.split("## The verdict")[1].split("## ")[0]
+    assert f"of {len(gn.QUICK)} cells; median" in verdict and "multi-view data (" in verdict
+    embedded = re.findall(r"!\[([^\]]+)\]\(([^)]+)\)", text)
+    assert {name for _, name in embedded} == {p.name for p in out.glob("*.png")} == set(GAUSSIAN_NEGATIVE_FIGURES)
+    assert all(caption == GAUSSIAN_NEGATIVE_FIGURES[name] for caption, name in embedded)
+
+
+def _without_timings(obj):
+    if isinstance(obj, dict):
+        return {k: _without_timings(v) for k, v in obj.items() if k not in ("timing_s", "wall_s")}
+    return [_without_timings(v) for v in obj] if isinstance(obj, list) else obj
+
+
+def test_config_re_creates_the_run_and_flags_beside_it_override(cli_run, tmp_path, capsys):
+    """--config RUN: the run's settings, --quick and multi-view comparison included (the same config.json,
+    the same results but for timings); a flag beside it overrides its setting; another command's
+    config is one line naming --config."""
+    out, _ = cli_run
+    again = tmp_path / "again"
+    assert gn.main(["--config", str(out), "--out", str(again), "--quiet", "--no-figures", "--cluster", "serial"]) == 0
+    assert (again / "config.json").read_text() == (out / "config.json").read_text()
+    assert (_without_timings(json.loads((again / "results.json").read_text()))
+            == _without_timings(json.loads((out / "results.json").read_text())))
+    args = gn.build_parser().parse_args(["--config", str(out), "--seeds", "4"])
+    cfg = gn.config_from_args(args, {k: v for k, v in json.loads((out / "config.json").read_text()).items()
+                                     if k not in ("quick", "cells", "multiview_results", "no_multiview")})
+    assert cfg.seeds == 4 and cfg.dim == 8 and cfg.k == cfg.learner.k == 3 and cfg.standard.width == 32
+    (tmp_path / "c.json").write_text('{"cells": 1}')
+    for where, message in ((tmp_path / "c.json", "not the config of an earlier gaussian_negative run"),
+                           (tmp_path / "nowhere", "cannot read")):
+        with pytest.raises(SystemExit) as exc:
+            gn.main(["--config", str(where), "--out", str(tmp_path / "never")])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and f"--config {where}" in err and message in err
+        assert not (tmp_path / "never").exists()
 
 
 @pytest.mark.parametrize(

@@ -307,10 +307,22 @@ def test_average_objective_trains_the_mean_of_the_members():
         rt.fit(members[:1], data, rt.TrainSpec(epochs=1), seed=0, objective="kd")
 
 
-def test_smoke_preset_runs_the_whole_experiment(tmp_path, image_tree):
+SMOKE = ["--preset", "smoke", "--quiet", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory, image_tree):
+    """A run of the smoke preset on the image tree: its folder (not to be changed: copy it first)."""
+    out = tmp_path_factory.mktemp("reproduce") / "run"
+    assert reproduce_main(SMOKE + ["--data", str(image_tree), "--out", str(out)]) == 0
+    return out
+
+
+def test_smoke_preset_runs_the_whole_experiment(smoke_run, tmp_path, image_tree):
+    import shutil
+
     out = tmp_path / "run"
-    assert reproduce_main(["--preset", "smoke", "--data", str(image_tree), "--out", str(out),
-                           "--quiet", "--device", "cpu"]) == 0
+    shutil.copytree(smoke_run, out)  # resumed below
     res = json.loads((out / "results.json").read_text())
     assert len(res["individual"]["test_acc"]) == 2
     for key in ("ensemble", "kd", "self_kd", "average", "kd_ensemble"):
@@ -343,6 +355,51 @@ def test_smoke_preset_runs_the_whole_experiment(tmp_path, image_tree):
     earlier = again["timing_s"]["earlier_processes"]
     assert earlier["jobs"] == len(res["jobs"]) and "untimed" not in earlier
     assert earlier["wall_s"] >= sum(res["timing_s"][k] for k in res["jobs"])
+
+
+def test_report_md_puts_the_run_on_one_page(smoke_run, image_tree):
+    """report.md: the command as typed, the table and what it prints beyond accuracy, and exactly the
+    figure written."""
+    import re
+
+    from real_data.reproduce import REPRODUCE_FIGURES
+
+    text = (smoke_run / "report.md").read_text()
+    assert f"python -m real_data.reproduce {' '.join(SMOKE)} --data {image_tree} --out {smoke_run}" in text
+    for heading in ("## The table", "## Time", "## Figures"):
+        assert heading in text
+    assert "ensemble" in text.split("## The table")[1].split("## ")[0]
+    embedded = re.findall(r"!\[([^\]]+)\]\(([^)]+)\)", text)
+    assert {name for _, name in embedded} == {p.name for p in smoke_run.glob("*.png")} == {"accuracy.png"}
+    assert all(caption == REPRODUCE_FIGURES[name] for caption, name in embedded)
+
+
+def _without_timings(obj):
+    if isinstance(obj, dict):
+        return {k: _without_timings(v) for k, v in obj.items()
+                if k not in ("timing_s", "wall_s", "cpu_s", "images_per_s", "throughput")}
+    return [_without_timings(v) for v in obj] if isinstance(obj, list) else obj
+
+
+def test_config_re_creates_the_run_and_flags_beside_it_override(smoke_run, tmp_path, capsys):
+    """--config RUN_FOLDER: the run's config, data path and device (the same config.json, the same
+    results but for timings); a flag beside it overrides its setting and is checked against the
+    others; another command's config, or --preset beside it, is one line naming --config."""
+    again = tmp_path / "again"
+    assert reproduce_main(["--config", str(smoke_run), "--quiet", "--out", str(again)]) == 0
+    assert (again / "config.json").read_text() == (smoke_run / "config.json").read_text()
+    assert (_without_timings(json.loads((again / "results.json").read_text()))
+            == _without_timings(json.loads((smoke_run / "results.json").read_text())))
+    (tmp_path / "c.json").write_text('{"cells": 1}')
+    for flags, message in [([str(smoke_run), "--students", "3"], "--students must be an integer in [1, 2], got 3"),
+                           ([str(smoke_run / "config.json"), "--preset", "cpu"], "give one starting point"),
+                           ([str(tmp_path / "c.json")], "not a real_data.reproduce run folder")]:
+        with pytest.raises(SystemExit) as exc:
+            reproduce_main(["--config", *flags, "--out", str(tmp_path / "never")])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+        assert not (tmp_path / "never").exists()
 
 
 def test_resume_refuses_a_run_of_the_earlier_version_and_keeps_its_files(tmp_path, image_tree, capsys):

@@ -90,9 +90,21 @@ def test_a_new_study_starts_from_the_probe_regime(tmp_path):
     assert done[0].params == {a: search.PROBE[a] for a in axes.split(",")}
 
 
-def test_a_tiny_study_writes_its_trials_best_regimes_plots_and_validation(tmp_path, capsys):
-    out = tmp_path / "s"
-    assert search.main(TINY + ["--trials", "3", "--validate", "5", "--out", str(out)]) == 0
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory):
+    """A study of 3 trials on TINY validated on data seed 5: its folder and what it printed."""
+    import contextlib
+    import io
+
+    out = tmp_path_factory.mktemp("search") / "s"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert search.main(TINY + ["--trials", "3", "--validate", "5", "--out", str(out)]) == 0
+    return out, printed.getvalue()
+
+
+def test_a_tiny_study_writes_its_trials_best_regimes_plots_and_validation(tiny_study):
+    out, printed = tiny_study
     done, _ = _complete(out)
     assert len(done) == 3
     rows = (out / "trials.csv").read_text().splitlines()
@@ -108,7 +120,42 @@ def test_a_tiny_study_writes_its_trials_best_regimes_plots_and_validation(tmp_pa
     cfg = search.regime(vl.config_from_args(vl.build_parser().parse_args(TINY[:22])), best[0]["params"])
     direct = search.trial_job(vl.dataclasses.replace(cfg, seed=5))
     assert val["seeds"][0]["margin_kd"] == pytest.approx(direct["margin_kd"])
-    assert "held-out data seeds" in capsys.readouterr().out
+    assert "held-out data seeds" in printed
+
+
+def test_report_md_puts_the_search_on_one_page(tiny_study):
+    """report.md: the command as typed, the best regimes and the validation as printed, and exactly
+    the figures written."""
+    import re
+
+    out, printed = tiny_study
+    text = (out / "report.md").read_text()
+    assert f"python -m theory_sims.search {' '.join(TINY)} --trials 3 --validate 5 --out {out}" in text
+    for heading in ("## The best regimes", "## Held-out data seeds", "## Figures"):
+        assert heading in text
+    best = text.split("## The best regimes")[1].split("## ")[0]
+    assert "3 trials; the best:" in best and best.split("```")[1].strip() in printed
+    embedded = re.findall(r"!\[([^\]]+)\]\(([^)]+)\)", text)
+    assert {name for _, name in embedded} == {p.name for p in out.glob("*.png")} == set(search.SEARCH_FIGURES)
+    assert all(caption == search.SEARCH_FIGURES[name] for caption, name in embedded)
+
+
+def test_config_of_a_search_takes_its_data_seeds_axes_and_sampler_seed_unless_given(tiny_study):
+    """--config SEARCH_RUN: its base, data seeds, axes (with the ranges it ran) and sampler seed, so
+    the config.json the search would write is the original's; flags given beside it replace them."""
+    from theory_sims.results import as_json
+
+    out, _ = tiny_study
+    saved = json.loads((out / "config.json").read_text())
+    args = search.build_parser().parse_args(["--config", str(out)])
+    base, seeds, held_out, axes = search.settings(args)
+    assert base.to_dict() == vl.config_from_args(vl.build_parser().parse_args(TINY[:-4])).to_dict()
+    assert seeds == [0, 1] and held_out == [] and args.sampler_seed == 0
+    assert as_json([search.dataclasses.asdict(a) for a in axes]) == saved["space"]
+    args = search.build_parser().parse_args(["--config", str(out), "--data-seeds", "3", "--axes", "learner.q",
+                                             "--sampler-seed", "2"])
+    _, seeds, _, axes = search.settings(args)
+    assert seeds == [3] and [a.path for a in axes] == ["learner.q"] and args.sampler_seed == 2
 
 
 def test_resume_after_sigkill_continues_the_study(tmp_path):

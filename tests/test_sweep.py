@@ -433,3 +433,56 @@ def test_a_varied_field_is_refused_only_where_it_does_nothing():
     assert reached["--kd-plateau"] == "distill.plateau" and reached["--kd-weight"] == "distill.kd_weight"
     assert reached["--augment-rate"] == "augment_rate" and reached["--rf-steps"] == "rf_train.steps"
     assert sweep.inert_rule("train.kd_weight") is None and sweep.inert_rule("train.augment_rate") is None  # no flags
+
+
+def test_report_md_puts_the_sweep_on_one_page(sweep_dir):
+    """report.md: the command as typed, the summary as printed, and exactly the figures written."""
+    import re
+
+    from theory_sims.figures import SWEEP_FIGURES
+
+    text = (sweep_dir / "report.md").read_text()
+    assert f"python -m theory_sims.sweep {' '.join(SMALL + VARY)} --out {sweep_dir}" in text
+    for heading in ("## The sweep", "## Time", "## Figures"):
+        assert heading in text
+    assert "## The map" not in text  # no --grid
+    embedded = re.findall(r"!\[([^\]]+)\]\(([^)]+)\)", text)
+    assert {name for _, name in embedded} == {p.name for p in sweep_dir.glob("*.png")} == {"sweep.png"}
+    assert all(caption == SWEEP_FIGURES[name] for caption, name in embedded)
+
+
+def test_config_of_a_sweep_takes_its_points_unless_given(sweep_dir):
+    """--config SWEEP_RUN: the sweep's base, --vary values and --data-seeds (its config.json again);
+    --data-seeds or --vary given beside it replace the sweep's."""
+    from theory_sims.results import as_json
+
+    saved = json.loads((sweep_dir / "config.json").read_text())
+
+    def planned(*flags):
+        args = sweep.build_parser().parse_args(["--config", str(sweep_dir), *flags])
+        base, varied, runs = sweep.plan(args)
+        return args, base, varied, runs
+
+    args, base, varied, runs = planned()
+    config = {"base": base.to_dict(), "vary": dict(varied), "grid": args.grid,
+              "data_seeds": sorted({r["data_seed"] for r in runs})}
+    assert as_json(config) == saved and len(runs) == 4
+    _, _, varied, runs = planned("--data-seeds", "2")
+    assert dict(varied) == saved["vary"] and {r["data_seed"] for r in runs} == {2}
+    _, _, varied, runs = planned("--vary", "learner.m=2,3")
+    assert varied == [("learner.m", [2, 3])] and {r["data_seed"] for r in runs} == {0, 1}
+
+
+def test_config_re_creates_a_grid_sweep(tmp_path, monkeypatch):
+    """A grid sweep's --config re-creates it: the same config.json and rows (timings aside), its map
+    drawn and printed on its one page."""
+    monkeypatch.setattr(sweep, "point_job", lambda cfg: {
+        **report.summary(hand_results(single=0.1 * cfg.learner.q + 0.01 * cfg.train.lr)), "wall_s": 0.0})
+    out, again = tmp_path / "grid", tmp_path / "again"
+    argv = SMALL + ["--grid", "--vary", "learner.q=3,4", "--vary", "train.lr=5,8", "--cluster", "serial"]
+    assert sweep.main(argv + ["--out", str(out)]) == 0
+    assert sweep.main(["--config", str(out), "--cluster", "serial", "--quiet", "--out", str(again)]) == 0
+    assert (again / "config.json").read_text() == (out / "config.json").read_text()
+    rows = lambda folder: json.loads((folder / "sweep.json").read_text())["runs"]  # noqa: E731
+    assert rows(again) == rows(out)
+    assert (again / "map.png").is_file() and "## The map" in (again / "report.md").read_text()

@@ -18,13 +18,17 @@ would keep averaging them out. One run:
    of a class);
 4. measures how often two seeds disagree, on multi-view and single-view samples, and on
    single-view samples by whether both, one or neither of the two uses the view the sample shows;
-5. writes results.json, ensemble_size.csv, disagreement.csv and ensemble_size.png (the curve with
-   the prediction and the null, and the disagreement split).
+5. writes results.json, ensemble_size.csv, disagreement.csv, ensemble_size.png (the curve with
+   the prediction and the null, and the disagreement split) and report.md (the run on one page).
+
+``--config RUN`` starts from an earlier ensemble_size run's settings (flags given beside it
+override them): the same flags re-create the run.
 
 Example::
 
     python -m theory_sims.ensemble_size
     python -m theory_sims.ensemble_size --seeds 20 --sizes 1,2,5,10,20 --out runs/ens20
+    python -m theory_sims.ensemble_size --config runs/ens20 --n-boot 2000 --out runs/ens20-boot
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ from theory_sims import ensembles as en
 from theory_sims import mechanism
 
 DEFAULT_SIZES = (1, 2, 3, 5, 10, 20, 50, 100)
+# The flags a run takes from --config RUN (or else these defaults) unless they are given.
+DEFAULTS = {"seeds": 100, "sizes": ",".join(map(str, DEFAULT_SIZES)), "subsets": 200, "n_boot": 1000, "seed": 0}
 
 
 def parse_sizes(text: str, seeds: int) -> list[int]:
@@ -128,13 +134,21 @@ def format_report(res: dict) -> str:
 
 def build_parser() -> Parser:
     p = Parser(prog="python -m theory_sims.ensemble_size", description=__doc__)
-    p.add_argument("--seeds", type=int, default=100, help="single models trained (stacked; default: 100)")
-    p.add_argument("--sizes", default=",".join(map(str, DEFAULT_SIZES)), metavar="N1,N2,...",
-                   help=f"ensemble sizes, each at most --seeds (default: {','.join(map(str, DEFAULT_SIZES))})")
-    p.add_argument("--subsets", type=int, default=200,
-                   help="random subsets of each size (all of them where there are fewer; default: 200)")
-    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap draws of the test samples (default: 1000)")
-    p.add_argument("--seed", type=int, default=0, help="data seed, as view_learning's --seed (default: 0)")
+    p.add_argument("--config", default=None, metavar="RUN",
+                   help="start from the settings of an earlier ensemble_size run: RUN is its folder or its "
+                        "config.json (its data, learner and training, and the flags below); flags given beside it "
+                        "override those settings (the same flags re-create the run: its results.json equals the "
+                        "original's but for timings)")
+    p.add_argument("--seeds", type=int, default=None,
+                   help=f"single models trained (stacked; default: {DEFAULTS['seeds']})")
+    p.add_argument("--sizes", default=None, metavar="N1,N2,...",
+                   help=f"ensemble sizes, each at most --seeds (default: {DEFAULTS['sizes']})")
+    p.add_argument("--subsets", type=int, default=None,
+                   help=f"random subsets of each size (all of them where there are fewer; default: {DEFAULTS['subsets']})")
+    p.add_argument("--n-boot", type=int, default=None,
+                   help=f"bootstrap draws of the test samples (default: {DEFAULTS['n_boot']})")
+    p.add_argument("--seed", type=int, default=None,
+                   help=f"data seed, as view_learning's --seed (default: {DEFAULTS['seed']})")
     p.add_argument("--views", type=int, default=None,
                    help="views per class of the data, as view_learning's --views; the rest of the data and the "
                         "learner are the main job's (default: 2)")
@@ -151,8 +165,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from theory_sims import view_learning as vl
+    from theory_sims.results import read_run_config
 
     try:
+        saved = {"experiment": {}}
+        if args.config is not None:
+            saved = read_run_config(args.config, "ensemble_size", ("experiment", "sizes", "subsets", "n_boot"))
+            exp = saved["experiment"]
+            if not isinstance(exp, dict) or set(exp) != set(vl.ViewLearningConfig().to_dict()):
+                raise ValueError(f"--config {args.config}: its experiment is not a view_learning config")
+            start = {"seeds": exp["seeds"], "seed": exp["seed"], "sizes": ",".join(map(str, saved["sizes"])),
+                     "subsets": saved["subsets"], "n_boot": saved["n_boot"]}
+            for name, value in start.items():
+                if getattr(args, name) is None:
+                    setattr(args, name, value)
+        for name, value in DEFAULTS.items():
+            if getattr(args, name) is None:
+                setattr(args, name, value)
         check_int("--seeds", args.seeds, 2)
         check_int("--subsets", args.subsets, 1)
         check_int("--n-boot", args.n_boot, 1)
@@ -160,8 +189,8 @@ def main(argv: list[str] | None = None) -> int:
         sizes = parse_sizes(args.sizes, args.seeds)
         data = {"views": args.views} if args.views is not None else {}
         try:
-            cfg = vl.configure(seeds=args.seeds, students=1, seed=args.seed, random_features=False, controls=False,
-                               data=data)
+            cfg = vl.configure(**vl.merge_parts(saved["experiment"], dict(
+                seeds=args.seeds, students=1, seed=args.seed, random_features=False, controls=False, data=data)))
         except ValueError as err:
             raise ValueError(as_flag(str(err), names=["views"])) from None
         vl.check_memory(cfg)
@@ -170,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     from theory_sims import experiments as ex
     from theory_sims import figures
     from theory_sims.cluster import format_total
-    from theory_sims.results import start_run, write_csv, write_json
+    from theory_sims.results import command_line, start_run, write_csv, write_json, write_report
 
     log = (lambda *a, **k: None) if args.quiet else (lambda *a, **k: print(*a, **k, flush=True))
     config = {"experiment": cfg.to_dict(), "sizes": sizes, "subsets": args.subsets, "n_boot": args.n_boot}
@@ -201,10 +230,15 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_figures:
         figures.ensemble_size_figure(out / "ensemble_size.png", res)
     print(format_report(res))
+    unfitted = ""
     if min(res["train_acc"]) < 1.0:
-        print(f"warning: {sum(a < 1.0 for a in res['train_acc'])} of {args.seeds} models did not fit their training "
-              "set", file=sys.stderr)
-    print(f"{format_total(res['timing_s'], 'trained stage')}; results in {out}")
+        unfitted = f"warning: {sum(a < 1.0 for a in res['train_acc'])} of {args.seeds} models did not fit their training set"
+        print(unfitted, file=sys.stderr)
+    total = format_total(res["timing_s"], "trained stage")
+    write_report(out, "ensemble_size: how an ensemble grows with its members, and why it stops",
+                 command_line(parser.prog, argv), [("The curve", format_report(res)), ("Warnings", unfitted),
+                                                   ("Time", total)], figures.ENSEMBLE_SIZE_FIGURES)
+    print(f"{total}; results in {out}, on one page in {out / 'report.md'}")
     return 0
 
 

@@ -369,12 +369,32 @@ def gains_vs_multiview(cells: list[dict], reference: dict | None, label_noise: f
     return fig
 
 
+# The Gaussian-like grid's figures and their one-line captions (report.md, in this order).
+GAUSSIAN_NEGATIVE_FIGURES = {
+    "gains_heatmap.png": "the ensemble's gain over the mean single model in every cell of the grid (percentage "
+                         "points; cells not run hatched)",
+    "gains_vs_multiview.png": "each Gaussian-like cell's ensemble gain with its 95% interval, beside the gain on "
+                              "multi-view data",
+}
+
+
 def gaussian_negative_figures(out: Path, cells: list[dict], reference: dict | None,
                               label_noise: float | None = None) -> list[Path]:
     sns.set_theme(style="whitegrid", context="notebook")
     out = Path(out)
     return (save_figure(gain_heatmap(cells), out / "gains_heatmap.png")
             + save_figure(gains_vs_multiview(cells, reference, label_noise), out / "gains_vs_multiview.png"))
+
+
+# A sweep's figures and their one-line captions (report.md, in this order): map.png with --grid,
+# k.png with --scale-k.
+SWEEP_FIGURES = {
+    "sweep.png": "single-view accuracy of every row, views used per class and each statement's margin against "
+                 "the point (bars: the spread over data seeds)",
+    "map.png": "where each prediction holds over the grid, coloured by its margin (mean over data seeds)",
+    "k.png": "as k grows: the share of classes whose single models use both views, and their error beside the "
+             "single-model theorem's band",
+}
 
 
 def sweep_figure(path_png, rows: list[dict], paths: list[str]) -> list[Path]:
@@ -482,6 +502,13 @@ def prediction_map(path_png, rows: list[dict], paths: list[str]) -> list[Path]:
                  fontsize=12)
     fig.tight_layout()
     return save_figure(fig, Path(path_png))
+
+
+# ensemble_size's figure and its one-line caption (report.md).
+ENSEMBLE_SIZE_FIGURES = {
+    "ensemble_size.png": "the ensemble's accuracy against its members, measured, predicted by the members' views "
+                         "and under independent errors; how often two seeds disagree",
+}
 
 
 def ensemble_size_figure(path_png, res: dict) -> list[Path]:

@@ -30,10 +30,15 @@ For contrast, the multi-view gain of :mod:`theory_sims.view_learning` at its def
 models and their ensemble only) is measured in the same run, or read from a ``results.json``
 of that experiment (``--multiview-results``).
 
+The run folder holds config.json, results.json, table.csv, the figures and report.md (the run on
+one page). ``--config RUN`` starts from an earlier gaussian_negative run's settings (flags given
+beside it override them): the same flags re-create the run.
+
 Example::
 
     python -m theory_sims.gaussian_negative --quick
     python -m theory_sims.gaussian_negative --out runs/negative
+    python -m theory_sims.gaussian_negative --config runs/negative --seeds 20 --out runs/negative-20
 """
 
 from __future__ import annotations
@@ -313,6 +318,11 @@ def build_parser() -> Parser:
     p = Parser(prog="python -m theory_sims.gaussian_negative", description=__doc__)
     p.add_argument("--quick", action="store_true",
                    help=f"run {len(QUICK)} representative cells instead of the 64 of the grid")
+    p.add_argument("--config", default=None, metavar="RUN",
+                   help="start from the settings of an earlier gaussian_negative run: RUN is its folder or its "
+                        "config.json (its grid and data, learner, --quick and its multi-view comparison); flags "
+                        "given beside it override those settings (the same flags re-create the run: its "
+                        "results.json equals the original's but for timings)")
     p.add_argument("--out", default=None, help="run folder (default: runs/gaussian_negative-<time>)")
     p.add_argument("--multiview-results", default=None, metavar="PATH",
                    help="results.json of a theory_sims.view_learning run to compare with "
@@ -351,17 +361,24 @@ def build_parser() -> Parser:
     return p
 
 
-def config_from_args(args) -> NegativeConfig:
+def config_from_args(args, start: dict | None = None) -> NegativeConfig:
+    """The config the flags describe, over ``start`` (the fields of an earlier run's config, ``--config``)
+    or else the defaults."""
     require_cuda(args.device)
     if args.device == "cuda":
         args.backend = args.backend or "torch"
-    top = given(args, list(FLAGS))
+    saved = dict(start or {})
+    learner0 = LearnerConfig(**saved.pop("learner")) if "learner" in saved else DEFAULT_LEARNER
+    train0 = TrainConfig(**saved.pop("train")) if "train" in saved else DEFAULT_TRAIN
+    std0 = StandardConfig(**saved.pop("standard")) if "standard" in saved else StandardConfig()
+    top = {**saved, **given(args, list(FLAGS))}
     k = top.get("k", NegativeConfig.k)
-    learner = dataclasses.replace(DEFAULT_LEARNER, k=k, **given(args, ["m", "q", "sigma0"]))
-    train_cfg = dataclasses.replace(DEFAULT_TRAIN, **given(args, ["lr", "steps", "backend", "device"]))
-    std = StandardConfig(**given(args, [f.name for f in dataclasses.fields(StandardConfig)]))
-    kind = {"learner_kind": args.learner} if args.learner is not None else {}
-    cfg = NegativeConfig(learner=learner, train=train_cfg, standard=std, **kind, **top)
+    learner = dataclasses.replace(learner0, k=k, **given(args, ["m", "q", "sigma0"]))
+    train_cfg = dataclasses.replace(train0, **given(args, ["lr", "steps", "backend", "device"]))
+    std = dataclasses.replace(std0, **given(args, [f.name for f in dataclasses.fields(StandardConfig)]))
+    if args.learner is not None:
+        top["learner_kind"] = args.learner
+    cfg = NegativeConfig(learner=learner, train=train_cfg, standard=std, **top)
     refuse_inert(args, cfg, INERT_FLAGS)
     return cfg
 
@@ -378,9 +395,23 @@ INERT_FLAGS = (
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from theory_sims.results import read_run_config
+
     try:
+        start = None
+        if args.config is not None:
+            extra = ("quick", "cells", "multiview_results", "no_multiview")
+            saved = read_run_config(args.config, "gaussian_negative",
+                                    (*(f.name for f in dataclasses.fields(NegativeConfig)), *extra))
+            start = {key: value for key, value in saved.items() if key not in extra}
+            args.quick = args.quick or bool(saved["quick"])
+            if args.multiview_results is None and not args.no_multiview:  # the run's comparison, unless given
+                args.multiview_results, args.no_multiview = saved["multiview_results"], bool(saved["no_multiview"])
         try:
-            cfg = config_from_args(args)
+            try:
+                cfg = config_from_args(args, start)
+            except TypeError as err:  # a config.json edited by hand
+                raise ValueError(f"--config {args.config}: its settings cannot be read ({err})") from None
         except ValueError as err:
             raise ValueError(as_flag(str(err), names=[*FLAGS, "m", "q", "sigma0", "lr", "steps",
                                                       *(f.name for f in dataclasses.fields(StandardConfig))])) from None
@@ -390,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
                      if args.multiview_results is not None else None)
     except ValueError as err:
         parser.error(str(err))
-    from theory_sims.results import start_run, write_csv, write_json
+    from theory_sims.results import command_line, start_run, write_csv, write_json, write_report
 
     log = (lambda *a, **k: None) if args.quiet else (lambda *a, **k: print(*a, **k, flush=True))
     cells = grid(args.quick)
@@ -419,15 +450,22 @@ def main(argv: list[str] | None = None) -> int:
         from theory_sims import figures
 
         figures.gaussian_negative_figures(out, results, reference, cfg.label_noise)
-    print(format_table(rows))
-    print(f"gain <= {100 * summary['threshold']:.0f} pt in {summary['fraction_at_or_below_threshold']:.0%} of "
-          f"{summary['cells']} cells; median {100 * summary['median_gain']:+.2f} pts, "
-          f"max {100 * summary['max_gain']:+.2f} pts")
+    verdict = [f"gain <= {100 * summary['threshold']:.0f} pt in {summary['fraction_at_or_below_threshold']:.0%} of "
+               f"{summary['cells']} cells; median {100 * summary['median_gain']:+.2f} pts, "
+               f"max {100 * summary['max_gain']:+.2f} pts"]
     if reference is not None:
         sv, ta = reference["single_view_acc"], reference["test_acc"]
-        print(f"multi-view data ({reference['source']}): ensemble gain {100 * ta['gain']:+.2f} pts on its test "
-              f"mixture, {100 * sv['gain']:+.2f} pts on single-view samples")
-    print(f"{cluster.format_total(timing)}; results in {out}")
+        verdict.append(f"multi-view data ({reference['source']}): ensemble gain {100 * ta['gain']:+.2f} pts on its "
+                       f"test mixture, {100 * sv['gain']:+.2f} pts on single-view samples")
+    print(format_table(rows))
+    print("\n".join(verdict))
+    from theory_sims import figures
+
+    write_report(out, "gaussian_negative: the ensemble's gain on Gaussian-like data, beside multi-view data",
+                 command_line(parser.prog, argv), [("The grid", format_table(rows)), ("The verdict", "\n".join(verdict)),
+                                                   ("Time", cluster.format_total(timing))],
+                 figures.GAUSSIAN_NEGATIVE_FIGURES)
+    print(f"{cluster.format_total(timing)}; results in {out}, on one page in {out / 'report.md'}")
     return 0
 
 

@@ -35,7 +35,10 @@ and ``slices.png`` (every trial's score against each parameter). The experiment'
 (``--k``, ``--seeds``, ...) set what the search does not vary; ``--axes`` narrows it to some
 parameters. With ``--validate 100,101,102,103,104`` the best regime is then run on those
 held-out data seeds, which no trial used, and ``validation.csv`` / ``validation.json`` hold each
-seed's verdicts: the test set of the search. Example::
+seed's verdicts: the test set of the search. ``report.md`` puts the search on one page: the
+command, the best regimes and the validation as printed, and the figures. ``--config RUN`` starts
+from an earlier run's settings: a view_learning run's (the search's base) or a search's (its base,
+and its data seeds, axes with their ranges and sampler seed unless given). Example::
 
     python -m theory_sims.search --trials 40 --out runs/search --validate 100,101,102,103,104
     python -m theory_sims.search --resume runs/search --trials 60   # 20 more
@@ -429,6 +432,13 @@ def best_regimes(rows: list[dict], base, axes=SPACE, top: int = 5) -> list[dict]
     return out
 
 
+# The search's figures and their one-line captions (report.md, in this order).
+SEARCH_FIGURES = {
+    "importances.png": "which parameters decide the theorems' shortfall (Optuna's PED-ANOVA importance)",
+    "slices.png": "each finished trial's score against each parameter, the best trial in red",
+}
+
+
 def plots(study, rows: list[dict], folder: Path, axes=SPACE) -> list[Path]:
     """Optuna's parameter importances (its default evaluator, PED-ANOVA) and one slice panel per parameter (every finished
     trial's score against the parameter's value), as PNG (and PDF) in the run folder."""
@@ -558,12 +568,17 @@ def build_parser() -> Parser:
             action.help = ("continue the study in folder RUN, given with the same flags as when it started (--trials "
                            "and --timeout-min may change): finished trials are kept, trials a killed search left "
                            "running are asked again with their parameters")
+        if action.dest == "config":
+            action.help = ("start from the settings of an earlier run instead of a preset: RUN is its folder or its "
+                           "config.json, of a view_learning run (the search's base) or of a search (its base, and its "
+                           "--data-seeds, --axes with their ranges and --sampler-seed unless given here); a sweep's "
+                           "gives its base only; flags given beside it override those settings")
     g = p.add_argument_group("search (the experiment's flags above set what it does not vary)")
     g.add_argument("--trials", type=int, default=40,
                    help="finished trials the study should hold, counting those it has (default: 40)")
     g.add_argument("--timeout-min", type=float, default=None,
                    help="stop asking for new trials after this many minutes of this process (default: no limit)")
-    g.add_argument("--data-seeds", default="0,1,2,3,4", metavar="S1,S2,...",
+    g.add_argument("--data-seeds", default=None, metavar="S1,S2,...",
                    help="data seeds every trial is scored on (default: 0,1,2,3,4: the spread over seeds is large)")
     g.add_argument("--validate", default=None, metavar="S1,S2,...",
                    help="after the search, run the best regime on these held-out data seeds (none of --data-seeds), "
@@ -571,7 +586,7 @@ def build_parser() -> Parser:
     g.add_argument("--axes", default=None, metavar="A1,A2,...",
                    help="search only these axes (the others keep the experiment's values): "
                         + ", ".join(a.path for a in SPACE) + " (default: all)")
-    g.add_argument("--sampler-seed", type=int, default=0, help="seed of Optuna's TPE sampler (default: 0)")
+    g.add_argument("--sampler-seed", type=int, default=None, help="seed of Optuna's TPE sampler (default: 0)")
     g.add_argument("--warm-start", default=None, metavar="RUN",
                    help="a new study starts from the finished and pruned trials of the earlier search in RUN (the "
                         "same experiment flags, data seeds and axes; its values inside this search's ranges), "
@@ -634,25 +649,54 @@ def search(study, base, axes, seeds: list[int], trials: int, out: Path, where, t
     return trial_rows(study, seeds, axes)
 
 
+def saved_search(where: str) -> dict:
+    """The settings of the search whose folder or config.json ``--config`` names (read by
+    :func:`view_learning.read_config` first), or {} for another run (view_learning's or a sweep's:
+    they give the base only)."""
+    path = Path(where) / "config.json" if Path(where).is_dir() else Path(where)
+    saved = json.loads(path.read_text())
+    return saved if set(saved) == {"base", "space", "data_seeds", "sampler_seed", "score"} else {}
+
+
+def settings(args) -> tuple[vl.ViewLearningConfig, list[int], list[int], tuple[Axis, ...]]:
+    """The search the flags describe: its base config, data seeds, held-out seeds and axes; with
+    ``--config`` of a search, that search's data seeds, axes (their ranges as saved) and sampler seed
+    unless they are given (``args.sampler_seed`` is set). A ValueError names the flag."""
+    base = vl.config_from_args(args)
+    saved = saved_search(args.config) if args.config is not None else {}
+    if args.data_seeds is None:
+        args.data_seeds = ",".join(map(str, saved.get("data_seeds", (0, 1, 2, 3, 4))))
+    if args.sampler_seed is None:
+        args.sampler_seed = saved.get("sampler_seed", 0)
+    check_int("--trials", args.trials, 1)
+    if args.timeout_min is not None and not args.timeout_min > 0:
+        raise ValueError(f"--timeout-min must be a number > 0, got {args.timeout_min}")
+    check_int("--sampler-seed", args.sampler_seed, 0)
+    seeds = _seed_list("--data-seeds", args.data_seeds)
+    held_out = _seed_list("--validate", args.validate) if args.validate is not None else []
+    if set(held_out) & set(seeds):
+        raise ValueError(f"--validate must name held-out data seeds that no trial uses, but "
+                         f"{sorted(set(held_out) & set(seeds))} are in --data-seeds")
+    if saved and args.axes is None:  # the search's axes with the ranges it ran
+        try:
+            axes = tuple(Axis(**{**a, "choices": None if a["choices"] is None else tuple(a["choices"])})
+                         for a in saved["space"])
+        except (TypeError, KeyError) as err:
+            raise ValueError(f"--config {args.config}: its space cannot be read ({err})") from None
+    else:
+        axes = _axes(args.axes)
+    return base, seeds, held_out, axes
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        base = vl.config_from_args(args)
-        check_int("--trials", args.trials, 1)
-        if args.timeout_min is not None and not args.timeout_min > 0:
-            raise ValueError(f"--timeout-min must be a number > 0, got {args.timeout_min}")
-        check_int("--sampler-seed", args.sampler_seed, 0)
-        seeds = _seed_list("--data-seeds", args.data_seeds)
-        held_out = _seed_list("--validate", args.validate) if args.validate is not None else []
-        if set(held_out) & set(seeds):
-            raise ValueError(f"--validate must name held-out data seeds that no trial uses, but "
-                             f"{sorted(set(held_out) & set(seeds))} are in --data-seeds")
-        axes = _axes(args.axes)
+        base, seeds, held_out, axes = settings(args)
         where = cluster.where(args)
     except ValueError as err:
         parser.error(str(err))
-    from theory_sims.results import start_run, write_csv, write_json
+    from theory_sims.results import command_line, start_run, write_csv, write_json, write_report
 
     config = {"base": base.to_dict(), "space": [dataclasses.asdict(a) for a in axes], "data_seeds": seeds,
               "sampler_seed": args.sampler_seed,
@@ -682,15 +726,16 @@ def main(argv: list[str] | None = None) -> int:
     log(f"search in {out}: {len(axes)} parameters, data seeds {seeds}, on {where.mode}; study {out / 'study.journal'}")
     with cluster.held(where):  # one set of workers for the whole study
         rows = search(study, base, axes, seeds, args.trials, out, where, args.timeout_min, log)
+    sections = []
     if rows:
         best = best_regimes(rows, base, axes)
         if not args.no_figures:
             plots(study, rows, out, axes)
-        print(f"{len(rows)} trials; the best:")
-        for b in best:
-            print(f"  trial {b['trial']}: score {b['score']:+.3f}, {b['theorems_held']}/{len(THEOREMS)} theorems on "
-                  "every data seed, "
-                  f"{b['run_s']:.0f} s a run\n    {b['command']}")
+        text = "\n".join([f"{len(rows)} trials; the best:"] + [
+            f"  trial {b['trial']}: score {b['score']:+.3f}, {b['theorems_held']}/{len(THEOREMS)} theorems on "
+            f"every data seed, {b['run_s']:.0f} s a run\n    {b['command']}" for b in best])
+        print(text)
+        sections.append(("The best regimes", text))
         if held_out:
             log(f"validating trial {best[0]['trial']} on held-out data seeds {held_out}")
             with cluster.held(where):
@@ -698,9 +743,13 @@ def main(argv: list[str] | None = None) -> int:
             write_csv(out / "validation.csv", rows_v)
             write_json(out / "validation.json", {"trial": best[0]["trial"], "params": best[0]["params"],
                                                  "command": best[0]["command"], "seeds": rows_v})
-            print(f"held-out data seeds, trial {best[0]['trial']} (test error in units of mu, each theorem's verdict):")
-            print(format_validation(rows_v))
-    print(f"results in {out}")
+            text = (f"held-out data seeds, trial {best[0]['trial']} (test error in units of mu, each theorem's "
+                    f"verdict):\n{format_validation(rows_v)}")
+            print(text)
+            sections.append(("Held-out data seeds", text))
+    write_report(out, "search: the regime where the paper's theorems hold", command_line(parser.prog, argv), sections,
+                 SEARCH_FIGURES)
+    print(f"results in {out}, on one page in {out / 'report.md'}")
     return 0
 
 

@@ -25,7 +25,13 @@ it writes ``sweep.csv`` and ``sweep.json`` (one row per run), beside the sweep's
 and ``sweep.png`` / ``sweep.pdf``: single-view accuracy, views per class and the gains against the
 point, with the thresholds drawn in; along a k rule (``--scale-k``) also ``k.png``: the share of
 classes whose single models use both views, and their error beside the single-model theorem's
-band, against k. The rows are the same whatever ran them (timings aside).
+band, against k. The rows are the same whatever ran them (timings aside). ``report.md`` puts the
+sweep on one page: the command, its summary (and map) as printed, and its figures.
+
+``--config RUN`` starts from an earlier run's settings: of a view_learning run (its config is the
+sweep's base) or of a sweep (its base, and its ``--vary`` values, ``--grid`` and ``--data-seeds``
+unless they are given): ``python -m theory_sims.sweep --config SWEEP_RUN --out NEW`` runs the
+same points again, and ``--config SWEEP_RUN --data-seeds 2,3`` the same points on other data.
 """
 
 from __future__ import annotations
@@ -259,6 +265,13 @@ def build_parser():
         if action.dest == "resume":
             action.help = ("continue the sweep in folder RUN, given with the same flags as when it started: runs "
                            "whose record is in RUN/jobs are kept, the others run")
+        if action.dest == "config":
+            action.help = ("start from the settings of an earlier run instead of a preset: RUN is its folder or its "
+                           "config.json, of a view_learning run (the sweep's base) or of a sweep (its base, and its "
+                           "--vary values, --grid and --data-seeds unless given here; --vary or --scale-k given here "
+                           "replace its points); a search's gives its base only; flags given beside it override those "
+                           "settings (the same flags re-create a sweep: its sweep.json equals the original's but for "
+                           "timings)")
     g = p.add_argument_group("sweep")
     g.add_argument("--vary", action="append", default=[], metavar="SECTION.FIELD=V1,V2,...",
                    help="a parameter and its values; several --vary move together (point i takes the i-th value of "
@@ -293,32 +306,61 @@ def _data_seeds(text: str | None, default: int) -> list[int]:
     return seeds
 
 
+def saved_sweep(where: str) -> dict:
+    """The ``vary``, ``grid`` and ``data_seeds`` of the sweep whose settings ``--config`` names (its
+    folder or config.json, read by :func:`view_learning.read_config` first), or {} for another run
+    (view_learning's or a search's: they give the base only)."""
+    from pathlib import Path
+
+    path = Path(where) / "config.json" if Path(where).is_dir() else Path(where)
+    saved = json.loads(path.read_text())
+    if set(saved) != {"base", "vary", "grid", "data_seeds"}:
+        return {}
+    if not isinstance(saved["vary"], dict) or not all(isinstance(v, list) for v in saved["vary"].values()):
+        raise ValueError(f"--config {where}: its vary is not a dict of value lists")
+    return saved
+
+
+def plan(args) -> tuple[vl.ViewLearningConfig, list[tuple[str, list]], list[dict]]:
+    """The sweep the flags describe: its base config, the varied parameters with their values, and
+    every run (:func:`points`); with ``--config`` of a sweep, that sweep's --vary, --grid and
+    --data-seeds unless they are given (``args.grid`` is set to the sweep's). A ValueError names the flag."""
+    base = vl.config_from_args(args)
+    saved = saved_sweep(args.config) if args.config is not None else {}
+    if saved and not args.vary and args.scale_k is None:  # the sweep's points, unless others are given
+        varied = [(path, list(values)) for path, values in saved["vary"].items()]
+        args.grid = args.grid or bool(saved["grid"])
+    else:
+        varied = [parse_vary(spec, base) for spec in args.vary]
+    if args.scale_k is not None:
+        if varied:
+            raise ValueError("--scale-k sets what varies (k and the parameters tied to it); give no --vary with it")
+        ks = [int(v) for v in args.scale_k.split(",")] if args.scale_k.replace(",", "").isdigit() else [0]
+        if min(ks) < 2 or len(set(ks)) < len(ks):
+            raise ValueError(f"--scale-k must be distinct comma-separated integers >= 2, got {args.scale_k!r}")
+        varied = k_rule(base, ks, args.k_rule or "plain")
+    elif args.k_rule is not None:
+        raise ValueError("--k-rule does nothing without --scale-k; drop it or add --scale-k")
+    if len({path for path, _ in varied}) < len(varied):
+        raise ValueError("--vary: each parameter may be given once")
+    if args.grid and len(varied) != 2:
+        raise ValueError(f"--grid needs exactly two --vary parameters (the map's axes), got {len(varied)}")
+    seeds = args.data_seeds if args.data_seeds is not None or not saved else ",".join(map(str, saved["data_seeds"]))
+    runs = points(base, varied, _data_seeds(seeds, base.seed), grid=args.grid)
+    for r in runs:
+        vl.check_memory(r["config"])
+    return base, varied, runs
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        base = vl.config_from_args(args)
-        varied = [parse_vary(spec, base) for spec in args.vary]
-        if args.scale_k is not None:
-            if varied:
-                raise ValueError("--scale-k sets what varies (k and the parameters tied to it); give no --vary with it")
-            ks = [int(v) for v in args.scale_k.split(",")] if args.scale_k.replace(",", "").isdigit() else [0]
-            if min(ks) < 2 or len(set(ks)) < len(ks):
-                raise ValueError(f"--scale-k must be distinct comma-separated integers >= 2, got {args.scale_k!r}")
-            varied = k_rule(base, ks, args.k_rule or "plain")
-        elif args.k_rule is not None:
-            raise ValueError("--k-rule does nothing without --scale-k; drop it or add --scale-k")
-        if len({path for path, _ in varied}) < len(varied):
-            raise ValueError("--vary: each parameter may be given once")
-        if args.grid and len(varied) != 2:
-            raise ValueError(f"--grid needs exactly two --vary parameters (the map's axes), got {len(varied)}")
-        runs = points(base, varied, _data_seeds(args.data_seeds, base.seed), grid=args.grid)
-        for r in runs:
-            vl.check_memory(r["config"])
+        base, varied, runs = plan(args)
     except ValueError as err:
         parser.error(str(err))
     from theory_sims import figures
-    from theory_sims.results import start_run, write_csv, write_json
+    from theory_sims.results import command_line, start_run, write_csv, write_json, write_report
 
     config = {"base": base.to_dict(), "vary": dict(varied), "grid": args.grid,
               "data_seeds": sorted({r["data_seed"] for r in runs})}
@@ -342,10 +384,15 @@ def main(argv: list[str] | None = None) -> int:
             figures.prediction_map(out / "map.png", rows, paths)
         if args.scale_k is not None:
             figures.k_figure(out / "k.png", rows)
-    print(report.format_summary(rows, paths))
-    if args.grid:
-        print(report.format_map(rows, paths))
-    print(f"{cluster.format_total(timing)}; results in {out}")
+    sections = [("The sweep", report.format_summary(rows, paths)),
+                ("The map", report.format_map(rows, paths) if args.grid else "")]
+    for _, text in sections:
+        if text:
+            print(text)
+    sections.append(("Time", cluster.format_total(timing)))
+    write_report(out, "sweep: how each of the paper's predictions moves with a knob", command_line(parser.prog, argv),
+                 sections, figures.SWEEP_FIGURES)
+    print(f"{cluster.format_total(timing)}; results in {out}, on one page in {out / 'report.md'}")
     return 0
 
 
