@@ -52,7 +52,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from multiview.checks import check_choice, check_float, check_int
+from multiview.checks import check_choice, check_float, check_instance, check_int
 from multiview.cli import (Parser, add_config_flags, as_flag, fail, given, param, progress_bars, refuse_inert,
                           require_cuda)
 from real_data.baselines import MODES
@@ -98,6 +98,7 @@ class ReproduceConfig:
     spec: TrainSpec = dataclasses.field(default_factory=TrainSpec)
 
     def __post_init__(self):
+        check_instance("spec", self.spec, TrainSpec)
         check_choice("dataset", self.dataset, tuple(OFFICIAL))
         check_choice("labels", self.labels, ("fine", "coarse"))
         check_choice("model", self.model, MODELS)
@@ -679,8 +680,14 @@ def main(argv: list[str] | None = None) -> int:
             if args.device is None and saved_device == "cuda" and not torch.cuda.is_available():
                 raise ValueError(f"--config {args.config}: the run ran on cuda, which torch does not see on this "
                                  "machine; give --device cpu to run it here")
-        device = args.device or saved_device or ("cuda" if torch.cuda.is_available() else "cpu")
-        check_choice("device", device, ("cpu", "cuda"))
+        if args.device is not None:  # an empty --device is refused, not read as not given
+            try:
+                check_choice("device", args.device, ("cpu", "cuda"))
+            except ValueError as err:  # "device must be one of ...": the line names the flag typed
+                raise ValueError(as_flag(str(err), names=["device"])) from None
+        device = (args.device if args.device is not None
+                  else saved_device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        check_choice("device", device, ("cpu", "cuda"))  # a saved run's (--config)
         require_cuda(device)
         if args.resume is not None:
             # --resume continues the saved run as it was: a flag it would have to ignore is refused

@@ -718,17 +718,7 @@ def classify(case, tmp: Path, shared: dict, capsys) -> tuple[str, str]:
 # --------------------------------------------------------------------------- known defects
 
 # case id -> reason; each is xfail(strict=True): the day it is fixed, the test says so.
-DEFECTS: dict[str, str] = {
-    "ensemble_size: --views 1000": "one line 'd must be >= k * views = 10000 ..., got d=640' does not name --views "
-                                   "(the only flag given; d is not a flag of this command)",
-    **{f"sweep: --vary {spec}": "the value's config error reaches the line without --vary or the parameter's path "
-                                "(e.g. 'lr must be a number > 0.0, got -1.0' for train.lr)"
-       for spec in ("data.k=1,2", "learner.m=0,1", "train.lr=-1,2", "train.lr=nan")},
-    "reproduce: --device tpu": "one line 'device must be one of ...' names the field, not --device",
-    "reproduce: --device ''": "an empty --device is read as no --device (args.device or default): accepted",
-    "ReproduceConfig(spec={'epochs': 1})": "a dict for spec is accepted (no check_instance): the config holds a "
-                                           "dict where TrainSpec is expected, and fails later on cfg.spec.epochs",
-}
+DEFECTS: dict[str, str] = {}
 
 _IDS = [c.id for c in CASES]
 assert len(set(_IDS)) == len(_IDS), sorted({i for i in _IDS if _IDS.count(i) > 1})

@@ -60,6 +60,28 @@ def parse_sizes(text: str, seeds: int) -> list[int]:
     return sorted(sizes)
 
 
+def views_misfit(views: int, err: ValueError, configure, whose: str = "the main job's") -> str:
+    """The refusal of ``--views`` where the data's other fields bound it (``whose`` data: the main
+    job's, or the --config run's; none of them is a flag of this command): ``err`` and the values of
+    --views that fit (``configure(views)`` builds the config, raising ValueError for one that does not)."""
+    base = configure().data
+    fits = []
+    for v in range(1, base.d // base.k + 1):  # d >= k * views bounds it above in any case
+        try:
+            configure(v)
+        except ValueError:
+            continue
+        fits.append(v)
+    if not fits:
+        allowed = "no --views fits it"
+    elif fits == list(range(fits[0], fits[-1] + 1)):
+        allowed = f"--views must be an integer in [{fits[0]}, {fits[-1]}]"
+    else:
+        allowed = f"--views must be one of {', '.join(map(str, fits))}"
+    return (f"--views {views} does not fit {whose} data (d={base.d}, k={base.k}, not flags of this command): "
+            f"{err}; {allowed}")
+
+
 def measure(single_logits, multi_logits, tests, sizes, subsets: int, n_boot: int, seed: int) -> dict:
     """Every number of the run from the members' logits on the single-view (S, n, k) and multi-view
     test sets: the size curves, the coverage prediction, the null, and the disagreement."""
@@ -187,12 +209,20 @@ def main(argv: list[str] | None = None) -> int:
         check_int("--n-boot", args.n_boot, 1)
         check_int("--seed", args.seed, 0)
         sizes = parse_sizes(args.sizes, args.seeds)
-        data = {"views": args.views} if args.views is not None else {}
-        try:
-            cfg = vl.configure(**vl.merge_parts(saved["experiment"], dict(
+
+        def configure(views=None):
+            data = {"views": views} if views is not None else {}
+            return vl.configure(**vl.merge_parts(saved["experiment"], dict(
                 seeds=args.seeds, students=1, seed=args.seed, random_features=False, controls=False, data=data)))
+
+        try:
+            cfg = configure(args.views)
         except ValueError as err:
-            raise ValueError(as_flag(str(err), names=["views"])) from None
+            message = as_flag(str(err), names=["views"])
+            if message == str(err) and args.views is not None:  # a bound of the data's other fields
+                whose = "the --config run's" if args.config is not None else "the main job's"
+                raise ValueError(views_misfit(args.views, err, configure, whose)) from None
+            raise ValueError(message) from None
         vl.check_memory(cfg)
     except ValueError as err:
         parser.error(str(err))

@@ -98,6 +98,42 @@ def with_value(cfg: vl.ViewLearningConfig, path: str, value) -> vl.ViewLearningC
     return dataclasses.replace(cfg, **parts)
 
 
+def with_values(cfg: vl.ViewLearningConfig, values: dict) -> vl.ViewLearningConfig:
+    """``cfg`` with every field of ``values`` (path -> value) set, each part in one step (so a bound
+    across fields, d >= k * views, sees the values of one point together; the learner's k follows the
+    data's unless learner.k is given). A value the configs' checks refuse is a ValueError that names
+    ``--vary`` and the path(s) that set it: ``--vary train.lr: lr must be a number > 0.0, got -1.0``."""
+    parts: dict[str, dict] = {}
+    paths: dict[str, list[str]] = {}  # the varied paths that set each part's fields
+    top = {}
+    for path, value in values.items():
+        head, _, field = path.partition(".")
+        if field:
+            parts.setdefault(head, {})[field] = value
+            paths.setdefault(head, []).append(path)
+        else:
+            top[head] = value
+    if "k" in parts.get("data", {}) and "k" not in parts.get("learner", {}):
+        parts.setdefault("learner", {})["k"] = parts["data"]["k"]
+        paths.setdefault("learner", []).append("data.k")
+
+    def refused(err: ValueError, named: list[str]) -> ValueError:
+        field = str(err).partition(" must ")[0]  # the field the check names, where it is a varied one
+        own = [p for p in named if p.rpartition(".")[2] == field]
+        return ValueError(f"--vary {', '.join(own or named)}: {err}")
+
+    built = {}
+    for head, fields in parts.items():
+        try:
+            built[head] = dataclasses.replace(getattr(cfg, head), **fields)
+        except ValueError as err:
+            raise refused(err, paths[head]) from None
+    try:
+        return dataclasses.replace(cfg, **built, **top)
+    except ValueError as err:
+        raise refused(err, list(values)) from None
+
+
 def inert_rule(path: str):
     """The rule of :data:`view_learning.INERT_FLAGS` for the flag that sets the field at ``path``
     (``(flag, dest, acts, when)``), or None where that flag acts in every mode. The flag is the one
@@ -183,10 +219,11 @@ def k_rule(base: vl.ViewLearningConfig, ks: list[int], rule: str = "plain") -> l
 
 def points(base: vl.ViewLearningConfig, varied: list[tuple[str, list]], data_seeds: list[int],
            grid: bool = False) -> list[dict]:
-    """Every run of the sweep: point index, its values, data seed and config (built, so a bad
-    value fails here, before anything runs, and so does a varied field that does nothing at a point:
-    :func:`refuse_inert_vary`). The ``varied`` values move together, or with
-    ``grid`` every combination of them is a point (the first parameter varying slowest)."""
+    """Every run of the sweep: point index, its values, data seed and config (built by
+    :func:`with_values`, so a bad value fails here, naming ``--vary`` and its path, before anything
+    runs, and so does a varied field that does nothing at a point: :func:`refuse_inert_vary`). The
+    ``varied`` values move together, or with ``grid`` every combination of them is a point (the first
+    parameter varying slowest)."""
     if grid:
         combos = list(itertools.product(*(vals for _, vals in varied)))
     else:
@@ -198,10 +235,7 @@ def points(base: vl.ViewLearningConfig, varied: list[tuple[str, list]], data_see
     built = []
     for combo in combos:
         values = {path: value for (path, _), value in zip(varied, combo)}
-        cfg = base
-        for path, value in values.items():
-            cfg = with_value(cfg, path, value)
-        built.append((values, cfg))
+        built.append((values, with_values(base, values)))
     refuse_inert_vary(built)
     runs, seen = [], {}
     for i, (values, cfg) in enumerate(built):
