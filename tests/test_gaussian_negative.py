@@ -1,6 +1,7 @@
 """The Gaussian-like negative-result grid: its bookkeeping, one cell end to end, the CLI."""
 
 import collections
+import dataclasses
 import json
 import subprocess
 import sys
@@ -134,7 +135,8 @@ def test_report_md_puts_the_run_on_one_page(cli_run):
     verdict = text.split("## The verdict")[1].split("## ")[0]
     assert f"of {len(gn.QUICK)} cells; median" in verdict and "multi-view data (" in verdict
     embedded = re.findall(r"!\[([^\]]+)\]\(([^)]+)\)", text)
-    assert {name for _, name in embedded} == {p.name for p in out.glob("*.png")} == set(GAUSSIAN_NEGATIVE_FIGURES)
+    written = {p.name for p in out.glob("*.png")}
+    assert {name for _, name in embedded} == written == set(GAUSSIAN_NEGATIVE_FIGURES) - {"gain_vs_width.png"}
     assert all(caption == GAUSSIAN_NEGATIVE_FIGURES[name] for caption, name in embedded)
 
 
@@ -179,7 +181,18 @@ def test_config_re_creates_the_run_and_flags_beside_it_override(cli_run, tmp_pat
      (["--learner", "theory", "--m", "0"], "m must be an integer >= 1, got 0"),
      (["--learner", "theory", "--width", "50"], "--width does nothing unless --learner standard"),
      (["--m", "5"], "--m does nothing unless --learner theory"),
-     (["--steps", "5"], "--steps does nothing unless --learner theory")],
+     (["--steps", "5"], "--steps does nothing unless --learner theory"),
+     (["--noise", "gumbel"], "--noise must be one of 'flip', 'logit', got 'gumbel'"),
+     (["--noise", "logit", "--label-noise", "0.2"], "--label-noise does nothing unless --noise flip"),
+     (["--logit-noise", "0.2"], "--logit-noise does nothing unless --noise logit"),
+     (["--noise", "logit", "--logit-noise", "0"], "--logit-noise must be a number > 0.0, got 0.0"),
+     (["--widths", "abc"], "--widths must be integers >= 1 separated by commas"),
+     (["--widths", "0,16"], "--widths must be distinct integers >= 1"),
+     (["--widths", "16,16"], "--widths must be distinct integers >= 1"),
+     (["--widths", ""], "--widths must be integers >= 1"),
+     (["--widths", "16", "--learner", "theory"], "--widths must be given with --learner standard"),
+     (["--widths", "16,32", "--width", "64"], "--width does nothing with --widths"),
+     (["--widths", "16", "--multiview-results", "x.json"], "--multiview-results with --widths")],
 )
 def test_bad_flags_exit_2_with_one_line(flags, message, capsys, tmp_path):
     with pytest.raises(SystemExit) as exc:
@@ -239,16 +252,54 @@ def test_gain_heatmap_marks_the_cells_the_grid_did_not_run():
     plt.close("all")
 
 
-def test_the_gains_figure_names_the_runs_label_noise_rate():
+def test_the_gains_figure_names_the_runs_noise():
     import matplotlib.pyplot as plt
 
     from theory_sims import figures
 
     cells = [{"cell": {"input": "gaussian", "teacher": "fc", "sampling": "uniform", "margin": False, "label_noise": n},
               "gain": 0.01, "gain_ci": [0.0, 0.02]} for n in (False, True)]
-    for rate, text in ((0.25, "a Gaussian cell, 25% label noise"), (0.015, "a Gaussian cell, 1.5% label noise"),
-                       (None, "a Gaussian cell, label noise")):
-        fig = figures.gains_vs_multiview(cells, None, rate)
+    flip, logit = (dataclasses.replace(TINY, label_noise=0.25), dataclasses.replace(TINY, noise="logit", logit_noise=0.3))
+    for noise, text in ((gn.noise_words(flip), "a Gaussian cell, 25% of the training labels flipped"),
+                        (gn.noise_words(logit), "a Gaussian cell, labels from the teacher's logits + Gumbel noise of "
+                                                "scale 0.3"),
+                        (None, "a Gaussian cell, label noise")):
+        fig = figures.gains_vs_multiview(cells, None, noise)
         labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
         assert labels[1] == text, labels
         plt.close(fig)
+
+
+NOISY_CELL = dict(input="gaussian", sampling="uniform", teacher="fc", margin=False, label_noise=True)
+
+
+def test_under_logit_noise_the_test_labels_follow_the_training_labels_noisy_rule():
+    """--noise logit: training and test labels are both drawn from the teacher's logits plus Gumbel
+    noise, so the share of labels the noise changed is the same in both (at the stated scale) and the
+    models are judged on the noisy test labels; --noise flip changes the training labels only."""
+    small = dataclasses.replace(TINY, n_train=3000, n_test=3000, standard=gn.StandardConfig(width=16, max_steps=40))
+    logit = dataclasses.replace(small, noise="logit", logit_noise=0.3)
+    res = gn.run_cell(logit, NOISY_CELL)
+    se = (2 * 0.3 * 0.7 / 3000) ** 0.5
+    assert 0.1 < res["train_label_noise"] < 0.6 and abs(res["train_label_noise"] - res["test_label_noise"]) < 4 * se
+    clean = gn.run_cell(logit, dict(NOISY_CELL, label_noise=False))
+    assert clean["train_label_noise"] == clean["test_label_noise"] == 0.0
+    flip = gn.run_cell(small, NOISY_CELL)
+    assert flip["train_label_noise"] == pytest.approx(TINY.label_noise, abs=1e-3) and flip["test_label_noise"] == 0.0
+
+
+def test_widths_run_every_cell_at_each_width_with_the_multiview_contrast(tmp_path):
+    cfg = dataclasses.replace(TINY, widths=(8, 16), seeds=2, standard=gn.StandardConfig(max_steps=40))
+    cells = gn.grid(quick=True)[:2]
+    results, reference = gn.run(cfg, cells, tmp_path / "jobs", reference=True, log=lambda *a: None)
+    assert [r["width"] for r in results] == [8, 8, 16, 16]
+    assert [r["cell"] for r in results] == cells * 2
+    assert [m["width"] for m in reference["by_width"]] == [8, 16]
+    # a cell at width 16 is the cell of a run at --width 16
+    one = gn.run_cell(dataclasses.replace(cfg, widths=(), standard=dataclasses.replace(cfg.standard, width=16)), cells[0])
+    assert one["individual_acc"] == results[2]["individual_acc"]
+    by = gn.widths_summary(cfg, results, reference)
+    assert [e["width"] for e in by] == [8, 16] and all(e["cells"] == 2 for e in by)
+    assert by[1]["multiview_gain_single_view"] == reference["by_width"][1]["single_view_acc"]["gain"]
+
+

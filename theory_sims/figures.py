@@ -317,11 +317,11 @@ def gain_heatmap(cells: list[dict]):
     return fig
 
 
-def gains_vs_multiview(cells: list[dict], reference: dict | None, label_noise: float | None = None):
+def gains_vs_multiview(cells: list[dict], reference: dict | None, noise: str | None = None):
     """Every Gaussian cell's gain (one dot per cell with its 95% interval, grouped by teacher;
     blue clean labels, orange label noise; the (at most 6) largest gains above 1 point named) beside the ensemble gain on
-    multi-view data (on its test mixture and on its single-view samples). ``label_noise``: the fraction of
-    flipped labels in the noisy cells (the run's ``NegativeConfig.label_noise``), named in the legend."""
+    multi-view data (on its test mixture and on its single-view samples). ``noise``: what the noisy
+    cells' noise is (``gaussian_negative.noise_words``), named in the legend."""
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
@@ -356,12 +356,11 @@ def gains_vs_multiview(cells: list[dict], reference: dict | None, label_noise: f
     ax.axhline(0, color="grey", lw=0.6)
     ax.axhline(1, color="grey", lw=0.6, ls="--")
     ax.set_ylabel("ensemble gain (percentage points)")
-    rate = f"{100 * label_noise:g}% " if label_noise is not None else ""
     handles = [Line2D([], [], marker="o", ls="", color="tab:blue", label="a Gaussian cell, clean labels (95% interval)"),
-               Line2D([], [], marker="o", ls="", color="tab:orange", label=f"a Gaussian cell, {rate}label noise"),
+               Line2D([], [], marker="o", ls="", color="tab:orange", label=f"a Gaussian cell, {noise or 'label noise'}"),
                Line2D([], [], color="grey", ls="--", lw=0.6, label="1 point")]
     if reference is not None:
-        handles.append(Patch(color="tab:green", label="multi-view data (view_learning defaults)"))
+        handles.append(Patch(color="tab:green", label=f"multi-view data ({reference.get('source', 'view_learning defaults')})"))
     ax.legend(handles=handles, fontsize=7, loc="upper left")
     ax.set_title("ensemble gain on each Gaussian-like cell" + (" and on multi-view data" if reference else "") +
                  "\n(named: the largest gains above 1 point; input/sampling, m+ margin, n+ label noise)", fontsize=10)
@@ -374,16 +373,51 @@ GAUSSIAN_NEGATIVE_FIGURES = {
     "gains_heatmap.png": "the ensemble's gain over the mean single model in every cell of the grid (percentage "
                          "points; cells not run hatched)",
     "gains_vs_multiview.png": "each Gaussian-like cell's ensemble gain with its 95% interval, beside the gain on "
-                              "multi-view data",
+                              "multi-view data (with --widths: at the largest width)",
+    "gain_vs_width.png": "with --widths: the ensemble's gain in every cell against the learner's width, beside the "
+                         "gain on multi-view data at the same widths",
 }
 
 
 def gaussian_negative_figures(out: Path, cells: list[dict], reference: dict | None,
-                              label_noise: float | None = None) -> list[Path]:
+                              noise: str | None = None) -> list[Path]:
     sns.set_theme(style="whitegrid", context="notebook")
     out = Path(out)
     return (save_figure(gain_heatmap(cells), out / "gains_heatmap.png")
-            + save_figure(gains_vs_multiview(cells, reference, label_noise), out / "gains_vs_multiview.png"))
+            + save_figure(gains_vs_multiview(cells, reference, noise), out / "gains_vs_multiview.png"))
+
+
+def gain_vs_width(by_width: list[dict], noise: str | None = None):
+    """The ensemble's gain against the standard learner's width (``gaussian_negative --widths``):
+    one thin grey line per Gaussian-like cell, their median in black, the share of cells within
+    1 point in the title, and the gain on multi-view data (single-view samples and the test
+    mixture) at the same widths in green. The paper: on Gaussian-like data the gain vanishes as
+    networks widen, on multi-view data it stays."""
+    sns.set_theme(style="whitegrid", context="notebook")
+    widths = [e["width"] for e in by_width]
+    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    gains = np.array([e["gains"] for e in by_width]) * 100  # (widths, cells)
+    for j in range(gains.shape[1]):
+        ax.plot(widths, gains[:, j], color="grey", lw=0.6, alpha=0.5)
+    ax.plot(widths, np.median(gains, axis=1), color="black", lw=2, marker="o",
+            label=f"Gaussian-like cells: median ({gains.shape[1]} cells, thin lines)")
+    if "multiview_gain_single_view" in by_width[0]:
+        ax.plot(widths, [100 * e["multiview_gain_single_view"] for e in by_width], color="tab:green", lw=2, marker="s",
+                label="multi-view data: single-view samples")
+        ax.plot(widths, [100 * e["multiview_gain_test"] for e in by_width], color="tab:green", lw=1.2, ls="--",
+                marker="s", label="multi-view data: test mixture")
+    ax.axhline(1, color="grey", lw=0.6, ls="--")
+    ax.axhline(0, color="grey", lw=0.6)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(widths, [str(w) for w in widths])
+    ax.minorticks_off()
+    ax.set(xlabel="width of the standard learner", ylabel="ensemble gain (percentage points)")
+    within = ", ".join(f"{e['fraction_at_or_below_threshold']:.0%}" for e in by_width)
+    ax.set_title(f"ensemble gain against width; cells within 1 point: {within}"
+                 + (f"\nnoisy cells: {noise}" if noise else ""), fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
 
 
 # A sweep's figures and their one-line captions (report.md, in this order): map.png with --grid,

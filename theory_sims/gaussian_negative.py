@@ -12,8 +12,22 @@ In every cell it draws a task (input distribution and teacher; see :mod:`multivi
 a training set and a test set, trains ``--seeds`` learners stacked, and reports the single models'
 test accuracy (mean +- std), the ensemble's (the argmax of the mean of the models' logits), the
 gain (ensemble minus mean member) with a 95% bootstrap interval over seeds and test samples
-(:mod:`theory_sims.stats`), and train accuracy. Test accuracy is measured against the teacher's
-clean labels (label noise corrupts the training labels only).
+(:mod:`theory_sims.stats`), and train accuracy.
+
+"Noise" has two readings (``--noise``). 'flip' (the default): ``--label-noise`` of the training
+labels are flipped to another class, and the models are judged on the teacher's clean test
+labels; interpolating networks memorise the flips differently, so averaging them cancels part of
+it. 'logit': the noise is part of the distribution: every label, training and test, is the argmax
+of the teacher's logits plus Gumbel noise of scale ``--logit-noise`` (0.1, in units of the logits'
+std, changes 11-12% of the labels on every teacher), and the models are judged on those noisy test
+labels: the reading where noise is part of the data distribution, as the paper lists it beside the
+inputs, the teachers and the margin.
+
+``--widths W1,W2,...`` runs the grid once per width of the standard learner, with the multi-view
+contrast at each width (the same learner on :mod:`theory_sims.view_learning`'s default data) and
+``gain_vs_width.png``. The paper's point, to be tested there: on Gaussian-like data the gain is
+seed-to-seed variance, which shrinks as networks widen; on multi-view data it is the views a single
+model misses, which widening need not give it.
 
 The learner is the theory's two-layer network, F_i(X) = sum_r sum_p sReLU(<w_{i,r}, x_p>), with
 the same settings in every cell (nothing is tuned per cell): the input is one patch of dimension
@@ -63,6 +77,7 @@ from theory_sims.standard import StandardConfig
 from theory_sims.train import train
 
 LEARNERS = ("standard", "theory")
+NOISES = ("flip", "logit")
 DEFAULT_LEARNER = LearnerConfig(k=10, m=10, q=1, varrho=1.0, sigma0=0.1)
 DEFAULT_TRAIN = TrainConfig(lr=5.0, steps=300, track_every=0)
 
@@ -85,7 +100,12 @@ class NegativeConfig:
     components: int = param("mixture components (input 'mixture')", 20)
     teacher_width: int = param("hidden width / filters of the teachers", 64)
     margin: float = param("the margin of the 'yes' cells, in units of the teacher's logit std", 0.5)
-    label_noise: float = param("the fraction of flipped training labels in the 'yes' cells", 0.1)
+    label_noise: float = param("--noise flip: the fraction of flipped training labels in the 'yes' cells", 0.1)
+    noise: str = param("the reading of the 'yes' cells' noise: 'flip' flips --label-noise of the training labels "
+                       "(test labels clean); 'logit' draws every label, training and test, from the teacher's "
+                       "logits plus Gumbel noise of scale --logit-noise", "flip")
+    logit_noise: float = param("--noise logit: the Gumbel noise's scale, in units of the teacher's logit std "
+                               "(0.1 changes 11 to 12 labels in 100 on every teacher)", 0.1)
     n_train: int = param("training samples per cell", 2000)
     n_test: int = param("test samples per cell", 5000)
     seeds: int = param("learners per cell (stacked), ensembled", 10)
@@ -94,6 +114,8 @@ class NegativeConfig:
     learner_kind: str = param("'standard' (an MLP, or a CNN over the conv teacher's patches, with signed output "
                               "weights and biases, trained to fit) or 'theory' (the paper's two-layer learner)",
                               "standard")
+    widths: tuple = param("widths of the standard learner to run the grid at, each with the multi-view contrast "
+                          "(empty: the grid once, at --width)", ())
     standard: StandardConfig = StandardConfig()
     learner: LearnerConfig = DEFAULT_LEARNER
     train: TrainConfig = DEFAULT_TRAIN
@@ -109,6 +131,15 @@ class NegativeConfig:
         check_int("teacher_width", self.teacher_width, 1)
         check_float("margin", self.margin, 0.0, lo_open=True)
         check_float("label_noise", self.label_noise, 0.0, 1.0, lo_open=True, hi_open=True)
+        check_choice("noise", self.noise, NOISES)
+        object.__setattr__(self, "widths", tuple(self.widths))  # a list from config.json reads back as the tuple
+        for w in self.widths:
+            check_int("widths", w, 1)
+        if len(set(self.widths)) < len(self.widths):
+            raise ValueError(f"widths must be distinct, got {','.join(map(str, self.widths))}")
+        if self.widths and self.learner_kind != "standard":
+            raise ValueError("widths must be given with --learner standard (they are the standard learner's)")
+        check_float("logit_noise", self.logit_noise, 0.0, lo_open=True)
         check_int("n_train", self.n_train, 1)
         if self.n_train < self.k:
             raise ValueError(f"n_train must be at least k (one training sample per class), got n_train="
@@ -141,7 +172,9 @@ def task_config(cfg: NegativeConfig, cell: dict) -> GaussianConfig:
     return GaussianConfig(
         k=cfg.k, patches=patches, patch_dim=cfg.dim // patches, input=cell["input"], components=cfg.components,
         teacher=cell["teacher"], teacher_width=cfg.teacher_width, sampling=cell["sampling"],
-        margin=cfg.margin if cell["margin"] else 0.0, label_noise=cfg.label_noise if cell["label_noise"] else 0.0,
+        margin=cfg.margin if cell["margin"] else 0.0,
+        label_noise=cfg.label_noise if cell["label_noise"] and cfg.noise == "flip" else 0.0,
+        logit_noise=cfg.logit_noise if cell["label_noise"] and cfg.noise == "logit" else 0.0,
     )
 
 
@@ -164,7 +197,7 @@ def run_cell(cfg: NegativeConfig, cell: dict) -> dict:
     else:
         result = train(train_set.X, train_set.y, seeds, cfg.learner, cfg.train)
         logits = result.model.logits(test_set.X, cfg.train.backend, cfg.train.device)
-    y = test_set.clean_y
+    y = test_set.clean_y if cfg.noise == "flip" else test_set.y  # 'logit': the noise is the test data's too
     individual = (logits.argmax(-1) == y).mean(axis=1)
     ensemble = float((stats.ensemble_output(logits).argmax(-1) == y).mean())
     lo, hi = stats.gain_interval(logits, y, n_boot=cfg.n_boot, seed=cfg.seed)
@@ -179,7 +212,9 @@ def run_cell(cfg: NegativeConfig, cell: dict) -> dict:
         "train_acc": result.train_acc.tolist(),
         "fit_step": result.fit_step.tolist(),  # first step at 100% training accuracy, -1 if never
         "train_acc_mean": float(result.train_acc.mean()),
-        "train_label_noise": float(train_set.flipped.mean()),
+        "train_label_noise": float(train_set.flipped.mean()),  # labels the noise changed
+        "test_label_noise": float((y != test_set.clean_y).mean()),  # test labels the models are judged on
+        "width": cfg.standard.width if cfg.learner_kind == "standard" else None,
         "wall_s": time.perf_counter() - t0,
     }
 
@@ -195,6 +230,27 @@ def multiview_reference(seeds: int = 10, backend: str = "numba", device: str = "
     ev = ex.Evaluator(train_set, tests, backend, device)
     single = ex.fit(train_set, range(cfg.seed * 1000, cfg.seed * 1000 + seeds), cfg.learner, cfg.train)
     return _multiview_gains(ev.models(single), ev.ensemble(single), "measured in this run")
+
+
+def multiview_standard(seeds: int, standard_cfg: StandardConfig) -> dict:
+    """The standard learner of the grid (at its width) on :mod:`theory_sims.view_learning`'s
+    default data: its single models and their ensemble, as :func:`multiview_reference` does for the
+    theory's learner. Its CNN filters act on the data's patches."""
+    from theory_sims import experiments as ex
+    from theory_sims import view_learning as vl
+
+    cfg = vl.configure(seeds=seeds, students=1, random_features=False)
+    train_set, tests = vl.make_data(cfg)
+    result = standard.fit(train_set.X, train_set.y, range(cfg.seed * 1000, cfg.seed * 1000 + seeds), cfg.data.k,
+                          standard_cfg)
+    logits = {"multi": result.logits(tests.multi.X), "single": result.logits(tests.single.X)}
+    individual = ex.scores(logits, tests)
+    ensemble = {key: float(value[0]) for key, value in
+                ex.scores({name: stats.ensemble_output(v)[None] for name, v in logits.items()}, tests).items()}
+    out = _multiview_gains(individual, ensemble, f"the standard learner at width {standard_cfg.width}")
+    out["width"] = standard_cfg.width
+    out["train_acc"] = result.train_acc.tolist()
+    return out
 
 
 def multiview_from_results(path) -> dict:
@@ -256,19 +312,21 @@ def _cell_name(cell: dict) -> str:
 def table_rows(cells: list[dict]) -> list[dict]:
     rows = []
     for c in cells:
-        rows.append({**c["cell"], "train_acc": c["train_acc_mean"], "single_mean": c["individual_mean"],
+        rows.append({**c["cell"], **({"width": c["width"]} if c.get("width") is not None else {}),
+                     "train_acc": c["train_acc_mean"], "single_mean": c["individual_mean"],
                      "single_std": c["individual_std"], "ensemble": c["ensemble_acc"], "gain": c["gain"],
                      "gain_lo": c["gain_ci"][0], "gain_hi": c["gain_ci"][1], "wall_s": c["wall_s"]})
     return rows
 
 
 def format_table(rows: list[dict]) -> str:
-    head = (f"{'input':9} {'sampling':9} {'teacher':8} {'margin':6} {'noise':5} {'train':>6} "
+    width = any("width" in r for r in rows)
+    head = (("width " if width else "") + f"{'input':9} {'sampling':9} {'teacher':8} {'margin':6} {'noise':5} {'train':>6} "
             f"{'single':>13} {'ensemble':>8} {'gain (pts)':>10} {'95% interval':>16}")
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(
-            f"{r['input']:9} {r['sampling']:9} {r['teacher']:8} {'yes' if r['margin'] else 'no':6} "
+            (f"{r['width']:5d} " if width else "") + f"{r['input']:9} {r['sampling']:9} {r['teacher']:8} {'yes' if r['margin'] else 'no':6} "
             f"{'yes' if r['label_noise'] else 'no':5} {r['train_acc']:6.3f} "
             f"{r['single_mean']:.3f} ± {r['single_std']:.3f} {r['ensemble']:8.3f} {100 * r['gain']:+10.2f} "
             f"  [{100 * r['gain_lo']:+5.2f}, {100 * r['gain_hi']:+5.2f}]"
@@ -284,33 +342,61 @@ def cell_key(cell: dict) -> str:
 REFERENCE_KEY = "multiview-reference"
 
 
+def width_configs(cfg: NegativeConfig) -> list[NegativeConfig]:
+    """The grid's config at each of its ``widths`` (the config itself without them)."""
+    if not cfg.widths:
+        return [cfg]
+    return [dataclasses.replace(cfg, widths=(), standard=dataclasses.replace(cfg.standard, width=w))
+            for w in cfg.widths]
+
+
+def width_key(width: int) -> str:
+    return f"multiview-w{width}"
+
+
 def run(cfg: NegativeConfig, cells: list[dict], records, where: cluster.Where = cluster.Where(),
         reference: bool = False, progress: bool = False, log=print,
         kept: list | None = None) -> tuple[list[dict], dict | None]:
     """Every cell as a job (its record in ``records``; cells with a record are not run again) and,
     with ``reference``, the multi-view reference as one more; returns (cell results in the order
-    of ``cells``, the reference or None). Keys of jobs kept from an earlier process go to ``kept``."""
+    of ``cells``, the reference or None). With ``cfg.widths`` every cell runs at each width (results
+    width by width) and the reference is ``{"by_width": [the standard learner on multi-view data at
+    each width]}``. Keys of jobs kept from an earlier process go to ``kept``."""
 
     def line(key, res):
-        if key == REFERENCE_KEY:
-            return f"  multi-view reference: ensemble gain {100 * res['single_view_acc']['gain']:+.2f} pts single-view"
-        return (f"  {_cell_name(res['cell']):42} single {res['individual_mean']:.3f} ensemble {res['ensemble_acc']:.3f} "
-                f"gain {100 * res['gain']:+.2f} pts ({res['wall_s']:.1f} s)")
+        if key == REFERENCE_KEY or key.startswith("multiview-w"):
+            at = f" at width {res['width']}" if "width" in res else ""
+            return f"  multi-view reference{at}: ensemble gain {100 * res['single_view_acc']['gain']:+.2f} pts single-view"
+        width = f"w{res['width']} " if cfg.widths else ""
+        return (f"  {width}{_cell_name(res['cell']):42} single {res['individual_mean']:.3f} ensemble "
+                f"{res['ensemble_acc']:.3f} gain {100 * res['gain']:+.2f} pts ({res['wall_s']:.1f} s)")
 
-    # the conv teacher's cells (a CNN over patches) take about 4x the others; the reference, longer still
-    jobs = [cluster.Job(cell_key(c), run_cell, (cfg, c), cost=4.0 if c["teacher"] == "conv" else 1.0) for c in cells]
-    if reference:
+    keys, jobs = [], []
+    for c_w in width_configs(cfg):
+        prefix = f"w{c_w.standard.width}-" if cfg.widths else ""
+        # the conv teacher's cells (a CNN over patches) take about 4x the others; the references, longer still
+        jobs += [cluster.Job(prefix + cell_key(c), run_cell, (c_w, c), cost=(4.0 if c["teacher"] == "conv" else 1.0)
+                             * c_w.standard.width / 512) for c in cells]
+        keys += [prefix + cell_key(c) for c in cells]
+        if reference and cfg.widths:
+            jobs.insert(0, cluster.Job(width_key(c_w.standard.width), multiview_standard, (cfg.seeds, c_w.standard),
+                                       cost=10.0 * c_w.standard.width / 512))
+    if reference and not cfg.widths:
         jobs.insert(0, cluster.Job(REFERENCE_KEY, multiview_reference, (cfg.seeds, cfg.train.backend, cfg.train.device),
                                    cost=10.0))
     out = cluster.run_jobs(jobs, records, where, log=log, progress=progress, on_done=line, kept=kept)
-    return [out[cell_key(c)] for c in cells], out.get(REFERENCE_KEY)
+    if not reference:
+        return [out[k] for k in keys], None
+    if cfg.widths:
+        return [out[k] for k in keys], {"by_width": [out[width_key(w)] for w in cfg.widths]}
+    return [out[k] for k in keys], out[REFERENCE_KEY]
 
 
 # --------------------------------------------------------------------------------------------- CLI
 
 FLAGS = {  # NegativeConfig fields offered on the command line
     "seeds": int, "n_train": int, "n_test": int, "dim": int, "conv_patches": int, "k": int,
-    "margin": float, "label_noise": float, "n_boot": int, "seed": int,
+    "margin": float, "noise": str, "label_noise": float, "logit_noise": float, "n_boot": int, "seed": int,
 }
 
 
@@ -345,6 +431,10 @@ def build_parser() -> Parser:
         f = fields[name]
         g.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, default=None, metavar=kind.__name__.upper(),
                        help=f"{f.metadata['help']} (default: {f.default})")
+    g.add_argument("--widths", default=None, metavar="W1,W2,...",
+                   help="run the grid at each of these widths of the standard learner (e.g. 256,512,1024,2048), with "
+                        "the multi-view contrast (the same learner on view_learning's data) at each: gain_vs_width.png "
+                        "(default: the grid once, at --width)")
     p.add_argument("--learner", choices=LEARNERS, default=None,
                    help="'standard': an over-parameterised ReLU network trained until it fits its training set "
                         "(see theory_sims.standard); 'theory': the paper's two-layer learner (default: standard)")
@@ -378,13 +468,29 @@ def config_from_args(args, start: dict | None = None) -> NegativeConfig:
     std = dataclasses.replace(std0, **given(args, [f.name for f in dataclasses.fields(StandardConfig)]))
     if args.learner is not None:
         top["learner_kind"] = args.learner
+    if args.widths is not None:
+        top["widths"] = parse_widths(args.widths)
     cfg = NegativeConfig(learner=learner, train=train_cfg, standard=std, **top)
     refuse_inert(args, cfg, INERT_FLAGS)
     return cfg
 
 
+def parse_widths(text: str) -> tuple[int, ...]:
+    """``--widths 256,512``: distinct integers >= 1, smallest first; ValueError naming --widths."""
+    try:
+        widths = [int(w) for w in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--widths must be integers >= 1 separated by commas, like 256,512,1024, got {text!r}") from None
+    if not widths or min(widths) < 1 or len(set(widths)) < len(widths):
+        raise ValueError(f"--widths must be distinct integers >= 1 separated by commas, like 256,512,1024, got {text!r}")
+    return tuple(sorted(widths))
+
+
 # Each learner's flags act only with that learner: (flag, argparse dest, whether it acts, the mode it needs).
 INERT_FLAGS = (
+    ("--label-noise", "label_noise", lambda c: c.noise == "flip", "unless --noise flip"),
+    ("--logit-noise", "logit_noise", lambda c: c.noise == "logit", "unless --noise logit"),
+    ("--width", "width", lambda c: not c.widths, "with --widths (each width of the list is run)"),
     *((f"--{f.name.replace('_', '-')}", f.name, lambda c: c.learner_kind == "standard", "unless --learner standard")
       for f in dataclasses.fields(StandardConfig)),
     *((f"--{name}", name, lambda c: c.learner_kind == "theory", "unless --learner theory")
@@ -413,10 +519,13 @@ def main(argv: list[str] | None = None) -> int:
             except TypeError as err:  # a config.json edited by hand
                 raise ValueError(f"--config {args.config}: its settings cannot be read ({err})") from None
         except ValueError as err:
-            raise ValueError(as_flag(str(err), names=[*FLAGS, "m", "q", "sigma0", "lr", "steps",
+            raise ValueError(as_flag(str(err), names=[*FLAGS, "widths", "m", "q", "sigma0", "lr", "steps",
                                                       *(f.name for f in dataclasses.fields(StandardConfig))])) from None
         if args.multiview_results is not None and args.no_multiview:
             raise ValueError("--multiview-results and --no-multiview exclude each other")
+        if args.multiview_results is not None and cfg.widths:
+            raise ValueError("--multiview-results with --widths: the run measures the multi-view contrast itself, with "
+                             "the standard learner at each width; drop --multiview-results")
         reference = (multiview_from_results(args.multiview_results)
                      if args.multiview_results is not None else None)
     except ValueError as err:
@@ -443,30 +552,72 @@ def main(argv: list[str] | None = None) -> int:
     timing = {"total": time.perf_counter() - t0, "earlier_processes": cluster.earlier_work(out / "jobs", kept)}
     summary = summarise(results)
     rows = table_rows(results)
+    by_width = widths_summary(cfg, results, reference) if cfg.widths else None
     write_json(out / "results.json", {"cells": results, "summary": summary, "multiview": reference,
-                                      "timing_s": timing})
+                                      **({"by_width": by_width} if by_width else {}), "timing_s": timing})
     write_csv(out / "table.csv", rows)
-    if not args.no_figures:
-        from theory_sims import figures
-
-        figures.gaussian_negative_figures(out, results, reference, cfg.label_noise)
-    verdict = [f"gain <= {100 * summary['threshold']:.0f} pt in {summary['fraction_at_or_below_threshold']:.0%} of "
-               f"{summary['cells']} cells; median {100 * summary['median_gain']:+.2f} pts, "
-               f"max {100 * summary['max_gain']:+.2f} pts"]
-    if reference is not None:
-        sv, ta = reference["single_view_acc"], reference["test_acc"]
-        verdict.append(f"multi-view data ({reference['source']}): ensemble gain {100 * ta['gain']:+.2f} pts on its "
-                       f"test mixture, {100 * sv['gain']:+.2f} pts on single-view samples")
-    print(format_table(rows))
-    print("\n".join(verdict))
     from theory_sims import figures
 
+    widest = [r for r in results if r.get("width") == max(cfg.widths)] if cfg.widths else results
+    widest_reference = reference["by_width"][-1] if cfg.widths and reference else reference
+    if not args.no_figures:
+        figures.gaussian_negative_figures(out, widest, widest_reference, noise_words(cfg))
+        if by_width:
+            figures.save_figure(figures.gain_vs_width(by_width, noise_words(cfg)), out / "gain_vs_width.png")
+    verdict = [verdict_line(summarise(widest), widest_reference, f" at width {max(cfg.widths)}" if cfg.widths else "")]
+    if by_width:
+        verdict += [format_widths(by_width)]
+    print(format_table(rows))
+    print("\n".join(verdict))
     write_report(out, "gaussian_negative: the ensemble's gain on Gaussian-like data, beside multi-view data",
                  command_line(parser.prog, argv), [("The grid", format_table(rows)), ("The verdict", "\n".join(verdict)),
                                                    ("Time", cluster.format_total(timing))],
                  figures.GAUSSIAN_NEGATIVE_FIGURES)
     print(f"{cluster.format_total(timing)}; results in {out}, on one page in {out / 'report.md'}")
     return 0
+
+
+def noise_words(cfg: NegativeConfig) -> str:
+    """What the noisy cells' noise is, for legends and lines."""
+    if cfg.noise == "flip":
+        return f"{100 * cfg.label_noise:g}% of the training labels flipped"
+    return f"labels from the teacher's logits + Gumbel noise of scale {cfg.logit_noise:g}"
+
+
+def verdict_line(summary: dict, reference: dict | None, where: str = "") -> str:
+    line = (f"gain <= {100 * summary['threshold']:.0f} pt in {summary['fraction_at_or_below_threshold']:.0%} of "
+            f"{summary['cells']} cells{where}; median {100 * summary['median_gain']:+.2f} pts, "
+            f"max {100 * summary['max_gain']:+.2f} pts")
+    if reference is not None:
+        sv, ta = reference["single_view_acc"], reference["test_acc"]
+        line += (f"\nmulti-view data ({reference['source']}): ensemble gain {100 * ta['gain']:+.2f} pts on its "
+                 f"test mixture, {100 * sv['gain']:+.2f} pts on single-view samples")
+    return line
+
+
+def widths_summary(cfg: NegativeConfig, results: list[dict], reference: dict | None) -> list[dict]:
+    """Per width: the grid's summary (cells within 1 point, median and max gain), the cells' mean
+    training accuracy, and the multi-view contrast's gains at that width."""
+    out = []
+    for i, w in enumerate(cfg.widths):
+        cells = [r for r in results if r["width"] == w]
+        entry = {"width": w, **summarise(cells), "train_acc_mean": float(np.mean([r["train_acc_mean"] for r in cells])),
+                 "gains": [r["gain"] for r in cells], "cell_names": [_cell_name(r["cell"]) for r in cells]}
+        if reference is not None:
+            mv = reference["by_width"][i]
+            entry["multiview_gain_single_view"] = mv["single_view_acc"]["gain"]
+            entry["multiview_gain_test"] = mv["test_acc"]["gain"]
+        out.append(entry)
+    return out
+
+
+def format_widths(by_width: list[dict]) -> str:
+    lines = ["by width: cells within 1 point, median gain, max gain (pts); multi-view gain on single-view samples"]
+    for e in by_width:
+        mv = (f"; multi-view {100 * e['multiview_gain_single_view']:+.2f}" if "multiview_gain_single_view" in e else "")
+        lines.append(f"  width {e['width']:5d}: {e['fraction_at_or_below_threshold']:.0%} of {e['cells']}, "
+                     f"median {100 * e['median_gain']:+.2f}, max {100 * e['max_gain']:+.2f}{mv}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
