@@ -303,3 +303,12 @@ def test_held_keeps_one_set_of_workers_for_every_round_of_jobs(tmp_path):
     assert first == second and os.getpid() not in first
     first, second = rounds("apart")
     assert not first & second
+
+
+def test_module_docstrings_state_the_defaults_the_code_has():
+    """The --help texts (module docstrings) of the sweep and the Gaussian grid say when the default
+    cluster is local, and which learner the grid uses by default, as the code decides it."""
+    text = {mod.__name__: " ".join(mod.__doc__.split()) for mod in (sweep, gn)}
+    for doc in text.values():
+        assert f"local Dask cluster on a machine of {cluster.AUTO_LOCAL_CORES} or more cores" in doc
+    assert f"by default the {gn.NegativeConfig().learner_kind} one" in text[gn.__name__]

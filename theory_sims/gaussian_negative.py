@@ -29,14 +29,17 @@ contrast at each width (the same learner on :mod:`theory_sims.view_learning`'s d
 seed-to-seed variance, which shrinks as networks widen; on multi-view data it is the views a single
 model misses, which widening need not give it.
 
-The learner is the theory's two-layer network, F_i(X) = sum_r sum_p sReLU(<w_{i,r}, x_p>), with
-the same settings in every cell (nothing is tuned per cell): the input is one patch of dimension
-``dim`` for the linear, fc and residual teachers and ``conv_patches`` patches for the
-convolutional teacher (whose filters act on patches). ``--m`` gives a wider learner.
+The learner (``--learner``, the same settings in every cell: nothing is tuned per cell) is by
+default the standard one, an over-parameterised ReLU network trained until it fits its training
+set (:mod:`theory_sims.standard`; ``--width`` widens it), or with ``--learner theory`` the paper's
+two-layer network, F_i(X) = sum_r sum_p sReLU(<w_{i,r}, x_p>) (``--m`` widens it). The input is one
+patch of dimension ``dim`` for the linear, fc and residual teachers and ``conv_patches`` patches
+for the convolutional teacher (whose filters act on patches).
 
-Every cell is a job (:mod:`theory_sims.cluster`): by default the cells share the cores as a local
-Dask cluster; ``--cluster serial`` runs them one after another in this process, ``--cluster
-tcp://HOST:PORT`` on your scheduler. Each finished cell's record lands in ``RUN/jobs/``, so a
+Every cell is a job (:mod:`theory_sims.cluster`): by default (``--cluster auto``) the cells share
+the cores as a local Dask cluster on a machine of 4 or more cores and run one after another in this
+process below that; ``--cluster serial`` or ``local`` chooses, ``--cluster tcp://HOST:PORT`` runs
+them on your scheduler. Each finished cell's record lands in ``RUN/jobs/``, so a
 stopped grid keeps what it finished and ``--resume RUN`` (with the same flags) runs only the rest;
 the table and figures are rebuilt from the records and are the same whatever ran them.
 

@@ -17,9 +17,10 @@ experiment itself (n_train, seeds, ...) is given without a section.
 For every run it records the single-view test accuracy of every row, the views learned per class,
 the two gains the paper says vanish (training the average over the single models, the KD
 students' ensemble over one student) and which of ``report.PREDICTIONS`` hold. Every run is a job
-(:mod:`theory_sims.cluster`): by default the runs share the cores as a local Dask cluster
-(``--cluster serial`` runs them one after another, ``--cluster tcp://HOST:PORT`` on your
-scheduler). Each finished run's record lands in ``RUN/jobs/`` as it finishes, so a stopped sweep
+(:mod:`theory_sims.cluster`): by default (``--cluster auto``) the runs share the cores as a local
+Dask cluster on a machine of 4 or more cores and run one after another below that, where one run
+already uses every core (``--cluster serial`` or ``local`` chooses; ``--cluster tcp://HOST:PORT``
+runs them on your scheduler). Each finished run's record lands in ``RUN/jobs/`` as it finishes, so a stopped sweep
 keeps what it finished and ``--resume RUN`` (with the same flags) runs only the rest. At the end
 it writes ``sweep.csv`` and ``sweep.json`` (one row per run), beside the sweep's ``config.json``,
 and ``sweep.png`` / ``sweep.pdf``: single-view accuracy, views per class and the gains against the
