@@ -218,13 +218,30 @@ def channel_grid(images: np.ndarray, maps: torch.Tensor, channels: list[int], to
     return fig
 
 
+def collapse_fraction(fractions, acc: np.ndarray) -> float | None:
+    """The first fraction of zeroed channels from which the network predicts one class for every
+    input, read off the per-class accuracies ``acc`` (len(fractions), k): that class at 1, every
+    other at 0 (the flat lines of the figure), from there on; None if it never does."""
+    collapsed = [np.nanmax(a) >= 0.99 and np.sort(a)[-2] <= 0.01 and np.nanargmax(a) == np.nanargmax(acc[-1])
+                 for a in np.nan_to_num(acc)]
+    for i in range(len(fractions)):
+        if all(collapsed[i:]):
+            return float(fractions[i])
+    return None
+
+
 def ablation_figure(fractions, curves: dict, classes):
     plt = _plt()
     fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.4), squeeze=False, sharey=True)
     for ax, (name, acc) in zip(axes[0], curves.items()):
         for c, cls in enumerate(classes):
             ax.plot(fractions, acc[:, c], marker="o", ms=2.5, lw=1, label=cls)
-        ax.set(title=f"{name} channels zeroed", xlabel="fraction of channels zeroed", ylim=(-0.02, 1.02))
+        collapse = collapse_fraction(fractions, acc)
+        note = ("" if collapse is None else
+                f"\nfrom {collapse:.0%} zeroed every prediction is {classes[int(np.nanargmax(acc[-1]))]}")
+        ax.set(title=f"{name} channels zeroed{note}", xlabel="fraction of channels zeroed", ylim=(-0.02, 1.02))
+        if collapse is not None:
+            ax.axvspan(collapse, max(fractions), color="grey", alpha=0.12, lw=0)
     axes[0, 0].set_ylabel("test accuracy of the class")
     fig.tight_layout()
     handles, labels = axes[0, -1].get_legend_handles_labels()  # below the panels, clear of the curves

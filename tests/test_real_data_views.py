@@ -212,3 +212,20 @@ def test_ablation_legend_sits_below_the_curves():
     import matplotlib.pyplot as plt
 
     plt.close(fig)
+
+
+def test_the_ablation_figure_says_from_where_predictions_collapse_onto_one_class():
+    """ablation.png drew flat lines at 0 and 1 without saying why: the panel now names the fraction
+    from which every prediction is one class (and that class), and says nothing where none is."""
+    from real_data.visualize import ablation_figure, collapse_fraction
+
+    fractions = [0.0, 0.25, 0.5, 0.75, 1.0]
+    acc = np.array([[0.8, 0.7, 0.9], [0.6, 0.5, 0.4], [0.0, 1.0, 0.0], [0.0, 1.0, 0.0], [0.0, 1.0, 0.0]])
+    assert collapse_fraction(fractions, acc) == 0.5
+    assert collapse_fraction(fractions, np.full((5, 3), 0.5)) is None
+    flicker = acc.copy()
+    flicker[3] = [0.2, 0.7, 0.1]  # collapsed at 0.5, not at 0.75: it collapses for good only at 1.0
+    assert collapse_fraction(fractions, flicker) == 1.0
+    fig = ablation_figure(fractions, {"random": acc, "most active": np.full((5, 3), 0.5)}, ["cat", "dog", "ship"])
+    titles = [ax.get_title() for ax in fig.axes]
+    assert "from 50% zeroed every prediction is dog" in titles[0] and "every prediction" not in titles[1]

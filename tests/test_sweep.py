@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 
+import matplotlib.colors
 import numpy as np
 import pytest
 
@@ -486,3 +487,22 @@ def test_config_re_creates_a_grid_sweep(tmp_path, monkeypatch):
     rows = lambda folder: json.loads((folder / "sweep.json").read_text())["runs"]  # noqa: E731
     assert rows(again) == rows(out)
     assert (again / "map.png").is_file() and "## The map" in (again / "report.md").read_text()
+
+
+def test_sweep_png_gives_a_row_and_its_statement_one_colour_in_every_panel(sweep_dir, monkeypatch):
+    """sweep.png once drew orange as the ensemble in two panels and KD in the third: each row and
+    the statement about it now keep one colour in every panel (figures.row_palette)."""
+    from theory_sims import figures
+
+    drawn = []
+    monkeypatch.setattr(figures, "save_figure", lambda fig, path: drawn.append(fig) or [])
+    runs = json.loads((sweep_dir / "sweep.json").read_text())["runs"]
+    figures.sweep_figure(sweep_dir / "again.png", runs, ["learner.q", "train.lr"])
+    colours: dict = {}
+    for ax in drawn[0].axes:
+        for handle, text in zip(*ax.get_legend_handles_labels()):
+            colour = tuple(np.round(matplotlib.colors.to_rgb(handle.get_color()), 4))
+            colours.setdefault(text.split(" (")[0], set()).add(colour)
+    assert {"ensemble", "KD", "single model"} <= set(colours)
+    assert all(len(c) == 1 for c in colours.values()), colours
+    assert len({next(iter(c)) for c in colours.values()}) == len(colours)  # and no two share one

@@ -11,7 +11,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from theory_sims.report import ACCURACY_ROWS, LABELS, VIEW_ROWS, held_bound, judged_names, map_cells  # noqa: E402
+from theory_sims.report import (ACCURACY_ROWS, LABELS, SHORT, VIEW_ROWS, held_bound, judged_names,  # noqa: E402
+                                map_cells)
 from theory_sims.results import save_figure  # noqa: E402
 from theory_sims.tracking import LEARNED_THRESHOLD  # noqa: E402
 
@@ -47,7 +48,8 @@ def _symlog_ticks(bottom: float, top: float) -> list[float]:
 
 
 def lambda_trajectories(steps: np.ndarray, lam: np.ndarray, seeds=(0, 1, 2), classes=(0, 1, 2),
-                        fit_step=None, threshold=None):
+                        fit_step=None, threshold=None,
+                        title="how each seed's view correlations grow along training (solid: the view that ends larger)"):
     """Lambda_{j,l}(t) for a few seeds (columns) and classes (rows). Colour says which view; the
     view that ends larger (the winner of the seed's lottery) is drawn thick and solid, the others
     thin and dashed. With ``fit_step`` (S,) a grey vertical line marks the step at which each seed
@@ -91,7 +93,7 @@ def lambda_trajectories(steps: np.ndarray, lam: np.ndarray, seeds=(0, 1, 2), cla
     if threshold is not None:
         handles.append(Line2D([], [], color="black", lw=0.8, ls=":", label=f"learned (Lambda = {threshold:g})"))
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 3), fontsize=8, frameon=False)
-    fig.suptitle("how each seed's view correlations grow along training (solid: the view that ends larger)")
+    fig.suptitle(title)
     fig.tight_layout(rect=(0, 0.03 + 0.035 * ((len(handles) + 2) // 3), 1, 1))
     return fig
 
@@ -270,18 +272,21 @@ def view_learning_figures(out: Path, cfg, results: dict, run, rows: list[dict]) 
                            out / "views_learned_kd.png")
     written += save_figure(lottery_figure(results), out / "lottery.png")
 
-    def trajectories(result):  # Lambda of the first three seeds and classes of a trained stack
+    def trajectories(result, **title):  # Lambda of the first three seeds and classes of a trained stack
         S, k = result.history["lambda"].shape[1:3]
         return lambda_trajectories(result.history["step"], result.history["lambda"],
                                    seeds=tuple(range(min(3, S))), classes=tuple(range(min(3, k))),
-                                   fit_step=result.fit_step, threshold=LEARNED_THRESHOLD * cfg.learner.varrho)
+                                   fit_step=result.fit_step, threshold=LEARNED_THRESHOLD * cfg.learner.varrho, **title)
 
     if "augmented" in results:  # the same seeds trained on crops (--augment)
         written += save_figure(views_heatmap(results["augmented"]["views_learned"],
                                              f"views used by each seed trained with --augment "
                                              f"{results['setting'].get('augment', '')}"),
                                out / "views_learned_augmented.png")
-        written += save_figure(trajectories(run.models["augmented"]), out / "lambda_trajectories_augmented.png")
+        augment = results["setting"].get("augment", "")
+        written += save_figure(trajectories(run.models["augmented"], title=f"the same seeds trained with --augment "
+                                            f"{augment}: their view correlations along training (solid: the view "
+                                            "that ends larger)"), out / "lambda_trajectories_augmented.png")
     written += save_figure(trajectories(single), out / "lambda_trajectories.png")
     written += save_figure(accuracy_bars(rows, results.get("predictions")), out / "accuracy.png")
     if results["individual"].get("by_length"):
@@ -431,6 +436,17 @@ SWEEP_FIGURES = {
 }
 
 
+def row_palette() -> dict[str, tuple]:
+    """One colour per row of the table and per statement, the same in every panel and figure: a
+    statement about a row (``report.LABELS``, e.g. the ensemble's) takes that row's colour."""
+    names = list(dict.fromkeys([*SHORT.values(), *LABELS.values()]))
+    colours = sns.color_palette("tab20", len(names)) if len(names) > 10 else sns.color_palette("tab10", len(names))
+    palette = dict(zip(names, colours))
+    for name in [*ACCURACY_ROWS.values(), *VIEW_ROWS.values()]:  # a row's label with a note: the row's colour
+        palette.setdefault(name, palette[name.split(" (")[0]])
+    return palette
+
+
 def sweep_figure(path_png, rows: list[dict], paths: list[str]) -> list[Path]:
     """A regime sweep (:mod:`theory_sims.sweep`): single-view accuracy of every row, views used per
     class, and every statement's margin (:func:`theory_sims.report.judge`) against the point; bars
@@ -447,13 +463,15 @@ def sweep_figure(path_png, rows: list[dict], paths: list[str]) -> list[Path]:
                 "row": [text for _ in rows for text in names.values()]}
 
     margins = {f"margin_{name}": LABELS.get(name, name) for name in judged_names(rows)}
+    palette = row_palette()
     fig, axes = plt.subplots(1, 3, figsize=(17, 4.6))
     panels = ((long("sv_", ACCURACY_ROWS), "single-view test accuracy"),
               (long("views_", VIEW_ROWS), "views used per class"),
               (long("", margins), "margin (>= 0: holds)"))
     for ax, (data, ylabel) in zip(axes, panels):
         sns.pointplot(x=data["x"], y=data["y"], hue=data["row"], order=order, errorbar=("pi", 100),
-                      dodge=0.3, ax=ax, markersize=4, linewidth=1.2)
+                      dodge=0.3, ax=ax, markersize=4, linewidth=1.2, palette=palette,
+                      hue_order=list(dict.fromkeys(data["row"])))
         ax.set(xlabel="\n".join(paths) or "point", ylabel=ylabel)
     axes[2].axhline(0.0, color="black", lw=0.8)
     fig.suptitle("the paper's statements across the sweep\n(right: each statement's margin against the paper's "

@@ -466,7 +466,11 @@ def plots(study, rows: list[dict], folder: Path, axes=SPACE) -> list[Path]:
     fig = ax.figure
     for loc in ("left", "center", "right"):  # Optuna's own title, replaced by one that says what is measured
         ax.set_title("", loc=loc)
-    ax.set_title("which parameters decide the theorems' shortfall (Optuna's PED-ANOVA importance)", fontsize=11)
+    few = " (few trials: not conclusive)" if len(rows) < 20 else ""
+    ax.set_title(f"which parameters decide the theorems' shortfall (Optuna's PED-ANOVA importance)\n"
+                 f"over {len(rows)} finished trials{few}", fontsize=10)
+    if ax.get_legend() is not None:  # Optuna's legend sat on the top bar; the title says what it said
+        ax.get_legend().remove()
     fig.set_size_inches(8, 0.35 * len(axes) + 1.8)
     fig.tight_layout()
     written += save_figure(fig, folder / "importances.png")
