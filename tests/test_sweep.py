@@ -384,6 +384,14 @@ def test_the_k_figure_says_whether_both_views_fall_with_k(monkeypatch, tmp_path)
     assert "does not fall: 0.11, 0.21 at k = 5, 10" in shown["fig"]._suptitle.get_text()
     figures.k_figure(tmp_path / "k.png", rows({5: 0.3, 10: 0.1, 20: 0.2}))
     assert "falls, but not steadily: 0.30, 0.11, 0.21 at k = 5, 10, 20" in shown["fig"]._suptitle.get_text()
+    assert "stopped before fitting" not in shown["fig"]._suptitle.get_text()
+    unfit = rows({5: 0.3, 10: 0.1, 20: 0.2})
+    for r in unfit:
+        r["train_acc_min"] = 0.9 if r["data.k"] == 20 else 1.0
+    figures.k_figure(tmp_path / "k.png", unfit)  # a point whose single models did not fit is circled and named
+    assert "at k = 20 the single models stopped before fitting (circled)" in shown["fig"]._suptitle.get_text()
+    circled = [c for c in shown["fig"].axes[0].collections if c.get_label().startswith("single models did not fit")]
+    assert len(circled) == 1 and sorted(circled[0].get_offsets()[:, 0]) == [20, 20]
 
 
 @pytest.mark.parametrize("argv, needle", [

@@ -504,6 +504,10 @@ def k_figure(path_png, rows: list[dict]) -> list[Path]:
             ax.plot(*zip(*pts), marker="o", lw=1, alpha=0.6, color=sns.color_palette()[i % 10], label=f"data seed {s}")
         mean = [np.mean([r[key] for r in rows if int(r["data.k"]) == k]) for k in ks]
         ax.plot(ks, mean, marker="s", color="black", lw=2, label="mean over data seeds")
+        unfit = [(int(r["data.k"]), r[key]) for r in rows if r.get("train_acc_min", 1.0) < 1.0]
+        if unfit:  # a point whose single models stopped before fitting says little about the race
+            ax.scatter(*zip(*unfit), s=140, facecolors="none", edgecolors="tab:red", lw=1.5, zorder=5,
+                       label="single models did not fit their training set")
         ax.set_xscale("log")
         ax.set_xticks(ks)
         ax.set_xticklabels([str(k) for k in ks])
@@ -521,8 +525,11 @@ def k_figure(path_png, rows: list[dict]) -> list[Path]:
     else:
         verdict = (("falls, but not steadily" if share[-1] < share[0] else "does not fall") + ": "
                    + ", ".join(f"{v:.2f}" for v in share) + " at k = " + ", ".join(map(str, ks)))
+    unfit_ks = sorted({int(r["data.k"]) for r in rows if r.get("train_acc_min", 1.0) < 1.0})
+    caveat = (f"; at k = {', '.join(map(str, unfit_ks))} the single models stopped before fitting (circled)"
+              if unfit_ks else "")
     fig.suptitle(f"as k grows, the share of classes whose single models use both views {verdict}\n"
-                 f"(mean over {len(seeds)} data seeds)", fontsize=11)
+                 f"(mean over {len(seeds)} data seeds{caveat})", fontsize=11)
     fig.tight_layout(rect=(0, 0, 1, 0.92))
     return save_figure(fig, path_png)
 
