@@ -99,19 +99,24 @@ def command_line(prog: str, argv: list[str] | None) -> str:
     return f"{prog} {shlex.join(sys.argv[1:] if argv is None else argv)}".rstrip()
 
 
-def read_run_config(where: str | os.PathLike, command: str, sections) -> dict:
-    """The settings of an earlier run of ``command`` (``--config RUN``): ``RUN/config.json`` or that
-    file itself; a ValueError naming --config for a file that is missing, unreadable or another
-    command's (its sections are not ``sections``)."""
+def load_config_file(where: str | os.PathLike):
+    """What ``--config RUN`` names: ``RUN/config.json`` or that file itself, as JSON; a ValueError
+    naming --config for a file that is missing, unreadable or not JSON."""
     path = Path(where)
     if path.is_dir():
         path = path / "config.json"
     try:
-        saved = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except OSError as err:
         raise ValueError(f"--config {where}: cannot read {path} ({err.strerror or type(err).__name__})") from None
     except ValueError:
         raise ValueError(f"--config {where}: {path} is not JSON") from None
+
+
+def read_run_config(where: str | os.PathLike, command: str, sections) -> dict:
+    """The settings of an earlier run of ``command`` (``--config RUN``, :func:`load_config_file`); a
+    ValueError naming --config for another command's (its sections are not ``sections``)."""
+    saved = load_config_file(where)
     if not isinstance(saved, dict) or set(saved) != set(sections):
         raise ValueError(f"--config {where}: not the config of an earlier {command} run (its sections differ from "
                          f"{', '.join(sorted(sections))}); start from a run of this command")

@@ -821,15 +821,9 @@ def read_config(where: str) -> dict:
     of a view_learning run or of a sweep or search (their ``base``, the settings every run of
     theirs starts from); ValueError naming --config for a file that is missing, unreadable or
     another command's."""
-    path = Path(where)
-    if path.is_dir():
-        path = path / "config.json"
-    try:
-        saved = json.loads(path.read_text())
-    except OSError as err:
-        raise ValueError(f"--config {where}: cannot read {path} ({err.strerror or type(err).__name__})") from None
-    except ValueError:
-        raise ValueError(f"--config {where}: {path} is not JSON") from None
+    from theory_sims.results import load_config_file
+
+    saved = load_config_file(where)
     wanted = set(ViewLearningConfig().to_dict())
     if isinstance(saved, dict) and isinstance(saved.get("base"), dict):
         saved = saved["base"]
