@@ -301,5 +301,7 @@ def test_widths_run_every_cell_at_each_width_with_the_multiview_contrast(tmp_pat
     by = gn.widths_summary(cfg, results, reference)
     assert [e["width"] for e in by] == [8, 16] and all(e["cells"] == 2 for e in by)
     assert by[1]["multiview_gain_single_view"] == reference["by_width"][1]["single_view_acc"]["gain"]
+    assert by[1]["multiview_single_test_acc"] == reference["by_width"][1]["test_acc"]["individual_mean"]
+    assert "its single models' test accuracy" in gn.format_widths(by)  # a contrast at chance shows as such
 
 

@@ -593,7 +593,8 @@ def verdict_line(summary: dict, reference: dict | None, where: str = "") -> str:
             f"max {100 * summary['max_gain']:+.2f} pts")
     if reference is not None:
         sv, ta = reference["single_view_acc"], reference["test_acc"]
-        line += (f"\nmulti-view data ({reference['source']}): ensemble gain {100 * ta['gain']:+.2f} pts on its "
+        line += (f"\nmulti-view data ({reference['source']}): single models' test accuracy "
+                 f"{ta['individual_mean']:.3f}; ensemble gain {100 * ta['gain']:+.2f} pts on its "
                  f"test mixture, {100 * sv['gain']:+.2f} pts on single-view samples")
     return line
 
@@ -610,6 +611,7 @@ def widths_summary(cfg: NegativeConfig, results: list[dict], reference: dict | N
             mv = reference["by_width"][i]
             entry["multiview_gain_single_view"] = mv["single_view_acc"]["gain"]
             entry["multiview_gain_test"] = mv["test_acc"]["gain"]
+            entry["multiview_single_test_acc"] = mv["test_acc"]["individual_mean"]
         out.append(entry)
     return out
 
@@ -617,7 +619,8 @@ def widths_summary(cfg: NegativeConfig, results: list[dict], reference: dict | N
 def format_widths(by_width: list[dict]) -> str:
     lines = ["by width: cells within 1 point, median gain, max gain (pts); multi-view gain on single-view samples"]
     for e in by_width:
-        mv = (f"; multi-view {100 * e['multiview_gain_single_view']:+.2f}" if "multiview_gain_single_view" in e else "")
+        mv = (f"; multi-view {100 * e['multiview_gain_single_view']:+.2f} (its single models' test accuracy "
+              f"{e['multiview_single_test_acc']:.3f})" if "multiview_gain_single_view" in e else "")
         lines.append(f"  width {e['width']:5d}: {e['fraction_at_or_below_threshold']:.0%} of {e['cells']}, "
                      f"median {100 * e['median_gain']:+.2f}, max {100 * e['max_gain']:+.2f}{mv}")
     return "\n".join(lines)
