@@ -379,11 +379,11 @@ def run(cfg: NegativeConfig, cells: list[dict], records, where: cluster.Where = 
         prefix = f"w{c_w.standard.width}-" if cfg.widths else ""
         # the conv teacher's cells (a CNN over patches) take about 4x the others; the references, longer still
         jobs += [cluster.Job(prefix + cell_key(c), run_cell, (c_w, c), cost=(4.0 if c["teacher"] == "conv" else 1.0)
-                             * c_w.standard.width / 512) for c in cells]
+                             * c_w.standard.width / StandardConfig.width) for c in cells]
         keys += [prefix + cell_key(c) for c in cells]
         if reference and cfg.widths:
             jobs.insert(0, cluster.Job(width_key(c_w.standard.width), multiview_standard, (cfg.seeds, c_w.standard),
-                                       cost=10.0 * c_w.standard.width / 512))
+                                       cost=10.0 * c_w.standard.width / StandardConfig.width))
     if reference and not cfg.widths:
         jobs.insert(0, cluster.Job(REFERENCE_KEY, multiview_reference, (cfg.seeds, cfg.train.backend, cfg.train.device),
                                    cost=10.0))

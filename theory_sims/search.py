@@ -46,6 +46,7 @@ and its data seeds, axes with their ranges and sampler seed unless given). Examp
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -255,37 +256,23 @@ def mend_journal(folder: Path) -> str | None:
     end = data.rfind(b"\n") + 1
     lines = data[:end].split(b"\n")[:-1]
     for number, line in enumerate(lines, start=1):
-        try:
-            whole = isinstance(json.loads(line), dict)
-        except ValueError:
-            whole = False
-        if not whole:
+        if not _is_record(line):
             raise ValueError(f"--resume {folder}: {path} line {number} is not a journal record (a damaged file, not "
                              "a write cut off at its end); it is not mended: restore the file or move the run away")
     tail = data[end:]
     if not tail:
         return None
-    try:
-        whole = isinstance(json.loads(tail), dict)
-    except ValueError:
-        whole = False
-    if whole:  # a JSON object has no shorter prefix that parses: only the line end is missing
-        with open(path, "ab") as f:
+    if _is_record(tail):  # a JSON object has no shorter prefix that parses: only the line end is missing
+        with _synced(path, "ab") as f:
             f.write(b"\n")
-            f.flush()
-            os.fsync(f.fileno())
         return f"{path}: its last record had lost its line end (a write cut off); the line end is written back"
     n = 1
     while (torn := path.with_name(f"{path.name}.torn-{n}")).exists():
         n += 1
-    with open(torn, "xb") as f:
+    with _synced(torn, "xb") as f:
         f.write(tail)
-        f.flush()
-        os.fsync(f.fileno())
-    with open(path, "r+b") as f:
+    with _synced(path, "r+b") as f:
         f.truncate(end)
-        f.flush()
-        os.fsync(f.fileno())
     return (f"{path}: its last line ({len(tail)} bytes) was cut off by an interrupted write; set aside in {torn.name}, "
             f"the study resumes from the {len(lines)} whole records before it (a trial whose record was cut is asked "
             "again)")
@@ -430,6 +417,23 @@ def best_regimes(rows: list[dict], base, axes=SPACE, top: int = 5) -> list[dict]
                     "run_s": r["run_s"], "params": params,
                     "command": command(cfg)})
     return out
+
+
+def _is_record(line: bytes) -> bool:
+    """Whether ``line`` is a whole journal record (a JSON object)."""
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
+
+
+@contextlib.contextmanager
+def _synced(path: Path, mode: str):
+    """``path`` opened in ``mode``; what was written is on disk when the block ends."""
+    with open(path, mode) as f:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
 
 
 # The search's figures and their one-line captions (report.md, in this order).
@@ -657,8 +661,9 @@ def saved_search(where: str) -> dict:
     """The settings of the search whose folder or config.json ``--config`` names (read by
     :func:`view_learning.read_config` first), or {} for another run (view_learning's or a sweep's:
     they give the base only)."""
-    path = Path(where) / "config.json" if Path(where).is_dir() else Path(where)
-    saved = json.loads(path.read_text())
+    from theory_sims.results import load_config_file
+
+    saved = load_config_file(where)
     return saved if set(saved) == {"base", "space", "data_seeds", "sampler_seed", "score"} else {}
 
 

@@ -345,10 +345,9 @@ def saved_sweep(where: str) -> dict:
     """The ``vary``, ``grid`` and ``data_seeds`` of the sweep whose settings ``--config`` names (its
     folder or config.json, read by :func:`view_learning.read_config` first), or {} for another run
     (view_learning's or a search's: they give the base only)."""
-    from pathlib import Path
+    from theory_sims.results import load_config_file
 
-    path = Path(where) / "config.json" if Path(where).is_dir() else Path(where)
-    saved = json.loads(path.read_text())
+    saved = load_config_file(where)
     if set(saved) != {"base", "vary", "grid", "data_seeds"}:
         return {}
     if not isinstance(saved["vary"], dict) or not all(isinstance(v, list) for v in saved["vary"].values()):
