@@ -171,6 +171,18 @@ def test_config_re_creates_the_run_and_flags_beside_it_override(cli_run, tmp_pat
         assert not (tmp_path / "never").exists()
 
 
+def test_a_config_from_before_the_cnn_pooled_its_patches_reads_back_as_concatenating(cli_run):
+    """Runs written before ``StandardConfig.pool`` existed trained a CNN that concatenated its patches'
+    features: their config.json has no ``pool``, and --config re-creates that learner, not the new default."""
+    out, _ = cli_run
+    saved = {k: v for k, v in json.loads((out / "config.json").read_text()).items()
+             if k not in ("quick", "cells", "multiview_results", "no_multiview")}
+    args = gn.build_parser().parse_args(["--config", str(out)])
+    assert gn.config_from_args(args, saved).standard.pool == "mean" == gn.StandardConfig().pool
+    old = {**saved, "standard": {k: v for k, v in saved["standard"].items() if k != "pool"}}
+    assert gn.config_from_args(args, old).standard.pool == "concat"
+
+
 @pytest.mark.parametrize(
     "flags, message",
     [(["--seeds", "1"], "seeds must be an integer >= 2, got 1"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -35,10 +37,29 @@ def test_it_fits_a_small_clean_teacher_task(task):
     assert (r.logits(test.X).argmax(-1) == test.clean_y).mean(axis=1).min() > 0.5  # and generalises somewhat
 
 
-def test_the_cnn_over_patches_fits_too(conv_task):
-    r = standard.fit(conv_task.X, conv_task.y, range(2), 3, SMALL)
-    assert r.patches == 4 and (r.train_acc == 1.0).all()
-    assert r.params[0].shape == (2, 4, 64) and r.params[2].shape == (2, 4 * 64, 3)  # filters per patch, concat
+@pytest.mark.parametrize("pool, read_in", [("mean", 64), ("concat", 4 * 64)])
+def test_the_cnn_over_patches_fits_too(conv_task, pool, read_in):
+    r = standard.fit(conv_task.X, conv_task.y, range(2), 3, dataclasses.replace(SMALL, pool=pool))
+    assert r.patches == 4 and r.pool == pool and (r.train_acc == 1.0).all()
+    assert r.params[0].shape == (2, 4, 64) and r.params[2].shape == (2, read_in, 3)  # filters per patch, then pooled
+
+
+def test_the_mean_pooled_cnn_cannot_tell_where_a_patch_was_and_the_concatenating_one_can(conv_task):
+    X = conv_task.X[:20]
+    moved = X[:, [2, 0, 3, 1]]  # every sample's patches in another order
+    mean = standard.fit(conv_task.X, conv_task.y, range(2), 3, dataclasses.replace(SMALL, max_steps=5))
+    concat = standard.fit(conv_task.X, conv_task.y, range(2), 3, dataclasses.replace(SMALL, max_steps=5, pool="concat"))
+    np.testing.assert_allclose(mean.logits(moved), mean.logits(X), rtol=1e-5, atol=1e-6)
+    assert np.abs(concat.logits(moved) - concat.logits(X)).max() > 1e-2
+
+
+def test_the_mean_pooled_cnn_is_the_mean_of_its_filters_relus_read_out(conv_task):
+    """The forward pass against the formula written out per sample, in float64 numpy."""
+    X = conv_task.X[:7]
+    r = standard.fit(conv_task.X, conv_task.y, [4], 3, dataclasses.replace(SMALL, max_steps=3))
+    W1, b1, W2, b2 = (p[0].double().numpy() for p in r.params)
+    want = np.stack([np.maximum(x @ W1 + b1, 0).mean(0) @ W2 + b2[0] for x in X.astype(np.float64)])
+    np.testing.assert_allclose(r.logits(X)[0], want, rtol=1e-4, atol=1e-5)
 
 
 def test_seeds_differ_and_the_same_seed_repeats(task):
@@ -87,6 +108,7 @@ def test_a_model_that_cannot_fit_reports_it(task):
     (dict(depth=0), "depth must be an integer >= 1, got 0"),
     (dict(adam_lr=0.0), "adam_lr must be a number > 0.0"),
     (dict(max_steps=0), "max_steps must be an integer >= 1"),
+    (dict(pool="max"), "pool must be one of 'mean', 'concat', got 'max'"),
 ])
 def test_bad_configs_name_the_field(value, message):
     with pytest.raises(ValueError, match=message):
@@ -97,6 +119,9 @@ def test_bad_configs_name_the_field(value, message):
     (["--learner", "mlp"], "argument --learner: invalid choice: 'mlp' (choose from 'standard', 'theory')"),
     (["--width", "0"], "--width must be an integer >= 1, got 0"),
     (["--max-steps", "0"], "--max-steps must be an integer >= 1, got 0"),
+    (["--pool", "max"], "--pool must be one of 'mean', 'concat', got 'max'"),
+    (["--multiview-n-train", "0"], "--multiview-n-train must be an integer >= 1, got 0"),
+    (["--multiview-n-train", "600"], "--multiview-n-train does nothing without --widths"),
 ])
 def test_bad_learner_flags_exit_2_with_one_line(argv, message, capsys):
     with pytest.raises(SystemExit) as exc:

@@ -117,6 +117,8 @@ class NegativeConfig:
     learner_kind: str = param("'standard' (an MLP, or a CNN over the conv teacher's patches, with signed output "
                               "weights and biases, trained to fit) or 'theory' (the paper's two-layer learner)",
                               "standard")
+    multiview_n_train: int = param("with --widths: training samples of the multi-view contrast (view_learning's "
+                                   "data; at its default 150 the standard learner fits them by their noise)", 150)
     widths: tuple = param("widths of the standard learner to run the grid at, each with the multi-view contrast "
                           "(empty: the grid once, at --width)", ())
     standard: StandardConfig = StandardConfig()
@@ -144,6 +146,7 @@ class NegativeConfig:
             raise ValueError("widths must be given with --learner standard (they are the standard learner's)")
         check_float("logit_noise", self.logit_noise, 0.0, lo_open=True)
         check_int("n_train", self.n_train, 1)
+        check_int("multiview_n_train", self.multiview_n_train, 1)
         if self.n_train < self.k:
             raise ValueError(f"n_train must be at least k (one training sample per class), got n_train="
                              f"{self.n_train} with k={self.k}")
@@ -235,14 +238,15 @@ def multiview_reference(seeds: int = 10, backend: str = "numba", device: str = "
     return _multiview_gains(ev.models(single), ev.ensemble(single), "measured in this run")
 
 
-def multiview_standard(seeds: int, standard_cfg: StandardConfig) -> dict:
+def multiview_standard(seeds: int, standard_cfg: StandardConfig, n_train: int = 150) -> dict:
     """The standard learner of the grid (at its width) on :mod:`theory_sims.view_learning`'s
-    default data: its single models and their ensemble, as :func:`multiview_reference` does for the
-    theory's learner. Its CNN filters act on the data's patches."""
+    default data with ``n_train`` training samples: its single models and their ensemble, as
+    :func:`multiview_reference` does for the theory's learner. Its CNN filters act on the data's
+    patches."""
     from theory_sims import experiments as ex
     from theory_sims import view_learning as vl
 
-    cfg = vl.configure(seeds=seeds, students=1, random_features=False)
+    cfg = vl.configure(seeds=seeds, students=1, random_features=False, n_train=n_train)
     train_set, tests = vl.make_data(cfg)
     result = standard.fit(train_set.X, train_set.y, range(cfg.seed * 1000, cfg.seed * 1000 + seeds), cfg.data.k,
                           standard_cfg)
@@ -252,6 +256,7 @@ def multiview_standard(seeds: int, standard_cfg: StandardConfig) -> dict:
                 ex.scores({name: stats.ensemble_output(v)[None] for name, v in logits.items()}, tests).items()}
     out = _multiview_gains(individual, ensemble, f"the standard learner at width {standard_cfg.width}")
     out["width"] = standard_cfg.width
+    out["n_train"] = n_train
     out["train_acc"] = result.train_acc.tolist()
     return out
 
@@ -382,7 +387,8 @@ def run(cfg: NegativeConfig, cells: list[dict], records, where: cluster.Where = 
                              * c_w.standard.width / StandardConfig.width) for c in cells]
         keys += [prefix + cell_key(c) for c in cells]
         if reference and cfg.widths:
-            jobs.insert(0, cluster.Job(width_key(c_w.standard.width), multiview_standard, (cfg.seeds, c_w.standard),
+            jobs.insert(0, cluster.Job(width_key(c_w.standard.width), multiview_standard,
+                                       (cfg.seeds, c_w.standard, cfg.multiview_n_train),
                                        cost=10.0 * c_w.standard.width / StandardConfig.width))
     if reference and not cfg.widths:
         jobs.insert(0, cluster.Job(REFERENCE_KEY, multiview_reference, (cfg.seeds, cfg.train.backend, cfg.train.device),
@@ -400,6 +406,7 @@ def run(cfg: NegativeConfig, cells: list[dict], records, where: cluster.Where = 
 FLAGS = {  # NegativeConfig fields offered on the command line
     "seeds": int, "n_train": int, "n_test": int, "dim": int, "conv_patches": int, "k": int,
     "margin": float, "noise": str, "label_noise": float, "logit_noise": float, "n_boot": int, "seed": int,
+    "multiview_n_train": int,
 }
 
 
@@ -463,7 +470,8 @@ def config_from_args(args, start: dict | None = None) -> NegativeConfig:
     saved = dict(start or {})
     learner0 = LearnerConfig(**saved.pop("learner")) if "learner" in saved else DEFAULT_LEARNER
     train0 = TrainConfig(**saved.pop("train")) if "train" in saved else DEFAULT_TRAIN
-    std0 = StandardConfig(**saved.pop("standard")) if "standard" in saved else StandardConfig()
+    # a run from before the CNN pooled its patches read them concatenated
+    std0 = StandardConfig(**{"pool": "concat", **saved.pop("standard")}) if "standard" in saved else StandardConfig()
     top = {**saved, **given(args, list(FLAGS))}
     k = top.get("k", NegativeConfig.k)
     learner = dataclasses.replace(learner0, k=k, **given(args, ["m", "q", "sigma0"]))
@@ -494,6 +502,8 @@ INERT_FLAGS = (
     ("--label-noise", "label_noise", lambda c: c.noise == "flip", "unless --noise flip"),
     ("--logit-noise", "logit_noise", lambda c: c.noise == "logit", "unless --noise logit"),
     ("--width", "width", lambda c: not c.widths, "with --widths (each width of the list is run)"),
+    ("--multiview-n-train", "multiview_n_train", lambda c: bool(c.widths), "without --widths (it sizes the contrast "
+     "run at each width)"),
     *((f"--{f.name.replace('_', '-')}", f.name, lambda c: c.learner_kind == "standard", "unless --learner standard")
       for f in dataclasses.fields(StandardConfig)),
     *((f"--{name}", name, lambda c: c.learner_kind == "theory", "unless --learner theory")

@@ -7,9 +7,14 @@ default learner is the kind of network a practitioner would train on such data:
 
 * vector inputs (one patch): an MLP, ``depth`` hidden ReLU layers of ``width`` units with biases,
   and a linear read-out with trained signed weights and biases;
-* patched inputs (the conv teacher's): a small CNN, one layer of ``width`` filters shared over
-  the P patches (a convolution whose stride is the patch), ReLU, the patches' features
-  concatenated (``width * P`` of them), then ``depth - 1`` hidden ReLU layers and the read-out.
+* patched inputs (the conv teacher's, and the multi-view data's): a small CNN, one layer of
+  ``width`` filters shared over the P patches (a convolution whose stride is the patch), ReLU,
+  then the patches' features pooled: ``pool="mean"`` averages each filter over the patches
+  (global average pooling, as the conv teacher does; the read-out cannot tell where in the input
+  a feature was), ``pool="concat"`` concatenates them (``width * P`` features, a read-out weight
+  per position); then ``depth - 1`` hidden ReLU layers and the read-out. On multi-view data,
+  where a view may sit in any of the feature patches, only the pooled CNN generalises: the
+  concatenating one tests at chance there.
 
 Every layer starts as PyTorch's ``nn.Linear`` does (weights and biases uniform in
 +-1/sqrt(fan_in)), drawn for model s from ``torch.Generator().manual_seed(seeds[s])`` alone.
@@ -30,8 +35,10 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from multiview.checks import check_float, check_int
+from multiview.checks import check_choice, check_float, check_int
 from multiview.cli import param
+
+POOLS = ("mean", "concat")
 
 
 @dataclass(frozen=True)
@@ -42,8 +49,12 @@ class StandardConfig:
     depth: int = param("hidden layers (the CNN's filter layer counts as one)", 1)
     adam_lr: float = param("learning rate of full-batch Adam", 3e-3)
     max_steps: int = param("most Adam steps; a model stops at its first step that fits every training sample", 2000)
+    pool: str = param("how the CNN reads its patches' features: 'mean' averages each filter over the patches (global "
+                      "average pooling, as the conv teacher does), 'concat' concatenates them (a read-out weight per "
+                      "position)", "mean")
 
     def __post_init__(self):
+        check_choice("pool", self.pool, POOLS)
         check_int("width", self.width, 1)
         check_int("depth", self.depth, 1)
         check_float("adam_lr", self.adam_lr, 0.0, lo_open=True)
@@ -56,11 +67,12 @@ class StandardConfig:
 @dataclass
 class StandardResult:
     """A trained stack: ``params`` (weights and biases, each (S, ...)), whether it is a CNN over
-    ``patches`` patches, and per model the first step with 100% training accuracy (-1 if none
+    ``patches`` patches and how it pools them (``pool``), and per model the first step with 100% training accuracy (-1 if none
     within ``max_steps``), its final training accuracy and loss."""
 
     params: list
     patches: int
+    pool: str
     fit_step: np.ndarray
     train_acc: np.ndarray
     train_loss: np.ndarray
@@ -68,7 +80,7 @@ class StandardResult:
     def logits(self, X: np.ndarray) -> np.ndarray:
         """Outputs of every model on inputs X (n, P, d): float numpy array (S, n, k)."""
         with torch.no_grad():
-            return forward(self.params, _inputs(X, self.patches), self.patches).numpy()
+            return forward(self.params, _inputs(X, self.patches), self.patches, self.pool).numpy()
 
 
 def _inputs(X: np.ndarray, patches: int) -> torch.Tensor:
@@ -79,9 +91,10 @@ def _inputs(X: np.ndarray, patches: int) -> torch.Tensor:
 
 def layer_sizes(in_dim: int, patches: int, k: int, cfg: StandardConfig) -> list[tuple[int, int]]:
     """(fan_in, fan_out) of every layer; with ``patches`` > 1 the first acts on one patch (``width``
-    filters) and the next sees the patches' features concatenated (``width * patches``)."""
+    filters) and the next sees the patches' features pooled (``width`` of them with ``cfg.pool``
+    'mean', ``width * patches`` with 'concat')."""
     sizes = [(in_dim, cfg.width)]
-    hidden = cfg.width * patches
+    hidden = cfg.width * patches if cfg.pool == "concat" else cfg.width
     for _ in range(cfg.depth - 1):
         sizes.append((hidden, cfg.width))
         hidden = cfg.width
@@ -103,16 +116,18 @@ def init_params(seeds, sizes: list[tuple[int, int]]) -> list[torch.Tensor]:
     return [torch.stack(ts) for ts in zip(*per_model)]
 
 
-def forward(params: list[torch.Tensor], X: torch.Tensor, patches: int) -> torch.Tensor:
-    """Logits (S, n, k) of the stack on flattened inputs X: (n, D), or (n * patches, d) for a CNN."""
+def forward(params: list[torch.Tensor], X: torch.Tensor, patches: int, pool: str) -> torch.Tensor:
+    """Logits (S, n, k) of the stack on flattened inputs X: (n, D), or (n * patches, d) for a CNN
+    whose patches' features are pooled by ``pool`` ('mean' or 'concat')."""
     S = params[0].shape[0]
     h = X.expand(S, *X.shape)
     for i in range(0, len(params), 2):
         W, b = params[i], params[i + 1]
         h = torch.baddbmm(b, h, W)  # b + h @ W, the bias added by the product itself
-        if i == 0 and patches > 1:  # the filters saw one patch each: concatenate a sample's patches
-            h = h.reshape(S, -1, patches * W.shape[-1])
-        if i + 2 < len(params):
+        if i == 0 and patches > 1:  # the filters saw one patch each: pool a sample's patches
+            h = torch.relu_(h.reshape(S, -1, patches, W.shape[-1]))
+            h = h.mean(2) if pool == "mean" else h.flatten(2)
+        elif i + 2 < len(params):
             h = torch.relu_(h)
     return h
 
@@ -159,7 +174,7 @@ def fit(X: np.ndarray, y: np.ndarray, seeds, k: int, cfg: StandardConfig = Stand
     fit_step = np.full(S, -1)
     kept: list[list[torch.Tensor] | None] = [None] * S
     for step in range(cfg.max_steps + 1):
-        out = forward(params, Xt, patches)
+        out = forward(params, Xt, patches, cfg.pool)
         acc = (out.argmax(-1) == yt).float().mean(-1)
         for s in np.flatnonzero((acc == 1.0).numpy() & (fit_step < 0)):
             fit_step[s] = step
@@ -177,7 +192,7 @@ def fit(X: np.ndarray, y: np.ndarray, seeds, k: int, cfg: StandardConfig = Stand
             for p, v in zip(final, snapshot):
                 p[s] = v
     with torch.no_grad():
-        out = forward(final, Xt, patches)
+        out = forward(final, Xt, patches, cfg.pool)
         losses = F.cross_entropy(out.permute(0, 2, 1), yt.expand(S, n), reduction="none").mean(-1)
         train_acc = (out.argmax(-1) == yt).float().mean(-1)
-    return StandardResult(final, patches, fit_step, train_acc.numpy(), losses.numpy())
+    return StandardResult(final, patches, cfg.pool, fit_step, train_acc.numpy(), losses.numpy())
