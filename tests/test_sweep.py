@@ -325,7 +325,12 @@ def test_the_race_k_rule_scales_sigma0_as_the_theory_and_keeps_varrho():
                                rtol=1e-5)
     sig = np.asarray(rule["learner.sigma0"])
     np.testing.assert_allclose(sig ** 3 * np.asarray(rule["data.k"]), 0.12 ** 3 * 10, rtol=1e-5)
-    assert "learner.varrho" not in rule and dict(sweep.k_rule(base, [5, 10])).keys() == rule.keys() - {"learner.sigma0"}
+    assert "learner.varrho" not in rule
+    assert dict(sweep.k_rule(base, [5, 10])).keys() == rule.keys() - {"learner.sigma0", "train.steps"}
+    # the power phase lasts ~ 1 / (eta sigma0^(q-2)) ~ k steps: the cap grows with k, never below the base's
+    assert rule["train.steps"] == [base.train.steps, base.train.steps, 2 * base.train.steps, 4 * base.train.steps]
+    runs = sweep.points(base, sweep.k_rule(base, [10, 40], "race"), [0])
+    assert [r["config"].train.steps for r in runs] == [base.train.steps, 4 * base.train.steps]
     with pytest.raises(ValueError, match="needs q > 2"):
         sweep.k_rule(vl.configure(learner={"q": 2}), [5, 10], "race")
 

@@ -198,7 +198,11 @@ def k_rule(base: vl.ViewLearningConfig, ks: list[int], rule: str = "plain") -> l
 
     * sigma0 = sigma0_0 * (k0 / k)^(1 / (q - 2)), varrho fixed: the race starts further below
       varrho as k grows (varrho over the initial Lambda grows about like k^(1/(q-2))), so it runs
-      longer in the power phase, where the init's lead compounds.
+      longer in the power phase, where the init's lead compounds;
+    * train.steps = steps0 * k / k0 where that is more (the single models' step cap): the power
+      phase of dLambda/dt ~ eta Lambda^(q-1) lasts about 1 / (eta (q-2) Lambda0^(q-2)) steps, in
+      proportion to k under this sigma0 (at k = 40 with the cap kept at 3000, single models
+      stopped at the cap before they fitted).
     """
     if rule not in K_RULES:
         raise ValueError(f"rule must be one of {', '.join(K_RULES)}, got {rule!r}")
@@ -215,6 +219,7 @@ def k_rule(base: vl.ViewLearningConfig, ks: list[int], rule: str = "plain") -> l
     ]
     if rule == "race":
         varied.append(("learner.sigma0", [float(f"{base.learner.sigma0 * (k0 / k) ** (1 / (q - 2)):.6g}") for k in ks]))
+        varied.append(("train.steps", [max(base.train.steps, round(base.train.steps * k / k0)) for k in ks]))
     return varied
 
 
@@ -322,7 +327,8 @@ def build_parser():
     g.add_argument("--k-rule", choices=K_RULES, default=None,
                    help="with --scale-k: 'plain' (the rule above) or 'race', which also scales the init as the theory "
                         "does, sigma0^(q-2) proportional to 1/k with varrho fixed, so that the race between a class's "
-                        "views runs longer in the power phase as k grows (default: plain)")
+                        "views runs longer in the power phase as k grows, and the single models' step cap (--steps) "
+                        "in proportion to k, where that is more (default: plain)")
     g.add_argument("--data-seeds", default=None, metavar="S1,S2,...",
                    help="run every point on the data (world) of each of these seeds (default: --seed)")
     cluster.add_flags(p, default="auto")
