@@ -215,6 +215,7 @@ def run_cell(cfg: NegativeConfig, cell: dict) -> dict:
         "ensemble_acc": ensemble,
         "gain": ensemble - float(individual.mean()),
         "gain_ci": [lo, hi],
+        **where_the_gain_is(logits, y, train_set, test_set),
         "train_acc": result.train_acc.tolist(),
         "fit_step": result.fit_step.tolist(),  # first step at 100% training accuracy, -1 if never
         "train_acc_mean": float(result.train_acc.mean()),
@@ -223,6 +224,45 @@ def run_cell(cfg: NegativeConfig, cell: dict) -> dict:
         "width": cfg.standard.width if cfg.learner_kind == "standard" else None,
         "wall_s": time.perf_counter() - t0,
     }
+
+
+BOUNDARY_SHARE = 0.2  # "near the teacher's boundary": this share of the test samples, smallest margin first
+
+
+def gain_on(logits: np.ndarray, y: np.ndarray, mask: np.ndarray) -> float:
+    """The ensemble's gain over the mean single model on the test samples ``mask`` (nan if none)."""
+    if not mask.any():
+        return float("nan")
+    z, t = logits[:, mask], y[mask]
+    return float((stats.ensemble_output(z).argmax(-1) == t).mean() - (z.argmax(-1) == t).mean())
+
+
+def nearest_training_sample(train_X: np.ndarray, test_X: np.ndarray, chunk: int = 2048) -> np.ndarray:
+    """Index of each test input's nearest training input (Euclidean, over the flattened patches)."""
+    A = np.asarray(train_X, dtype=np.float64).reshape(len(train_X), -1)
+    B = np.asarray(test_X, dtype=np.float64).reshape(len(test_X), -1)
+    sq = (A * A).sum(1)
+    return np.concatenate([np.argmin(sq[None, :] - 2 * B[i:i + chunk] @ A.T, axis=1)
+                           for i in range(0, len(B), chunk)])
+
+
+def where_the_gain_is(logits: np.ndarray, y: np.ndarray, train_set, test_set) -> dict:
+    """What a cell's gain is made of, measured: how often two single models disagree on a test
+    sample; the gain on the test samples nearest the teacher's boundary (the ``BOUNDARY_SHARE``
+    with the smallest teacher margin) and on the rest; and, where the noise changed training
+    labels, the gain on the test samples whose nearest training sample carries a changed label and
+    on the rest (interpolating models fit a changed label each in its own way around it)."""
+    pred = logits.argmax(-1)  # (S, n)
+    S = len(pred)
+    pairs = [(a, b) for a in range(S) for b in range(a + 1, S)]
+    near = test_set.margin <= np.quantile(test_set.margin, BOUNDARY_SHARE)
+    out = {"disagreement": float(np.mean([(pred[a] != pred[b]).mean() for a, b in pairs])),
+           "gain_near_boundary": gain_on(logits, y, near), "gain_far_from_boundary": gain_on(logits, y, ~near)}
+    if train_set.flipped.any():
+        by_noisy = train_set.flipped[nearest_training_sample(train_set.X, test_set.X)]
+        out.update(near_noisy_share=float(by_noisy.mean()), gain_near_noisy=gain_on(logits, y, by_noisy),
+                   gain_near_clean=gain_on(logits, y, ~by_noisy))
+    return out
 
 
 def multiview_reference(seeds: int = 10, backend: str = "numba", device: str = "cpu") -> dict:
@@ -252,8 +292,7 @@ def multiview_standard(seeds: int, standard_cfg: StandardConfig, n_train: int = 
                           standard_cfg)
     logits = {"multi": result.logits(tests.multi.X), "single": result.logits(tests.single.X)}
     individual = ex.scores(logits, tests)
-    ensemble = {key: float(value[0]) for key, value in
-                ex.scores({name: stats.ensemble_output(v)[None] for name, v in logits.items()}, tests).items()}
+    ensemble = ex.mean_scores(ex.scores(ex.ensemble_logits(logits), tests))
     out = _multiview_gains(individual, ensemble, f"the standard learner at width {standard_cfg.width}")
     out["width"] = standard_cfg.width
     out["n_train"] = n_train
