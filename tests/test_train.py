@@ -449,3 +449,42 @@ def test_bfloat16_products_need_float32_weights():
         TrainConfig(products="bfloat16", dtype="float64")
     with pytest.raises(ValueError, match="^products must be one of"):
         TrainConfig(products="float16")
+
+
+def test_a_mini_batch_kd_step_reads_the_teacher_rows_of_its_own_samples():
+    """One SGD step of KD on the first mini-batch equals one full-batch step on exactly those samples
+    with exactly their teacher rows (a teacher sliced at the wrong rows, or not at all, moves the
+    weights elsewhere); per-model teachers are sliced along their samples' axis too."""
+    from theory_sims.train import _batches
+
+    rng = np.random.default_rng(7)
+    shared = rng.standard_normal((DATA.n, 4)).astype(np.float32) * 3
+    per_model = rng.standard_normal((2, DATA.n, 4)).astype(np.float32) * 3
+    batch = 16
+    _, samples = next(_batches(DATA.n, batch, 4))
+    assert len(samples) == batch and not np.array_equal(samples, np.arange(batch))  # a shuffled batch
+    cfg = dict(lr=2.0, steps=1, loss="kd", temperature=2.0, label_weight=0.2)
+    for teacher, rows in ((shared, shared[samples]), (per_model, per_model[:, samples])):
+        sgd = train(DATA.X, DATA.y, [1, 2], LEARNER, TrainConfig(batch_size=batch, batch_seed=4, **cfg), teacher=teacher)
+        sub = train(DATA.X[samples], DATA.y[samples], [1, 2], LEARNER, TrainConfig(**cfg), teacher=rows)
+        np.testing.assert_allclose(sgd.model.W.numpy(), sub.model.W.numpy(), rtol=1e-5, atol=1e-7)
+        wrong = train(DATA.X[samples], DATA.y[samples], [1, 2], LEARNER, TrainConfig(**cfg),
+                      teacher=teacher[:batch] if teacher.ndim == 2 else teacher[:, :batch])
+        assert np.abs(wrong.model.W.numpy() - sgd.model.W.numpy()).max() > 1e-4
+
+
+def test_momentum_carries_the_last_step_into_the_next():
+    """Heavy ball, as TrainConfig says: v <- momentum v + grad, w <- w - lr v. Two steps with
+    momentum 0.9 equal the first step plus the second's gradient plus 0.9 of the first's, each
+    gradient read off a plain step from the same weights."""
+    lr, beta = 2.0, 0.9
+    w0 = run([4], steps=0).model.W.numpy()
+    w1 = run([4], steps=1, lr=lr).model.W.numpy()
+    g0 = (w0 - w1) / lr
+    heavy = run([4], steps=2, lr=lr, momentum=beta).model.W.numpy()
+    np.testing.assert_allclose(run([4], steps=1, lr=lr, momentum=beta).model.W.numpy(), w1, rtol=1e-6)  # v0 = 0
+    # the gradient at w1: a plain step from w1 is a plain 2-step run's second step
+    w2_plain = run([4], steps=2, lr=lr).model.W.numpy()
+    g1 = (w1 - w2_plain) / lr
+    np.testing.assert_allclose(heavy, w1 - lr * (beta * g0 + g1), rtol=1e-4, atol=1e-6)
+    assert np.abs(heavy - w2_plain).max() > 1e-3  # momentum moved it
