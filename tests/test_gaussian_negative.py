@@ -317,3 +317,76 @@ def test_widths_run_every_cell_at_each_width_with_the_multiview_contrast(tmp_pat
     assert "its single models' test accuracy" in gn.format_widths(by)  # a contrast at chance shows as such
 
 
+
+
+def test_gain_on_a_subset_is_the_ensembles_accuracy_there_minus_the_models_mean():
+    """Two models of two classes on four samples, worked by hand: the ensemble averages logits."""
+    logits = np.array([[[2.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 3.0]],    # predicts 0 1 0 1
+                       [[0.0, 1.0], [0.0, 2.0], [3.0, 0.0], [1.0, 0.0]]])   # predicts 1 1 0 0
+    y = np.array([0, 1, 0, 1])  # model 0: 4/4, model 1: 2/4; ensemble: 0 1 0 1 -> 4/4
+    assert gn.gain_on(logits, y, np.ones(4, bool)) == pytest.approx(1.0 - 0.75)
+    assert gn.gain_on(logits, y, np.array([False, False, True, False])) == 0.0  # both right there
+    assert gn.gain_on(logits, y, np.array([True, False, False, True])) == pytest.approx(1.0 - 0.5)
+    assert np.isnan(gn.gain_on(logits, y, np.zeros(4, bool)))
+
+
+def test_nearest_training_sample_is_the_brute_force_one():
+    rng = np.random.default_rng(3)
+    train, test = rng.standard_normal((40, 2, 3)), rng.standard_normal((25, 2, 3))
+    brute = [int(np.argmin(((train - x) ** 2).sum(axis=(1, 2)))) for x in test]
+    assert gn.nearest_training_sample(train, test, chunk=7).tolist() == brute
+
+
+def test_where_the_gain_is_finds_a_gain_made_beside_changed_training_labels():
+    """Hand-built: models that disagree only on the test samples beside a changed training label
+    (and near the teacher's boundary) gain there and nowhere else."""
+    from types import SimpleNamespace as NS
+
+    train_X = np.arange(10, dtype=np.float32).reshape(10, 1, 1)
+    flipped = np.array([False] * 8 + [True, True])
+    test_X = (np.arange(10, dtype=np.float32) + 0.1).reshape(10, 1, 1)  # test sample i sits beside training sample i
+    margin = np.array([1.0] * 8 + [0.1, 0.1])  # the two beside the changed labels are the nearest the boundary
+    y = np.zeros(10, dtype=int)
+    logits = np.zeros((3, 10, 2))
+    logits[:, :8, 0] = 1.0  # everyone right away from the changed labels
+    logits[:, 8:, 1] = 1.0  # beside them each model is wrong ...
+    logits[0, 8:, :] = [[5.0, 0.0], [5.0, 0.0]]  # ... but one, confidently right: the ensemble is right there
+    out = gn.where_the_gain_is(logits, y, NS(X=train_X, flipped=flipped), NS(X=test_X, margin=margin))
+    assert out["near_noisy_share"] == pytest.approx(0.2)
+    assert out["gain_near_noisy"] == pytest.approx(1 - 1 / 3) and out["gain_near_clean"] == 0.0
+    assert out["gain_near_boundary"] == pytest.approx(1 - 1 / 3) and out["gain_far_from_boundary"] == 0.0
+    assert out["disagreement"] == pytest.approx((0.2 + 0.2 + 0.0) / 3)
+    clean = gn.where_the_gain_is(logits, y, NS(X=train_X, flipped=np.zeros(10, bool)), NS(X=test_X, margin=margin))
+    assert "gain_near_noisy" not in clean
+
+
+def test_the_verdict_says_where_each_cell_outside_gains():
+    cell = {"input": "gaussian", "sampling": "uniform", "teacher": "fc", "margin": False, "label_noise": True}
+    base = {"cell": cell, "gain_ci": [0.01, 0.03], "individual_mean": 0.8, "train_acc_mean": 1.0, "disagreement": 0.1,
+            "gain_near_boundary": 0.05, "gain_far_from_boundary": 0.01}
+    cells = [{**base, "gain": 0.02, "gain_near_noisy": 0.06, "gain_near_clean": 0.015, "near_noisy_share": 0.11},
+             {**base, "cell": {**cell, "teacher": "linear", "label_noise": False}, "gain": 0.005},
+             {**base, "cell": {**cell, "teacher": "conv", "label_noise": False}, "gain": 0.03}]
+    lines = gn.outside_lines(cells)
+    assert len(lines) == 3 and lines[1].startswith("  gaussian/uniform/conv: +3.00")  # largest first
+    assert "+6.0 beside a changed training label (11% of test), +1.5 beside clean ones" in lines[2]
+    assert "+5.0 on the 20% nearest the teacher's boundary, +1.0 elsewhere" in lines[2]
+    assert gn.outside_lines(cells[1:2]) == []
+
+
+def test_the_individual_vs_ensemble_figure_counts_each_widths_cells_within_a_point():
+    import matplotlib.pyplot as plt
+
+    from theory_sims import figures
+
+    cell = {"input": "gaussian", "sampling": "uniform", "teacher": "fc", "margin": False, "label_noise": False}
+    cells = lambda gains: [{"cell": {**cell, "teacher": t}, "gain": g, "ensemble_acc": 0.8 + g,  # noqa: E731
+                            "individual_acc": [0.79, 0.81]} for t, g in zip(("fc", "conv", "linear"), gains)]
+    ref = {key: {"individual_mean": 0.6, "ensemble": 0.9} for key in ("single_view_acc", "test_acc")}
+    fig = figures.individual_vs_ensemble([(256, cells([0.03, 0.02, 0.0]), ref), (1024, cells([0.005, 0.02, 0.0]), ref)])
+    titles = [ax.get_title() for ax in fig.axes]
+    assert "width 256" in titles[0] and "in 1 of 3 cells" in titles[0] and "in 2 of 3 cells" in titles[1]
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert labels == ["gaussian uniform fc", "gaussian uniform conv", "gaussian uniform linear",
+                      "multi-view data: single-view samples", "multi-view data: test mixture"]
+    plt.close(fig)

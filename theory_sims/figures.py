@@ -17,11 +17,11 @@ from theory_sims.results import save_figure  # noqa: E402
 from theory_sims.tracking import LEARNED_THRESHOLD  # noqa: E402
 
 
-def views_heatmap(views_learned: np.ndarray, title: str, ylabel: str = "seed"):
-    """Models x classes: which views each model uses (``views_learned`` in the results: judged by
+def views_heatmap(views_used: np.ndarray, title: str, ylabel: str = "seed"):
+    """Models x classes: which views each model uses (``views_used`` in the results: judged by
     its single-view accuracy, :mod:`theory_sims.mechanism`; V = 2: none / view 1 / view 2 / both;
     other V: how many)."""
-    vl = np.asarray(views_learned, dtype=bool)  # (S, k, V)
+    vl = np.asarray(views_used, dtype=bool)  # (S, k, V)
     S, k, V = vl.shape
     fig, ax = plt.subplots(figsize=(0.45 * k + 2.5, 0.35 * S + 1.5))
     if V == 2:
@@ -194,10 +194,10 @@ def lottery_figure(results: dict):
     seed in the same row) and each KD student uses. A cross marks a (seed, class) that uses one view
     other than its init's favourite."""
     mech = results["mechanism"]
-    single = np.asarray(results["individual"]["views_learned"], dtype=bool)
+    single = np.asarray(results["individual"]["views_used"], dtype=bool)
     S, k, V = single.shape
     panels = [("single models: views used", single, "seed")]
-    panels += [(title, np.asarray(results[key]["views_learned"], dtype=bool), "student of seed")
+    panels += [(title, np.asarray(results[key]["views_used"], dtype=bool), "student of seed")
                for key, title in (("long_single", "own init, labels only (control)"),
                                   ("self_kd", "self-KD students"), ("kd", "KD students (of the ensemble)"))
                if key in results]
@@ -243,15 +243,15 @@ def lottery_figure(results: dict):
 VIEW_LEARNING_FIGURES = {
     "accuracy.png": "test accuracy of every row on multi-view and single-view data; the title says which "
                     "theorems the run holds",
-    "views_learned.png": "the views each single model uses, class by class (judged by its single-view accuracy)",
+    "views_used.png": "the views each single model uses, class by class (judged by its single-view accuracy)",
     "lottery.png": "the init's favourite view, the views the single models, the students' own inits and the "
                    "students use, seed by seed",
     "lambda_trajectories.png": "Lambda of each view through training for three seeds and classes; the fit step "
                                "and the threshold drawn in",
     "training_length.png": "views used and single-view accuracy at multiples of each single model's fit step",
-    "views_learned_kd.png": "the views each KD student uses, class by class",
+    "views_used_kd.png": "the views each KD student uses, class by class",
     "correlations.png": "each neuron's correlation with each feature: a single model beside a KD student",
-    "views_learned_augmented.png": "the views each single model trained with --augment uses",
+    "views_used_augmented.png": "the views each single model trained with --augment uses",
     "lambda_trajectories_augmented.png": "Lambda through training of the models trained with --augment",
 }
 
@@ -263,13 +263,13 @@ def view_learning_figures(out: Path, cfg, results: dict, run, rows: list[dict]) 
     single, kd = run.models["single"], run.models["kd"]
     V = cfg.data.views
     written = []
-    written += save_figure(views_heatmap(results["individual"]["views_learned"], "views used by each seed"),
-                           out / "views_learned.png")
+    written += save_figure(views_heatmap(results["individual"]["views_used"], "views used by each seed"),
+                           out / "views_used.png")
     # The students' own lotteries: the (class, view) pairs a student misses differ from student to
     # student, which is what an ensemble of students still gains.
-    written += save_figure(views_heatmap(results["kd"]["views_learned"], "views used by each KD student",
+    written += save_figure(views_heatmap(results["kd"]["views_used"], "views used by each KD student",
                                          ylabel="student"),
-                           out / "views_learned_kd.png")
+                           out / "views_used_kd.png")
     written += save_figure(lottery_figure(results), out / "lottery.png")
 
     def trajectories(result, **title):  # Lambda of the first three seeds and classes of a trained stack
@@ -279,10 +279,10 @@ def view_learning_figures(out: Path, cfg, results: dict, run, rows: list[dict]) 
                                    fit_step=result.fit_step, threshold=LEARNED_THRESHOLD * cfg.learner.varrho, **title)
 
     if "augmented" in results:  # the same seeds trained on crops (--augment)
-        written += save_figure(views_heatmap(results["augmented"]["views_learned"],
+        written += save_figure(views_heatmap(results["augmented"]["views_used"],
                                              f"views used by each seed trained with --augment "
                                              f"{results['setting'].get('augment', '')}"),
-                               out / "views_learned_augmented.png")
+                               out / "views_used_augmented.png")
         augment = results["setting"].get("augment", "")
         written += save_figure(trajectories(run.models["augmented"], title=f"the same seeds trained with --augment "
                                             f"{augment}: their view correlations along training (solid: the view "
@@ -373,8 +373,63 @@ def gains_vs_multiview(cells: list[dict], reference: dict | None, noise: str | N
     return fig
 
 
+def _cell_label(cell: dict) -> str:
+    marks = [name for flag, name in ((cell["margin"], "margin"), (cell["label_noise"], "noise")) if flag]
+    return f"{cell['input']} {cell['sampling']} {cell['teacher']}" + (" + " + ", ".join(marks) if marks else "")
+
+
+def individual_vs_ensemble(panels: list[tuple[int | None, list[dict], dict | None]], noise: str | None = None,
+                           threshold: float = 0.01):
+    """The paper's Figure 4 as a picture: every cell of the grid a row, the single models' test
+    accuracy (grey bar: lowest to highest; black dot: their mean) beside their ensemble's (red
+    diamond), one panel per width (``panels``: (width or None, the cells at it, the multi-view
+    contrast at it or None)); the contrast's rows last, in green: the same learner on multi-view
+    data, its single models' mean accuracy beside their ensemble's, on the single-view samples and
+    on the test mixture. Each panel's title counts the cells whose ensemble is within
+    ``threshold`` of the mean single model."""
+    names = [_cell_label(c["cell"]) for c in panels[0][1]]
+    extra = [("multi-view data: single-view samples", "single_view_acc"), ("multi-view data: test mixture", "test_acc")]
+    with_contrast = any(ref is not None for _, _, ref in panels)
+    rows = names + ([name for name, _ in extra] if with_contrast else [])
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels) + 2.8, 0.24 * len(rows) + 2.0),
+                             sharey=True, sharex=True, squeeze=False)
+    for ax, (width, cells, ref) in zip(axes[0], panels):
+        y = np.arange(len(cells))
+        acc = [np.asarray(c["individual_acc"]) for c in cells]
+        ax.hlines(y, [a.min() for a in acc], [a.max() for a in acc], color="lightgrey", lw=4)
+        ax.plot([a.mean() for a in acc], y, "o", color="black", ms=3.5, label="single models: mean (bar: range)")
+        ax.plot([c["ensemble_acc"] for c in cells], y, "D", color="tab:red", ms=3.5, mfc="none", label="their ensemble")
+        if ref is not None:
+            for i, (_, key) in enumerate(extra):
+                ax.plot(ref[key]["individual_mean"], len(cells) + i, "o", color="tab:green", ms=4)
+                ax.plot(ref[key]["ensemble"], len(cells) + i, "D", color="tab:green", ms=4, mfc="none")
+            ax.axhline(len(cells) - 0.5, color="grey", lw=0.6)
+        within = sum(c["gain"] <= threshold for c in cells)
+        where = f"width {width}: " if width is not None else ""
+        ax.set_title(f"{where}ensemble within {100 * threshold:g} pt of the mean\nsingle model in {within} of "
+                     f"{len(cells)} cells", fontsize=9)
+        ax.set_xlabel("test accuracy")
+    ax0 = axes[0][0]
+    ax0.set_yticks(range(len(rows)), rows, fontsize=7)
+    ax0.invert_yaxis()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    if with_contrast:
+        from matplotlib.lines import Line2D
+
+        handles += [Line2D([], [], marker="o", ls="", color="tab:green"),
+                    Line2D([], [], marker="D", ls="", color="tab:green", mfc="none")]
+        labels += ["multi-view data: single models' mean", "multi-view data: their ensemble"]
+    fig.legend(handles, labels, loc="lower center", ncol=len(handles), fontsize=7, frameon=False)
+    if noise:
+        fig.suptitle(f"single models beside their ensemble in every cell (noise: {noise})", fontsize=10)
+    fig.tight_layout(rect=(0, 0.35 / fig.get_figheight(), 1, 1))
+    return fig
+
+
 # The Gaussian-like grid's figures and their one-line captions (report.md, in this order).
 GAUSSIAN_NEGATIVE_FIGURES = {
+    "individual_vs_ensemble.png": "every cell's single models (range and mean) beside their ensemble, one panel per "
+                                  "width, with the same learner on multi-view data in green (the paper's Figure 4)",
     "gains_heatmap.png": "the ensemble's gain over the mean single model in every cell of the grid (percentage "
                          "points; cells not run hatched)",
     "gains_vs_multiview.png": "each Gaussian-like cell's ensemble gain with its 95% interval, beside the gain on "

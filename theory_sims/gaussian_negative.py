@@ -613,10 +613,14 @@ def main(argv: list[str] | None = None) -> int:
     widest = [r for r in results if r.get("width") == max(cfg.widths)] if cfg.widths else results
     widest_reference = reference["by_width"][-1] if cfg.widths and reference else reference
     if not args.no_figures:
+        panels = ([(w, [r for r in results if r["width"] == w], reference["by_width"][i] if reference else None)
+                   for i, w in enumerate(cfg.widths)] if cfg.widths else [(None, results, reference)])
+        figures.save_figure(figures.individual_vs_ensemble(panels, noise_words(cfg)), out / "individual_vs_ensemble.png")
         figures.gaussian_negative_figures(out, widest, widest_reference, noise_words(cfg))
         if by_width:
             figures.save_figure(figures.gain_vs_width(by_width, noise_words(cfg)), out / "gain_vs_width.png")
     verdict = [verdict_line(summarise(widest), widest_reference, f" at width {max(cfg.widths)}" if cfg.widths else "")]
+    verdict += outside_lines(widest)
     if by_width:
         verdict += [format_widths(by_width)]
     print(format_table(rows))
@@ -646,6 +650,26 @@ def verdict_line(summary: dict, reference: dict | None, where: str = "") -> str:
                  f"{ta['individual_mean']:.3f}; ensemble gain {100 * ta['gain']:+.2f} pts on its "
                  f"test mixture, {100 * sv['gain']:+.2f} pts on single-view samples")
     return line
+
+
+def outside_lines(cells: list[dict], threshold: float = 0.01) -> list[str]:
+    """For every cell whose gain is above ``threshold``, what its gain is made of (measured by
+    :func:`where_the_gain_is`): how often its single models disagree, and its gain near the
+    teacher's boundary and elsewhere, and near a training label the noise changed and elsewhere."""
+    lines = []
+    for c in sorted((c for c in cells if c["gain"] > threshold), key=lambda c: -c["gain"]):
+        lo, hi = (100 * v for v in c["gain_ci"])
+        line = (f"  {_cell_name(c['cell'])}: {100 * c['gain']:+.2f} [{lo:+.2f}, {hi:+.2f}] pts, single models "
+                f"{c['individual_mean']:.3f} (train {c['train_acc_mean']:.3f}); they disagree on "
+                f"{c['disagreement']:.0%} of test samples; gain {100 * c['gain_near_boundary']:+.1f} on the "
+                f"{BOUNDARY_SHARE:.0%} nearest the teacher's boundary, {100 * c['gain_far_from_boundary']:+.1f} elsewhere")
+        if "gain_near_noisy" in c:
+            line += (f"; {100 * c['gain_near_noisy']:+.1f} beside a changed training label "
+                     f"({c['near_noisy_share']:.0%} of test), {100 * c['gain_near_clean']:+.1f} beside clean ones")
+        lines.append(line)
+    if lines:
+        lines.insert(0, f"cells above {100 * threshold:g} pt, largest gain first, and where their gain is:")
+    return lines
 
 
 def widths_summary(cfg: NegativeConfig, results: list[dict], reference: dict | None) -> list[dict]:
