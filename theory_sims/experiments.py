@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from theory_sims import mechanism
 from theory_sims.config import LearnerConfig, TrainConfig
 from theory_sims.stats import ensemble_output
 from theory_sims.tracking import Probe
@@ -72,15 +73,31 @@ def mean_scores(per_model: dict) -> dict:
     return {key: float(np.mean(v)) for key, v in per_model.items()}
 
 
+def score_lists(logits: dict, tests: TestSets) -> dict:
+    """:func:`scores` of every model, as lists (the form of a stack's row in ``results.json``)."""
+    return {key: v.tolist() for key, v in scores(logits, tests).items()}
+
+
+def ensemble_logits(logits: dict) -> dict:
+    """The ensemble's logits on each test set, as a stack of one: {name: (1, n, k)}."""
+    return {name: ensemble_output(z)[None] for name, z in logits.items()}
+
+
 class Evaluator:
-    """Logits of trained stacks on the training inputs and the test sets."""
+    """The one owner of logits and scores: a trained stack's logits on the training inputs and on
+    the test sets (computed once per stack and kept), and from them the scores of its models and
+    of their ensemble."""
 
     def __init__(self, train_set, tests: TestSets, backend: str = "numba", device: str = "cpu"):
         self.train_set, self.tests = train_set, tests
         self.backend, self.device = backend, device
+        self._logits: dict = {}  # id(result) -> (result, its logits): the result is held, so its id is not reused
 
     def logits(self, result: TrainResult) -> dict:
-        return self.model_logits(result.model)
+        """Logits of a trained stack on each test set: {name: (S, n, k)}, computed once per stack."""
+        if id(result) not in self._logits:
+            self._logits[id(result)] = (result, self.model_logits(result.model))
+        return self._logits[id(result)][1]
 
     def model_logits(self, m) -> dict:
         """Logits of a :class:`TwoLayerModel` stack on each test set: {name: (S, n, k)}."""
@@ -94,14 +111,29 @@ class Evaluator:
     def train_logits(self, result: TrainResult) -> np.ndarray:
         return self.on(result.model, self.train_set.X)
 
-    def models(self, result: TrainResult) -> dict:
-        """Scores of every model of the stack, as lists."""
-        return {k: v.tolist() for k, v in scores(self.logits(result), self.tests).items()}
+    def views(self, logits: dict, row: dict) -> dict:
+        """Add to ``row`` the views each model of ``logits`` uses (``views_used``, (S, k, V)), read
+        off its accuracy on the single-view samples of each view (``view_acc``;
+        :mod:`theory_sims.mechanism`)."""
+        single = self.tests.single
+        acc = mechanism.per_view_accuracy(logits["single"], single.y, single.views_present, logits["single"].shape[-1])
+        row["view_acc"] = acc
+        row["views_used"] = mechanism.views_used(acc)
+        return row
 
-    def ensemble(self, result: TrainResult) -> dict:
-        """Scores of the average of the stack's outputs."""
-        ens = {name: ensemble_output(z)[None] for name, z in self.logits(result).items()}
-        return mean_scores(scores(ens, self.tests))
+    def models(self, result: TrainResult, views: bool = False) -> dict:
+        """Scores of every model of the stack, as lists; with ``views`` the views each uses."""
+        return self.model_row(self.logits(result), views)
+
+    def model_row(self, logits: dict, views: bool = False) -> dict:
+        row = score_lists(logits, self.tests)
+        return self.views(logits, row) if views else row
+
+    def ensemble(self, result: TrainResult, views: bool = False) -> dict:
+        """Scores of the average of the stack's outputs; with ``views`` the views it uses."""
+        logits = ensemble_logits(self.logits(result))
+        row = mean_scores(scores(logits, self.tests))
+        return self.views(logits, row) if views else row
 
 
 def fit(train_set, seeds, learner: LearnerConfig, cfg: TrainConfig, teacher=None, progress=False) -> TrainResult:

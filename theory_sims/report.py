@@ -63,7 +63,7 @@ def table_rows(results: dict) -> list[dict]:
             row[key + "_std"] = float(vals.std()) if vals.size > 1 else None
         clean = entry.get("single_view_clean_acc")
         row["single_view_clean_acc"] = None if clean is None else float(np.mean(clean))
-        vl = entry.get("views_learned")
+        vl = entry.get("views_used")
         row["views_per_class"] = float(np.asarray(vl).sum(axis=-1).mean()) if vl is not None else None
         rows.append(row)
 
@@ -95,11 +95,11 @@ def per_seed_rows(results: dict) -> list[dict]:
     ind = results["individual"]
     out = []
     for s in range(len(ind["test_acc"])):
-        vl = np.asarray(ind["views_learned"][s])
+        vl = np.asarray(ind["views_used"][s])
         out.append({
             "seed": s, "test_acc": ind["test_acc"][s], "multi_view_acc": ind["multi_view_acc"][s],
             "single_view_acc": ind["single_view_acc"][s], "train_acc": ind["train_acc"][s],
-            "fit_step": ind["fit_step"][s], "views_learned": int(vl.sum()), "views_total": vl.size,
+            "fit_step": ind["fit_step"][s], "views_used": int(vl.sum()), "views_total": vl.size,
         })
     return out
 
@@ -312,7 +312,7 @@ def format_mechanism(results: dict) -> str:
     the init decided the lottery, what the students inherit, how the single-view training samples
     are fitted, and what noise alone makes the models say."""
     m, k = results["mechanism"], results["setting"]["k"]
-    views = {key: np.asarray(results[key]["views_learned"], dtype=bool)
+    views = {key: np.asarray(results[key]["views_used"], dtype=bool)
              for key in ("individual", "ensemble", "kd", "self_kd", "average") if key in results}
     frac = float(views["individual"].mean())
     # the theorem's band on the error, as held; it is symmetric about one half, so the same numbers
@@ -421,8 +421,8 @@ def format_augmented(results: dict) -> str:
                                                             ("ens", "ensemble"))}
     gap = sv["ens"] - sv["plain"]
     share = (sv["aug"] - sv["plain"]) / gap if abs(gap) > 1e-9 else float("nan")
-    lines = [f"augmented single models ({how}): views used per class {per_class(aug, 'views_learned'):.2f} "
-             f"(plain {per_class(plain, 'views_learned'):.2f}, ensemble {per_class(ens, 'views_learned'):.2f}); "
+    lines = [f"augmented single models ({how}): views used per class {per_class(aug, 'views_used'):.2f} "
+             f"(plain {per_class(plain, 'views_used'):.2f}, ensemble {per_class(ens, 'views_used'):.2f}); "
              f"views Lambda counts as learned {per_class(aug, 'lambda_learned'):.2f} (plain "
              f"{per_class(plain, 'lambda_learned'):.2f})",
              f"  single-view accuracy {sv['aug']:.3f} (plain {sv['plain']:.3f}, ensemble {sv['ens']:.3f}): one augmented "
@@ -487,9 +487,9 @@ def summary(results: dict) -> dict:
             out["sv_" + key] = single_view(results, key)
     for key in VIEW_ROWS:
         if key in results:
-            out["views_" + key] = float(np.asarray(results[key]["views_learned"]).sum(axis=-1).mean())
+            out["views_" + key] = float(np.asarray(results[key]["views_used"]).sum(axis=-1).mean())
     # the fraction of (model, class) pairs whose model uses more than one of the class's views
-    out["several_views_individual"] = float((np.asarray(results["individual"]["views_learned"]).sum(axis=-1) > 1).mean())
+    out["several_views_individual"] = float((np.asarray(results["individual"]["views_used"]).sum(axis=-1) > 1).mean())
     single = out["sv_individual"]
     out["gain_ensemble"] = out["sv_ensemble"] - single
     if "sv_average" in out:

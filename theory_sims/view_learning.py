@@ -322,7 +322,6 @@ class Run:
                                           "products": ran}, "timing_s": {}}
         self.full = Family(cfg.learner, cfg.train, cfg.distill, out=self.results)
         self.models = self.full.trained  # the full learner's trained stacks, by stage name
-        self._logits: dict = {}  # each trained stack's logits on the test sets, computed once
         self._t0 = self._clock = time.perf_counter()
 
     def lap(self, name: str) -> None:
@@ -334,32 +333,15 @@ class Run:
 
     # --- rows
 
-    def logits(self, result) -> dict:
-        """A trained stack's logits on the test sets (computed once per stack; the stacks live as
-        long as the run, in ``Family.trained``)."""
-        if id(result) not in self._logits:
-            self._logits[id(result)] = self.ev.logits(result)
-        return self._logits[id(result)]
-
-    def views(self, logits: dict, row: dict) -> dict:
-        """Add the views a model (or an ensemble) uses, read off its single-view test accuracy."""
-        c = self.cfg.data
-        acc = mechanism.per_view_accuracy(logits["single"], self.tests.single.y, self.tests.single.views_present, c.k)
-        row["view_acc"] = acc
-        row["views_learned"] = mechanism.views_used(acc)
-        return row
-
     def stack_row(self, fam: Family, result) -> dict:
         """Scores of every model of a trained stack (lists over the models), training accuracy and
         fit step; for the full learner also the views each uses, its final Lambda, the views Lambda
         counts as learned and when each crossed (tracking's threshold)."""
-        logits = self.logits(result)
-        row = {k: v.tolist() for k, v in ex.scores(logits, self.tests).items()}
+        row = self.ev.models(result, views=fam.views)
         row["train_acc"] = result.train_acc.tolist()
         row["fit_step"] = result.fit_step.tolist()  # first step at 100% training accuracy, -1 if never
         if fam.views:
             varrho = fam.learner.varrho
-            self.views(logits, row)
             row["lambda"] = result.history["lambda"][-1]
             row["lambda_learned"] = lambda_views(row["lambda"], varrho)
             # When Lambda first crossed the threshold (-1 never), and whether a class's extra views
@@ -370,9 +352,7 @@ class Run:
 
     def ensemble_row(self, fam: Family, result) -> dict:
         """Scores of the average of a stack's outputs (the ensemble, or the trained average)."""
-        logits = {name: ensemble_output(z)[None] for name, z in self.logits(result).items()}
-        row = ex.mean_scores(ex.scores(logits, self.tests))
-        return self.views(logits, row) if fam.views else row
+        return self.ev.ensemble(result, views=fam.views)
 
     def group_row(self, fam: Family, result) -> dict:
         """The row of a stack trained as one network (its mean or its sum: the same argmax): the
@@ -440,22 +420,27 @@ class Run:
         half = dataclasses.replace(c, lr=c.lr / 2, max_step=c.max_step / 2, steps=2 * c.steps, snapshots=())
         row = self.stack_row(fam, self.fit(fam, "single_half_lr", self.seeds, cfg=half))
         base = self.results["individual"]
-        per_class = lambda r: np.asarray(r["views_learned"]).sum(-1).mean(-1)  # noqa: E731  (S,) views per class
+        per_class = lambda r: np.asarray(r["views_used"]).sum(-1).mean(-1)  # noqa: E731  (S,) views per class
         self.results["lr_check"] = {
             "lr": c.lr, "half_lr": half.lr,
             "views_per_class": float(per_class(base).mean()), "half_lr_views_per_class": float(per_class(row).mean()),
             "single_view_acc": float(np.mean(base["single_view_acc"])),
             "half_lr_single_view_acc": float(np.mean(row["single_view_acc"])),
-            "same_views": float((np.asarray(base["views_learned"]) == np.asarray(row["views_learned"])).all(-1).mean()),
+            "same_views": float((np.asarray(base["views_used"]) == np.asarray(row["views_used"])).all(-1).mean()),
             "fit_step": base["fit_step"], "half_lr_fit_step": row["fit_step"],
         }
 
-    def family(self, fam: Family) -> None:
-        """The stages above for a learner whose features do not move (random features, NTK)."""
+    def family(self, fam: Family, average: bool = True, lap=lambda name: None) -> None:
+        """One learner's experiment, the stages above in order: single models, their ensemble, the
+        students, and (with ``average``) the trained average; ``lap(name)`` after each that trains."""
         self.single_models(fam)
+        lap("single")
         self.ensemble(fam)
         self.students(fam)
-        self.average(fam)
+        lap("students")
+        if average:
+            self.average(fam)
+            lap("average")
 
     def controls(self) -> None:
         """Three controls of the full learner: the students' seeds trained on the labels alone as long
@@ -482,7 +467,7 @@ class Run:
         """What decided the results: the init's lottery, what the students inherit, how the
         single-view training samples are fitted, and what noise alone makes the models say."""
         r, K = self.results, self.cfg.students
-        used = {key: np.asarray(r[key]["views_learned"]) for key in ("individual", "kd", "self_kd", "long_single")
+        used = {key: np.asarray(r[key]["views_used"]) for key in ("individual", "kd", "self_kd", "long_single")
                 if key in r}
         varrho = self.cfg.learner.varrho
         out = {"calibration": mechanism.lambda_calibration(r["individual"]["lambda"], r["individual"]["view_acc"],
@@ -492,7 +477,7 @@ class Run:
             out["lambda_init"] = hist["lambda"][0]
             out["lottery"] = mechanism.init_lottery(hist["lambda"][0], used["individual"])
         out["kd_inheritance"] = mechanism.kd_inheritance(used["individual"], used["kd"])
-        out["kd_inheritance"]["ensemble_views"] = float(np.mean(r["ensemble"]["views_learned"]))
+        out["kd_inheritance"]["ensemble_views"] = float(np.mean(r["ensemble"]["views_used"]))
         if "long_single" in used:  # the students' own inits, read off the control
             out["self_kd_inheritance"] = mechanism.self_kd_inheritance(used["individual"][:K], used["long_single"],
                                                                        used["self_kd"])
@@ -528,14 +513,12 @@ class Run:
 
     def by_length(self, result) -> dict:
         """What the models of a stack had learned at each multiple of their own fit step that the
-        training kept (``TrainConfig.snapshots``): {"3x": {step, views_per_class, views_learned,
+        training kept (``TrainConfig.snapshots``): {"3x": {step, views_per_class, views_used,
         single_view_acc, multi_view_acc, ...}}, each a list over the models (means alongside)."""
         out = {}
         for mult, (_, steps) in result.snapshots.items():
-            logits = self.ev.model_logits(result.snapshot_model(mult))
-            row = {k: v.tolist() for k, v in ex.scores(logits, self.tests).items()}
-            self.views(logits, row)
-            row.update(step=steps.tolist(), views_per_class=row["views_learned"].sum(axis=-1).mean(axis=-1).tolist())
+            row = self.ev.model_row(self.ev.model_logits(result.snapshot_model(mult)), views=True)
+            row.update(step=steps.tolist(), views_per_class=row["views_used"].sum(axis=-1).mean(axis=-1).tolist())
             row.update({f"mean_{k}": float(np.mean(row[k])) for k in ("single_view_acc", "multi_view_acc", "views_per_class")})
             out[f"{mult:g}x"] = row
         return out
@@ -570,15 +553,7 @@ def run(cfg: ViewLearningConfig, progress: bool = False, log=print, stages_dir=N
     c = cfg.data
     r = Run(cfg, stages_dir, progress, log)
     log(f"single models: {cfg.seeds} seeds, n={cfg.n_train}, k={c.k}, V={c.views}, missing={c.missing}")
-    full = r.full
-    r.single_models(full)
-    r.lap("single")
-    r.ensemble(full)
-    r.students(full)
-    r.lap("students")
-    if cfg.average:
-        r.average(full)
-        r.lap("average")
+    r.family(r.full, average=cfg.average, lap=r.lap)
     if cfg.check_lr:
         r.lr_check()
         r.lap("lr_check")
