@@ -105,7 +105,7 @@ def test_view_learning_reports_the_augmented_single_models_beside_the_plain_ones
     text = capsys.readouterr().out
     res = json.loads((out / "results.json").read_text())
     assert len(res["augmented"]["single_view_acc"]) == len(res["individual"]["single_view_acc"])
-    assert "views_learned" in res["augmented"] and "second_views" in res["augmented"]
+    assert "views_used" in res["augmented"] and "second_views" in res["augmented"]
     assert "single model, augmented (--augment)" in text and "ensemble of augmented models" in text
     assert "augmented single models (drop_view): views used per class" in text
     assert "of the ensemble's gain" in text
@@ -113,7 +113,7 @@ def test_view_learning_reports_the_augmented_single_models_beside_the_plain_ones
     assert json.loads((out / "config.json").read_text())["augment"] == "drop_view"
     from conftest import assert_png_has_content
 
-    assert_png_has_content(out / "views_learned_augmented.png")
+    assert_png_has_content(out / "views_used_augmented.png")
     assert_png_has_content(out / "lambda_trajectories_augmented.png")
 
 

@@ -10,7 +10,7 @@ INF = float("inf")
 
 
 def views(pattern, seeds=2, k=10):
-    """views_learned (seeds, k, 2) from ``pattern``: one (k, 2) list per seed, or one for all."""
+    """views_used (seeds, k, 2) from ``pattern``: one (k, 2) list per seed, or one for all."""
     arr = np.asarray(pattern, dtype=bool)
     return np.broadcast_to(arr, (seeds, k, 2)).copy() if arr.ndim == 2 else arr
 
@@ -25,10 +25,10 @@ def mechanism_results(single=None, k=10, clean=True):
         one = [[1, 0]] * 9 + [[0, 0]]
         single = np.array([one, [[0, 1]] * 9 + [[0, 0]]], dtype=bool)
     rows = {
-        "individual": {"views_learned": single},
-        "ensemble": {"views_learned": views([[1, 1]] * k, seeds=1, k=k)},  # 2.00
-        "kd": {"views_learned": views([[1, 1]] * (k // 2) + [[1, 0]] * (k - k // 2), k=k)},  # 1.50
-        "self_kd": {"views_learned": views([[1, 0]] * k, k=k)},  # 1.00
+        "individual": {"views_used": single},
+        "ensemble": {"views_used": views([[1, 1]] * k, seeds=1, k=k)},  # 2.00
+        "kd": {"views_used": views([[1, 1]] * (k // 2) + [[1, 0]] * (k - k // 2), k=k)},  # 1.50
+        "self_kd": {"views_used": views([[1, 0]] * k, k=k)},  # 1.00
     }
     if clean:
         for key, acc in (("individual", [0.5, 0.6]), ("ensemble", [0.9]), ("kd", [0.7, 0.8]), ("self_kd", [0.6, 0.6])):
@@ -122,10 +122,10 @@ def test_a_summarys_gains_are_single_view_accuracy_and_the_statements_values_err
                 "multi_view_acc": [multi] * n}
 
     res = {"setting": {"k": 10, "views": 2, "mu": mu},
-           "individual": {**row(0.5, 1.0, 2), "train_acc": [1.0, 1.0], "views_learned": views([[1, 0]] * 2, k=2)},
-           "ensemble": row(0.99, 1.0), "kd": {**row(0.8, 1.0, 2), "views_learned": views([[1, 1]] * 2, k=2)},
-           "self_kd": {**row(0.7, 1.0, 2), "views_learned": views([[1, 1]] * 2, k=2)},
-           "average": {**row(0.7, 0.99), "views_learned": views([[1, 0]] * 2, seeds=1, k=2)},
+           "individual": {**row(0.5, 1.0, 2), "train_acc": [1.0, 1.0], "views_used": views([[1, 0]] * 2, k=2)},
+           "ensemble": row(0.99, 1.0), "kd": {**row(0.8, 1.0, 2), "views_used": views([[1, 1]] * 2, k=2)},
+           "self_kd": {**row(0.7, 1.0, 2), "views_used": views([[1, 1]] * 2, k=2)},
+           "average": {**row(0.7, 0.99), "views_used": views([[1, 0]] * 2, seeds=1, k=2)},
            "kd_ensemble": row(0.9, 0.995)}
     s = report.summary(res)
     # errors over D in mu: one model 0.5, the average 0.39 (0.1 x 0.01 + 0.1 x 0.3, over 0.1); KD 0.2, the

@@ -176,7 +176,7 @@ def hand_results(**errors):
     used = {"individual": [[[1, 0], [1, 1]], [[0, 1], [0, 0]]], "kd": [[[1, 1], [1, 1]], [[1, 1], [1, 1]]],
             "self_kd": [[[1, 0], [1, 0]], [[0, 1], [1, 0]]], "average": [[[1, 1], [1, 0]]]}
     for key, views in used.items():
-        res[key]["views_learned"] = np.array(views, dtype=bool)
+        res[key]["views_used"] = np.array(views, dtype=bool)
     return res
 
 

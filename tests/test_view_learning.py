@@ -40,9 +40,9 @@ def run_dir(tmp_path_factory):
 
 def test_run_folder_holds_config_results_tables_and_figures(run_dir):
     names = {p.name for p in run_dir.iterdir()}
-    for name in ("config.json", "results.json", "table.csv", "per_seed.csv", "views_learned.png", "training_length.png",
+    for name in ("config.json", "results.json", "table.csv", "per_seed.csv", "views_used.png", "training_length.png",
                  "lottery.png",
-                 "views_learned_kd.png", "lambda_trajectories.png", "accuracy.png", "correlations.png", "accuracy.pdf"):
+                 "views_used_kd.png", "lambda_trajectories.png", "accuracy.png", "correlations.png", "accuracy.pdf"):
         assert name in names
     assert not [n for n in names if n.endswith(".tmp")]
     for png in run_dir.glob("*.png"):
@@ -74,10 +74,10 @@ def test_report_md_puts_the_run_on_one_page(run_dir):
 def test_results_json_has_the_documented_keys(run_dir):
     res = json.loads((run_dir / "results.json").read_text())
     ind = res["individual"]
-    for key in ("test_acc", "multi_view_acc", "single_view_acc", "single_view_clean_acc", "views_learned", "lambda",
+    for key in ("test_acc", "multi_view_acc", "single_view_acc", "single_view_clean_acc", "views_used", "lambda",
                 "view_acc", "lambda_learned"):
         assert len(ind[key]) == 3
-    for key in ("views_learned", "lambda", "view_acc", "lambda_learned"):
+    for key in ("views_used", "lambda", "view_acc", "lambda_learned"):
         assert np.asarray(ind[key]).shape == (3, 4, 2)
     for row in ("kd", "self_kd", "long_single"):  # stacks: one value per model
         for key in ("test_acc", "multi_view_acc", "single_view_acc"):
@@ -85,9 +85,9 @@ def test_results_json_has_the_documented_keys(run_dir):
     for row in ("ensemble", "average", "kd_ensemble"):  # one output: one value
         for key in ("test_acc", "multi_view_acc", "single_view_acc", "single_view_clean_acc"):
             assert 0.0 <= res[row][key] <= 1.0
-        assert np.asarray(res[row]["views_learned"]).shape == (1, 4, 2)
+        assert np.asarray(res[row]["views_used"]).shape == (1, 4, 2)
     for row in ("kd", "self_kd", "average"):
-        assert "views_learned" in res[row]
+        assert "views_used" in res[row]
     mech = res["mechanism"]
     assert set(mech) >= {"calibration", "lottery", "lambda_init", "kd_inheritance", "self_kd_inheritance",
                          "memorisation", "noise_response"}
@@ -98,8 +98,8 @@ def test_results_json_has_the_documented_keys(run_dir):
     for family in ("random_features", "ntk"):
         for row in ("individual", "ensemble", "kd", "self_kd", "average", "kd_ensemble"):
             assert set(res[family][row]) >= {"test_acc", "multi_view_acc", "single_view_acc"}
-    assert np.asarray(res["wide_single"]["views_learned"]).shape == (1, 4, 2)
-    assert np.asarray(res["average"]["views_learned"]).shape == (1, 4, 2)
+    assert np.asarray(res["wide_single"]["views_used"]).shape == (1, 4, 2)
+    assert np.asarray(res["average"]["views_used"]).shape == (1, 4, 2)
     assert res["timing_s"]["total"] > 0
     assert {v["kind"] for v in res["predictions"].values()} == {"theorem", "random features", "observation"}
     # each verdict, worked out from the rows by the paper's bounds: the error over D in units of mu,
@@ -146,7 +146,7 @@ def test_single_models_are_recorded_at_multiples_of_their_fit_step(run_dir, smal
         steps = np.asarray(row["step"])
         # the step itself, or the model's last step where training stopped before it
         assert ((steps == mult * fit) | (steps < mult * fit)).all() and (steps >= fit).all()
-        views = np.asarray(row["views_learned"], dtype=bool)
+        views = np.asarray(row["views_used"], dtype=bool)
         assert views.shape == (3, 4, 2)
         np.testing.assert_allclose(row["views_per_class"], views.sum(-1).mean(-1))
         assert row["mean_single_view_acc"] == pytest.approx(np.mean(row["single_view_acc"]))
@@ -281,7 +281,7 @@ def test_table_rows_and_format():
         for key in ("ensemble", "kd_ensemble", "average")
     }
     per_model = {"test_acc": [0.4, 0.6], "multi_view_acc": [0.5, 0.7], "single_view_acc": [0.2, 0.4],
-                 "single_view_clean_acc": [0.5, 0.7], "views_learned": np.ones((2, 3, 2), bool)}
+                 "single_view_clean_acc": [0.5, 0.7], "views_used": np.ones((2, 3, 2), bool)}
     results["individual"] = per_model
     results["kd"] = per_model
     results["self_kd"] = per_model
@@ -427,11 +427,11 @@ def test_the_mechanism_in_results_is_recomputed_from_the_rows_it_reads():
     lam = np.array([[[2.5, 0.2], [0.1, 3.5]], [[1.5, 0.3], [4.5, 0.2]], [[0.4, 2.2], [1.1, 5.0]]])  # final
     lam0 = np.array([[[0.3, 0.1], [0.1, 0.2]], [[0.2, 0.4], [0.45, 0.1]], [[0.1, 0.3], [0.2, 0.25]]])  # at init
     results = {
-        "individual": {"views_learned": individual, "view_acc": view_acc, "lambda": lam},
-        "kd": {"views_learned": B([[[1, 1], [1, 0]], [[1, 0], [0, 1]]])},
-        "self_kd": {"views_learned": B([[[1, 1], [0, 1]], [[1, 0], [0, 0]]])},
-        "long_single": {"views_learned": B([[[0, 1], [0, 1]], [[1, 0], [0, 0]]])},  # the students' own inits
-        "ensemble": {"views_learned": B([[[1, 1], [1, 0]]])},
+        "individual": {"views_used": individual, "view_acc": view_acc, "lambda": lam},
+        "kd": {"views_used": B([[[1, 1], [1, 0]], [[1, 0], [0, 1]]])},
+        "self_kd": {"views_used": B([[[1, 1], [0, 1]], [[1, 0], [0, 0]]])},
+        "long_single": {"views_used": B([[[0, 1], [0, 1]], [[1, 0], [0, 0]]])},  # the students' own inits
+        "ensemble": {"views_used": B([[[1, 1], [1, 0]]])},
     }
     noise = {"single": [[[1, 2], [3, 0]]], "kd": [[[0, 5], [1, 1]]], "self_kd": [[[4, 4], [-1, -2]]]}
     seen = []
@@ -483,7 +483,7 @@ def test_the_sum_control_is_the_average_members_trained_as_their_sum(run_dir, sm
     scores = ex.Evaluator(train_set, tests).ensemble(summed)
     for key in ("test_acc", "single_view_acc"):
         assert res["sum_single"][key] == pytest.approx(scores[key])
-    assert np.asarray(res["sum_single"]["views_learned"]).shape == (1, 4, 2)
+    assert np.asarray(res["sum_single"]["views_used"]).shape == (1, 4, 2)
     assert "the average's members trained as their sum" in (run_dir / "table.csv").read_text()
 
 
