@@ -165,6 +165,9 @@ def _load_uncached(path: Path, dataset: str, labels: str, verify: bool) -> Image
         if verify and tree.is_archive:
             _check_md5(path, _md5_file(path), official.archive_md5, "the published archive md5")
         return _read_official(tree, root, official, dataset, labels, verify, path)
+    if labels != "fine":  # a tree's labels are its folders: there is no other set to read
+        raise DataError(f"{path}: an image-folder tree has one label set, its class folders; --labels coarse needs "
+                        f"{dataset} in its official python format")
     return _read_image_folder(tree, path)
 
 
