@@ -307,6 +307,8 @@ def test_widths_run_every_cell_at_each_width_with_the_multiview_contrast(tmp_pat
     assert [r["width"] for r in results] == [8, 8, 16, 16]
     assert [r["cell"] for r in results] == cells * 2
     assert [m["width"] for m in reference["by_width"]] == [8, 16]
+    # and the theory's learner on the same multi-view data, once: the contrast where the paper's gain lives
+    assert reference["theory"] == gn.multiview_reference(cfg.seeds)
     # a cell at width 16 is the cell of a run at --width 16
     one = gn.run_cell(dataclasses.replace(cfg, widths=(), standard=dataclasses.replace(cfg.standard, width=16)), cells[0])
     assert one["individual_acc"] == results[2]["individual_acc"]
@@ -383,10 +385,13 @@ def test_the_individual_vs_ensemble_figure_counts_each_widths_cells_within_a_poi
     cells = lambda gains: [{"cell": {**cell, "teacher": t}, "gain": g, "ensemble_acc": 0.8 + g,  # noqa: E731
                             "individual_acc": [0.79, 0.81]} for t, g in zip(("fc", "conv", "linear"), gains)]
     ref = {key: {"individual_mean": 0.6, "ensemble": 0.9} for key in ("single_view_acc", "test_acc")}
-    fig = figures.individual_vs_ensemble([(256, cells([0.03, 0.02, 0.0]), ref), (1024, cells([0.005, 0.02, 0.0]), ref)])
+    fig = figures.individual_vs_ensemble([(256, cells([0.03, 0.02, 0.0]), ref), (1024, cells([0.005, 0.02, 0.0]), ref)],
+                                         theory=ref)
     titles = [ax.get_title() for ax in fig.axes]
     assert "width 256" in titles[0] and "in 1 of 3 cells" in titles[0] and "in 2 of 3 cells" in titles[1]
     labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
     assert labels == ["gaussian uniform fc", "gaussian uniform conv", "gaussian uniform linear",
-                      "multi-view data: single-view samples", "multi-view data: test mixture"]
+                      "multi-view data: single-view samples", "multi-view data: test mixture",
+                      "multi-view data: single-view samples, theory's learner",
+                      "multi-view data: test mixture, theory's learner"]
     plt.close(fig)

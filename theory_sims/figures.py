@@ -379,19 +379,21 @@ def _cell_label(cell: dict) -> str:
 
 
 def individual_vs_ensemble(panels: list[tuple[int | None, list[dict], dict | None]], noise: str | None = None,
-                           threshold: float = 0.01):
+                           threshold: float = 0.01, theory: dict | None = None):
     """The paper's Figure 4 as a picture: every cell of the grid a row, the single models' test
     accuracy (grey bar: lowest to highest; black dot: their mean) beside their ensemble's (red
     diamond), one panel per width (``panels``: (width or None, the cells at it, the multi-view
     contrast at it or None)); the contrast's rows last, in green: the same learner on multi-view
     data, its single models' mean accuracy beside their ensemble's, on the single-view samples and
-    on the test mixture. Each panel's title counts the cells whose ensemble is within
+    on the test mixture; with ``theory`` (the theory's learner on that data) its two rows too, in
+    purple: where the paper's gain lives. Each panel's title counts the cells whose ensemble is within
     ``threshold`` of the mean single model."""
     names = [_cell_label(c["cell"]) for c in panels[0][1]]
     extra = [("multi-view data: single-view samples", "single_view_acc"), ("multi-view data: test mixture", "test_acc")]
     with_contrast = any(ref is not None for _, _, ref in panels)
     rows = names + ([name for name, _ in extra] if with_contrast else [])
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels) + 2.8, 0.24 * len(rows) + 2.0),
+    rows += [f"{name}, theory's learner" for name, _ in extra] if theory is not None else []
+    fig, axes = plt.subplots(1, len(panels), figsize=(max(8.0, 4.2 * len(panels) + 2.8), 0.22 * len(rows) + 2.0),
                              sharey=True, sharex=True, squeeze=False)
     for ax, (width, cells, ref) in zip(axes[0], panels):
         y = np.arange(len(cells))
@@ -404,6 +406,12 @@ def individual_vs_ensemble(panels: list[tuple[int | None, list[dict], dict | Non
                 ax.plot(ref[key]["individual_mean"], len(cells) + i, "o", color="tab:green", ms=4)
                 ax.plot(ref[key]["ensemble"], len(cells) + i, "D", color="tab:green", ms=4, mfc="none")
             ax.axhline(len(cells) - 0.5, color="grey", lw=0.6)
+        if theory is not None:
+            for i, (_, key) in enumerate(extra):
+                at = len(rows) - len(extra) + i
+                ax.plot(theory[key]["individual_mean"], at, "o", color="tab:purple", ms=4)
+                ax.plot(theory[key]["ensemble"], at, "D", color="tab:purple", ms=4, mfc="none")
+        ax.set_ylim(len(rows) - 0.5, -0.5)
         within = sum(c["gain"] <= threshold for c in cells)
         where = f"width {width}: " if width is not None else ""
         ax.set_title(f"{where}ensemble within {100 * threshold:g} pt of the mean\nsingle model in {within} of "
@@ -411,7 +419,6 @@ def individual_vs_ensemble(panels: list[tuple[int | None, list[dict], dict | Non
         ax.set_xlabel("test accuracy")
     ax0 = axes[0][0]
     ax0.set_yticks(range(len(rows)), rows, fontsize=7)
-    ax0.invert_yaxis()
     handles, labels = axes[0][0].get_legend_handles_labels()
     if with_contrast:
         from matplotlib.lines import Line2D
@@ -419,10 +426,18 @@ def individual_vs_ensemble(panels: list[tuple[int | None, list[dict], dict | Non
         handles += [Line2D([], [], marker="o", ls="", color="tab:green"),
                     Line2D([], [], marker="D", ls="", color="tab:green", mfc="none")]
         labels += ["multi-view data: single models' mean", "multi-view data: their ensemble"]
-    fig.legend(handles, labels, loc="lower center", ncol=len(handles), fontsize=7, frameon=False)
+    if theory is not None:
+        from matplotlib.lines import Line2D
+
+        handles += [Line2D([], [], marker="o", ls="", color="tab:purple"),
+                    Line2D([], [], marker="D", ls="", color="tab:purple", mfc="none")]
+        labels += ["theory's learner: single models' mean", "its ensemble"]
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(handles), 4), fontsize=7, frameon=False)
+    top = 1.0
     if noise:
-        fig.suptitle(f"single models beside their ensemble in every cell (noise: {noise})", fontsize=10)
-    fig.tight_layout(rect=(0, 0.35 / fig.get_figheight(), 1, 1))
+        fig.suptitle(f"single models beside their ensemble in every cell\n(noise: {noise})", fontsize=10)
+        top = 1 - 0.45 / fig.get_figheight()
+    fig.tight_layout(rect=(0, 0.5 / fig.get_figheight(), 1, top))
     return fig
 
 

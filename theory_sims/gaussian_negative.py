@@ -408,7 +408,7 @@ def run(cfg: NegativeConfig, cells: list[dict], records, where: cluster.Where = 
     with ``reference``, the multi-view reference as one more; returns (cell results in the order
     of ``cells``, the reference or None). With ``cfg.widths`` every cell runs at each width (results
     width by width) and the reference is ``{"by_width": [the standard learner on multi-view data at
-    each width]}``. Keys of jobs kept from an earlier process go to ``kept``."""
+    each width], "theory": the theory's learner on it (as without widths)}``. Keys of jobs kept from an earlier process go to ``kept``."""
 
     def line(key, res):
         if key == REFERENCE_KEY or key.startswith("multiview-w"):
@@ -429,14 +429,14 @@ def run(cfg: NegativeConfig, cells: list[dict], records, where: cluster.Where = 
             jobs.insert(0, cluster.Job(width_key(c_w.standard.width), multiview_standard,
                                        (cfg.seeds, c_w.standard, cfg.multiview_n_train),
                                        cost=10.0 * c_w.standard.width / StandardConfig.width))
-    if reference and not cfg.widths:
+    if reference:  # the theory's learner on the multi-view data: where the paper's gain lives
         jobs.insert(0, cluster.Job(REFERENCE_KEY, multiview_reference, (cfg.seeds, cfg.train.backend, cfg.train.device),
                                    cost=10.0))
     out = cluster.run_jobs(jobs, records, where, log=log, progress=progress, on_done=line, kept=kept)
     if not reference:
         return [out[k] for k in keys], None
     if cfg.widths:
-        return [out[k] for k in keys], {"by_width": [out[width_key(w)] for w in cfg.widths]}
+        return [out[k] for k in keys], {"by_width": [out[width_key(w)] for w in cfg.widths], "theory": out[REFERENCE_KEY]}
     return [out[k] for k in keys], out[REFERENCE_KEY]
 
 
@@ -615,11 +615,18 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_figures:
         panels = ([(w, [r for r in results if r["width"] == w], reference["by_width"][i] if reference else None)
                    for i, w in enumerate(cfg.widths)] if cfg.widths else [(None, results, reference)])
-        figures.save_figure(figures.individual_vs_ensemble(panels, noise_words(cfg)), out / "individual_vs_ensemble.png")
+        theory = reference.get("theory") if cfg.widths and reference else None
+        figures.save_figure(figures.individual_vs_ensemble(panels, noise_words(cfg), theory=theory),
+                            out / "individual_vs_ensemble.png")
         figures.gaussian_negative_figures(out, widest, widest_reference, noise_words(cfg))
         if by_width:
             figures.save_figure(figures.gain_vs_width(by_width, noise_words(cfg)), out / "gain_vs_width.png")
     verdict = [verdict_line(summarise(widest), widest_reference, f" at width {max(cfg.widths)}" if cfg.widths else "")]
+    if cfg.widths and reference and "theory" in reference:
+        sv = reference["theory"]["single_view_acc"]
+        verdict.append(f"multi-view data, the theory's learner ({reference['theory']['source']}): single models "
+                       f"{sv['individual_mean']:.3f} on single-view samples, their ensemble {sv['ensemble']:.3f}: "
+                       f"gain {100 * sv['gain']:+.2f} pts")
     verdict += outside_lines(widest)
     if by_width:
         verdict += [format_widths(by_width)]
