@@ -139,3 +139,17 @@ def test_the_grid_uses_the_standard_learner_by_default_and_the_theory_one_when_a
     assert gn.NegativeConfig().learner_kind == "standard"
     assert min(std["train_acc"]) == 1.0 and min(std["fit_step"]) >= 0
     assert std["individual_acc"] != theory["individual_acc"]
+    # each learner's models, trained here on the cell's own data, are the ones the grid scored
+    from multiview import GaussianTask
+    from theory_sims.train import train
+
+    task_seed = [TINY.seed, gn.INPUTS.index(cell["input"]), gn.TEACHERS.index(cell["teacher"])]
+    task = GaussianTask(gn.task_config(TINY, cell), seed=np.random.SeedSequence(task_seed))
+    tr, te = task.sample(TINY.n_train, seed=np.random.SeedSequence(task_seed + [1])), task.sample(
+        TINY.n_test, seed=np.random.SeedSequence(task_seed + [2]))
+    seeds = range(TINY.seed * 1000, TINY.seed * 1000 + TINY.seeds)
+    mine = standard.fit(tr.X, tr.y, seeds, TINY.k, TINY.standard)
+    assert std["fit_step"] == mine.fit_step.tolist()
+    assert std["individual_acc"] == (mine.logits(te.X).argmax(-1) == te.clean_y).mean(axis=1).tolist()
+    other = train(tr.X, tr.y, seeds, TINY.learner, TINY.train).model.logits(te.X, TINY.train.backend, TINY.train.device)
+    assert theory["individual_acc"] == (other.argmax(-1) == te.clean_y).mean(axis=1).tolist()
