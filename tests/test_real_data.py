@@ -306,6 +306,57 @@ def test_average_objective_trains_the_mean_of_the_members():
     with pytest.raises(ValueError, match="teachers must be given"):
         rt.fit(members[:1], data, rt.TrainSpec(epochs=1), seed=0, objective="kd")
 
+    # One float64 step (the whole set as one batch, no augmentation, momentum or weight decay) is -lr
+    # times the autograd gradient of CE(the members' mean logits); it is not the step each member
+    # would take trained alone on CE of its own logits (a trainer that silently trains the members
+    # independently fails here).
+    import copy
+
+    from torch.nn import functional as F
+
+    small = tiny_data(32)
+    data64 = copy.copy(small)
+    data64.x_train = small.x_train.double()
+    torch.manual_seed(1)
+    init = [FastNet(4, width=0.125).double() for _ in range(2)]
+
+    def gradient(loss_of):
+        models = copy.deepcopy(init)
+        z = [m.train()(data64.x_train) for m in models]
+        return torch.autograd.grad(loss_of(z), [p for m in models for p in m.parameters()])
+
+    joint = gradient(lambda z: F.cross_entropy(torch.stack(z).mean(dim=0), small.y_train))
+    alone = gradient(lambda z: sum(F.cross_entropy(zs, small.y_train) for zs in z))
+    lr = 0.1
+    stepped = copy.deepcopy(init)
+    rt.fit(stepped, data64, rt.TrainSpec(epochs=1, batch_size=32, lr=lr, momentum=0.0, weight_decay=0.0,
+                                         schedule="step", crop_pad=0, flip=False), seed=0, objective="average")
+    after = [p for m in stepped for p in m.parameters()]
+    start = [p for m in init for p in m.parameters()]
+    for a, b, g in zip(after, start, joint):
+        step = (a - b).detach()
+        assert float((step + lr * g).norm()) <= 1e-5 * float((lr * g).norm()) + 1e-12
+    per_member = len(start) // 2
+    for s in range(2):  # each member's whole gradient differs from its alone one by far more than round-off
+        sl = slice(s * per_member, (s + 1) * per_member)
+        gj = torch.cat([g.flatten() for g in joint[sl]])
+        ga = torch.cat([g.flatten() for g in alone[sl]])
+        assert float((gj - ga).norm()) > 0.1 * float(ga.norm())
+    # ... and a few steps lower the group's loss, CE of the members' mean logits, recomputed here on
+    # the training set (batch-norm in training mode, as the steps saw it)
+
+    def mean_logit_loss(models):
+        with torch.no_grad():
+            z = torch.stack([m.train()(small.x_train) for m in copy.deepcopy(models)]).mean(dim=0)
+        return float(F.cross_entropy(z, small.y_train))
+
+    torch.manual_seed(1)
+    pair = [FastNet(4, width=0.125) for _ in range(2)]
+    before = mean_logit_loss(pair)
+    rt.fit(pair, small, rt.TrainSpec(epochs=6, batch_size=32, lr=0.2, schedule="step", crop_pad=0, flip=False),
+           seed=0, objective="average")
+    assert mean_logit_loss(pair) < 0.9 * before
+
 
 SMOKE = ["--preset", "smoke", "--quiet", "--device", "cpu"]
 
@@ -327,8 +378,34 @@ def test_smoke_preset_runs_the_whole_experiment(smoke_run, tmp_path, image_tree)
     assert len(res["individual"]["test_acc"]) == 2
     for key in ("ensemble", "kd", "self_kd", "average", "kd_ensemble"):
         assert 0.0 <= res[key]["test_acc"] <= 1.0
-    for key in ("individual", "ensemble", "kd", "self_kd", "average", "kd_ensemble"):  # calibration beside accuracy
-        assert res[key]["nll"] > 0 and 0.0 <= res[key]["ece"] <= 1.0
+    # calibration beside accuracy: each row's NLL is the test cross-entropy recomputed here from the
+    # run's checkpoints (a row of several models: their mean; an ensemble: of its mean logits). The
+    # tiny nets stay near ln 4, so the rows differ by about 1e-3 only: hence the tight tolerance
+    from torch.nn import functional as F
+
+    from real_data import reproduce as rp
+
+    cfg, _ = rp.read_saved(out, "--resume")
+    assert cfg.spec.ensemble == "logits"
+    run_ = rp._Run(cfg, image_tree, None, "cpu")
+
+    def logits_of(names):
+        models = [m for name in names for m in run_.trained(out / "checkpoints", name)]
+        return rt.predict(models, run_.dd.x_test).double()
+
+    def nll(z):
+        return float(F.cross_entropy(z, run_.dd.y_test))
+
+    single = logits_of([f"single-{s}" for s in range(cfg.seeds)])
+    kd = logits_of([f"kd-{s}" for s in range(cfg.students)])
+    self_kd = logits_of([f"self_kd-{s}" for s in range(cfg.students)])
+    average = logits_of(["average"]).mean(dim=0)
+    want = {"individual": np.mean([nll(z) for z in single]), "ensemble": nll(single.mean(dim=0)),
+            "kd": np.mean([nll(z) for z in kd]), "self_kd": np.mean([nll(z) for z in self_kd]),
+            "average": nll(average), "kd_ensemble": nll(kd.mean(dim=0))}
+    for key, value in want.items():
+        assert res[key]["nll"] == pytest.approx(value, rel=1e-6), key
+        assert 0.0 <= res[key]["ece"] <= 1.0
     # the ensemble-size curve over the single models ends at the run's own ensemble, starts at their mean
     curve = res["ensemble_size"]
     assert [r["size"] for r in curve] == [1, 2]
@@ -461,14 +538,35 @@ def test_stacked_fast_nets_train_like_separate_ones():
             torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4, msg=name)
 
 
-def test_smoke_run_with_stacked_seeds(tmp_path, image_tree):
+def test_smoke_run_with_stacked_seeds(smoke_run, tmp_path, image_tree):
+    from real_data import reproduce as rp
+
     out = tmp_path / "stacked"
-    assert reproduce_main(["--preset", "smoke", "--data", str(image_tree), "--out", str(out), "--quiet",
-                           "--device", "cpu", "--stack"]) == 0
+    assert reproduce_main(SMOKE + ["--data", str(image_tree), "--out", str(out), "--stack"]) == 0
     res = json.loads((out / "results.json").read_text())
     assert len(res["individual"]["test_acc"]) == 2 and "singles-stacked" in res["jobs"]
     assert res["throughput"]["models_per_image"] == 2
     assert (out / "checkpoints" / "singles-stacked.pt").exists()
+    # Each stacked seed is the model trained alone, up to float round-off. Member 0 shares its init
+    # and batch order (base seed) with the unstacked run's single-0; member s > 0 shares its init with
+    # single-s but the stack's batch order, so it is trained alone here on that order.
+    cfg, _ = rp.read_saved(out, "--resume")
+    run_ = rp._Run(cfg, image_tree, None, "cpu")
+    stacked = run_.trained(out / "checkpoints", "singles-stacked")
+    unstacked = json.loads((smoke_run / "results.json").read_text())
+    alone = [rt.load_models(smoke_run / "checkpoints" / "single-0.pt")[0][0]]
+    for s in range(1, cfg.seeds):
+        model = run_.new(cfg.seed + s)
+        rt.fit([model], run_.dd, cfg.spec, cfg.seed)
+        alone.append(model.eval())
+    for s, (got, want) in enumerate(zip(stacked, alone)):
+        for (name, a), b in zip(got.state_dict().items(), want.state_dict().values()):
+            torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4, msg=f"member {s}: {name}")
+    z_stacked, z_alone = rt.predict(stacked, run_.dd.x_test), rt.predict(alone, run_.dd.x_test)
+    torch.testing.assert_close(z_stacked, z_alone, rtol=1e-3, atol=1e-4)
+    acc_alone = (z_alone.argmax(-1) == run_.dd.y_test).float().mean(-1).tolist()
+    assert res["individual"]["test_acc"] == acc_alone
+    assert res["individual"]["test_acc"][0] == unstacked["individual"]["test_acc"][0]
 
 
 def test_stack_needs_the_fast_net_in_full_mode(capsys, tmp_path, image_tree):
@@ -485,7 +583,15 @@ def test_gpu_check_tiny_runs_every_check_on_cpu_and_writes_one_json(tmp_path, im
     report = json.loads((out / "gpu_check.json").read_text())
     assert report["errors"] == {} and report["mode"] == "tiny"
     # the torch backend agrees with numba from the same seeds (both on CPU here)
-    assert report["theory"]["max_rel_diff_vs_cpu"] < 1e-4 and report["theory"]["gflops"] > 0
+    assert report["theory"]["max_rel_diff_vs_cpu"] < 1e-4
+    # GFLOP/s is the documented count, 2 products of 2 n P d S k m flops a step, over the step time
+    # it reports; and those steps fit in the time the whole command took
+    theory, tiny = report["theory"], gpu_check.TINY["theory"]
+    size = theory["size"]
+    assert size == {"n": tiny["n"], "P": tiny["P"], "d": tiny["d"], "S": tiny["S"], "k": gpu_check.K, "m": gpu_check.M}
+    flops = 2 * 2 * size["n"] * size["P"] * size["d"] * size["S"] * size["k"] * size["m"]
+    assert theory["gflops"] == pytest.approx(flops / (theory["step_ms"] / 1e3) / 1e9, rel=1e-9)
+    assert 0 < theory["step_ms"] * tiny["steps"] / 1e3 < report["wall_s"]
     assert 0 <= report["fast_net"]["test_acc"] <= 1 and report["fast_net"]["seconds"] > 0
     assert set(report["reproduce"]["rows"]) == {"individual", "ensemble", "kd", "self_kd", "average", "kd_ensemble"}
     assert report["wrn"]["model"] == "WRN-10-1" and report["wrn"]["images_per_s"] > 0

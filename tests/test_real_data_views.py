@@ -165,17 +165,73 @@ def test_linearised_net_is_the_first_order_expansion():
     torch.testing.assert_close(lin(x), finite_diff, rtol=1e-4, atol=1e-6)
 
 
-def test_reproduce_in_ntk_mode_resumes_to_the_same_result(tmp_path, image_tree):
-    args = ["--preset", "smoke", "--data", str(image_tree), "--quiet", "--device", "cpu", "--mode", "ntk",
-            "--seeds", "2", "--epochs", "2"]
+TIMING = ("wall_s", "cpu_s", "images_per_s")  # what may differ between two runs of the same jobs
+
+
+def without_timings(results: dict) -> dict:
+    out = {k: v for k, v in results.items() if k not in ("timing_s", "throughput", "jobs")}
+    out["jobs"] = {name: {k: v for k, v in rec.items() if k not in TIMING} for name, rec in results["jobs"].items()}
+    return out
+
+
+def test_reproduce_in_ntk_mode_resumes_to_the_same_result(tmp_path, image_tree, monkeypatch, capsys):
+    args = ["--preset", "smoke", "--data", str(image_tree), "--device", "cpu", "--mode", "ntk",
+            "--seeds", "2", "--epochs", "2", "--n-train", "48", "--n-test", "24", "--batch-size", "24"]
     whole = tmp_path / "whole"
-    assert reproduce_main(args + ["--out", str(whole)]) == 0
+    assert reproduce_main(args + ["--quiet", "--out", str(whole)]) == 0
     res = json.loads((whole / "results.json").read_text())
     assert 0 <= res["ensemble"]["test_acc"] <= 1 and len(res["individual"]["test_acc"]) == 2
     cfg = json.loads((whole / "config.json").read_text())
     assert cfg["experiment"]["mode"] == "ntk"
     models, meta = rt.load_models(whole / "checkpoints" / "single-0.pt")
     assert isinstance(models[0], LinearisedNet) and meta["mode"] == "ntk"
+
+    # The same run killed during the average job's second epoch (the last job): its first epoch's
+    # checkpoint is on disk, its record is not; the distill job's record and checkpoints are then
+    # deleted too, as if it had never run.
+    class Killed(Exception):
+        pass
+
+    real_fit = rt.fit
+
+    def killed_after_one_epoch(*a, **k):
+        if a[4] == "average":
+            real_fit(*a, **{**k, "stop_after": 1})
+            raise Killed
+        return real_fit(*a, **k)
+
+    cut = tmp_path / "cut"
+    monkeypatch.setattr(rt, "fit", killed_after_one_epoch)
+    with pytest.raises(Killed):
+        reproduce_main(args + ["--quiet", "--out", str(cut)])
+    monkeypatch.undo()
+    ckpt, jobs = cut / "checkpoints", cut / "jobs"
+    assert rt.read_checkpoint(ckpt / "average.pt")["record"]["epochs_done"] == 1
+    assert not (jobs / "average.json").exists() and not (cut / "results.json").exists()
+    (jobs / "distill.json").unlink()
+    for name in ("distill", "kd-0", "self_kd-0"):
+        (ckpt / f"{name}.pt").unlink()
+    kept = [ckpt / "single-0.pt", ckpt / "single-1.pt", jobs / "single-0.json", jobs / "single-1.json"]
+    stamps = {p: p.stat().st_mtime_ns for p in kept}
+
+    # --resume trains only what is missing: the average's second epoch, both epochs of distill
+    written = []
+    real_save = rt.save_atomic
+
+    def counting_save(obj, path):
+        written.append(path.name)
+        return real_save(obj, path)
+
+    monkeypatch.setattr(rt, "save_atomic", counting_save)
+    capsys.readouterr()
+    assert reproduce_main(["--resume", str(cut), "--data", str(image_tree), "--device", "cpu"]) == 0
+    monkeypatch.undo()
+    assert "2 of 4 jobs already have records" in capsys.readouterr().out
+    assert sorted(written) == ["average.pt", "distill.pt", "distill.pt", "kd-0.pt", "self_kd-0.pt"]
+    assert {p: p.stat().st_mtime_ns for p in kept} == stamps  # the finished jobs were not touched
+    again = json.loads((cut / "results.json").read_text())
+    assert again["timing_s"]["earlier_processes"]["jobs"] == 2
+    assert without_timings(again) == without_timings(res)  # the uninterrupted run's numbers, every one
 
 
 @pytest.mark.parametrize("module", ["real_data.reproduce", "real_data.visualize"])

@@ -182,10 +182,47 @@ def test_fit_rule_with_sgd_checks_at_epoch_ends():
     assert result.train_acc[0] == 1.0
 
 
+def logits_by_autograd(W, learner=LEARNER, X=DATA.X):
+    """F (S, n, k) of first-layer weights W (S, k, m, d) on X, written out in torch for autograd:
+    F[s, i, c] = sum_r sum_p sReLU(<W[s, c, r], X[i, p]>)."""
+    from theory_sims.backends import srelu
+
+    A = torch.einsum("ipd,scrd->sicrp", torch.as_tensor(X, dtype=W.dtype), W)
+    return srelu(A, learner.q, learner.varrho).sum(dim=(-1, -2))
+
+
 def test_average_groups_train_one_output():
     result = run([0, 1, 2, 3], loss="average", group_size=2, steps=10)
     assert result.train_loss[0] == result.train_loss[1] and result.train_loss[2] == result.train_loss[3]
     assert result.train_loss[0] != result.train_loss[2]
+    # One float64 step is -lr times the gradient of CE(the group's mean logits) with respect to each
+    # member, by autograd; and that is not the step each member would take trained alone on CE of
+    # its own logits (so a trainer that silently trains the members independently fails here).
+    seeds, lr = [0, 1, 2, 3], 2.0
+    init = run(seeds, loss="average", group_size=2, steps=0, dtype="float64").model
+    W = init.W.clone().requires_grad_(True)
+    F = logits_by_autograd(W)
+    np.testing.assert_allclose(F.detach().numpy(), init.logits(DATA.X), rtol=1e-10, atol=1e-12)
+    y = torch.as_tensor(DATA.y)
+    ce = torch.nn.functional.cross_entropy
+    joint = sum(ce(F[g : g + 2].mean(dim=0), y) for g in (0, 2))
+    (grad_joint,) = torch.autograd.grad(joint, W, retain_graph=True)
+    alone = sum(ce(F[s], y) for s in range(4))
+    (grad_alone,) = torch.autograd.grad(alone, W)
+    step = run(seeds, loss="average", group_size=2, steps=1, dtype="float64", lr=lr).model.W - init.W
+    np.testing.assert_allclose(step.numpy(), -lr * grad_joint.numpy(), rtol=1e-8, atol=1e-12)
+    for s in range(4):  # every member's step differs from its alone step by far more than round-off
+        diff = (grad_joint[s] - grad_alone[s]).norm() / grad_alone[s].norm()
+        assert diff > 0.1, (s, float(diff))
+    assert not np.allclose(step.numpy(), -lr * grad_alone.numpy(), rtol=1e-3, atol=1e-8)
+    # ... and training lowers the group's loss, CE of its members' mean logits, recomputed here
+    trained = run(seeds, loss="average", group_size=2, steps=30, lr=5.0)
+    after = torch.as_tensor(trained.model.logits(DATA.X), dtype=torch.float64)
+    before = logits_by_autograd(init.W)
+    for g in (0, 2):
+        start, end = float(ce(before[g : g + 2].mean(dim=0), y)), float(ce(after[g : g + 2].mean(dim=0), y))
+        assert end < 0.5 * start, (g, start, end)
+        assert end == pytest.approx(float(trained.train_loss[g]), rel=1e-4)
 
 
 def test_kd_student_follows_its_teacher():
