@@ -401,16 +401,14 @@ def individual_vs_ensemble(panels: list[tuple[int | None, list[dict], dict | Non
         ax.hlines(y, [a.min() for a in acc], [a.max() for a in acc], color="lightgrey", lw=4)
         ax.plot([a.mean() for a in acc], y, "o", color="black", ms=3.5, label="single models: mean (bar: range)")
         ax.plot([c["ensemble_acc"] for c in cells], y, "D", color="tab:red", ms=3.5, mfc="none", label="their ensemble")
+        contrasts = [(ref, "tab:green", len(cells)), (theory, "tab:purple", len(rows) - len(extra))]
+        for source, colour, first in contrasts:
+            if source is not None:
+                for i, (_, key) in enumerate(extra):
+                    ax.plot(source[key]["individual_mean"], first + i, "o", color=colour, ms=4)
+                    ax.plot(source[key]["ensemble"], first + i, "D", color=colour, ms=4, mfc="none")
         if ref is not None:
-            for i, (_, key) in enumerate(extra):
-                ax.plot(ref[key]["individual_mean"], len(cells) + i, "o", color="tab:green", ms=4)
-                ax.plot(ref[key]["ensemble"], len(cells) + i, "D", color="tab:green", ms=4, mfc="none")
             ax.axhline(len(cells) - 0.5, color="grey", lw=0.6)
-        if theory is not None:
-            for i, (_, key) in enumerate(extra):
-                at = len(rows) - len(extra) + i
-                ax.plot(theory[key]["individual_mean"], at, "o", color="tab:purple", ms=4)
-                ax.plot(theory[key]["ensemble"], at, "D", color="tab:purple", ms=4, mfc="none")
         ax.set_ylim(len(rows) - 0.5, -0.5)
         within = sum(c["gain"] <= threshold for c in cells)
         where = f"width {width}: " if width is not None else ""
@@ -419,19 +417,16 @@ def individual_vs_ensemble(panels: list[tuple[int | None, list[dict], dict | Non
         ax.set_xlabel("test accuracy")
     ax0 = axes[0][0]
     ax0.set_yticks(range(len(rows)), rows, fontsize=7)
+    from matplotlib.lines import Line2D
+
     handles, labels = axes[0][0].get_legend_handles_labels()
-    if with_contrast:
-        from matplotlib.lines import Line2D
-
-        handles += [Line2D([], [], marker="o", ls="", color="tab:green"),
-                    Line2D([], [], marker="D", ls="", color="tab:green", mfc="none")]
-        labels += ["multi-view data: single models' mean", "multi-view data: their ensemble"]
-    if theory is not None:
-        from matplotlib.lines import Line2D
-
-        handles += [Line2D([], [], marker="o", ls="", color="tab:purple"),
-                    Line2D([], [], marker="D", ls="", color="tab:purple", mfc="none")]
-        labels += ["theory's learner: single models' mean", "its ensemble"]
+    for shown, colour, mean_label, ensemble_label in (
+            (with_contrast, "tab:green", "multi-view data: single models' mean", "multi-view data: their ensemble"),
+            (theory is not None, "tab:purple", "theory's learner: single models' mean", "its ensemble")):
+        if shown:
+            handles += [Line2D([], [], marker="o", ls="", color=colour),
+                        Line2D([], [], marker="D", ls="", color=colour, mfc="none")]
+            labels += [mean_label, ensemble_label]
     fig.legend(handles, labels, loc="lower center", ncol=min(len(handles), 4), fontsize=7, frameon=False)
     top = 1.0
     if noise:

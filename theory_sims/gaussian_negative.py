@@ -408,7 +408,8 @@ def run(cfg: NegativeConfig, cells: list[dict], records, where: cluster.Where = 
     with ``reference``, the multi-view reference as one more; returns (cell results in the order
     of ``cells``, the reference or None). With ``cfg.widths`` every cell runs at each width (results
     width by width) and the reference is ``{"by_width": [the standard learner on multi-view data at
-    each width], "theory": the theory's learner on it (as without widths)}``. Keys of jobs kept from an earlier process go to ``kept``."""
+    each width], "theory": the theory's learner on it (as without widths)}``. Keys of jobs kept
+    from an earlier process go to ``kept``."""
 
     def line(key, res):
         if key == REFERENCE_KEY or key.startswith("multiview-w"):
@@ -612,19 +613,19 @@ def main(argv: list[str] | None = None) -> int:
 
     widest = [r for r in results if r.get("width") == max(cfg.widths)] if cfg.widths else results
     widest_reference = reference["by_width"][-1] if cfg.widths and reference else reference
+    theory = reference["theory"] if cfg.widths and reference else None  # the theory's learner beside the widths
     if not args.no_figures:
         panels = ([(w, [r for r in results if r["width"] == w], reference["by_width"][i] if reference else None)
                    for i, w in enumerate(cfg.widths)] if cfg.widths else [(None, results, reference)])
-        theory = reference.get("theory") if cfg.widths and reference else None
         figures.save_figure(figures.individual_vs_ensemble(panels, noise_words(cfg), theory=theory),
                             out / "individual_vs_ensemble.png")
         figures.gaussian_negative_figures(out, widest, widest_reference, noise_words(cfg))
         if by_width:
             figures.save_figure(figures.gain_vs_width(by_width, noise_words(cfg)), out / "gain_vs_width.png")
     verdict = [verdict_line(summarise(widest), widest_reference, f" at width {max(cfg.widths)}" if cfg.widths else "")]
-    if cfg.widths and reference and "theory" in reference:
-        sv = reference["theory"]["single_view_acc"]
-        verdict.append(f"multi-view data, the theory's learner ({reference['theory']['source']}): single models "
+    if theory is not None:
+        sv = theory["single_view_acc"]
+        verdict.append(f"multi-view data, the theory's learner ({theory['source']}): single models "
                        f"{sv['individual_mean']:.3f} on single-view samples, their ensemble {sv['ensemble']:.3f}: "
                        f"gain {100 * sv['gain']:+.2f} pts")
     verdict += outside_lines(widest)

@@ -67,8 +67,8 @@ class StandardConfig:
 @dataclass
 class StandardResult:
     """A trained stack: ``params`` (weights and biases, each (S, ...)), whether it is a CNN over
-    ``patches`` patches and how it pools them (``pool``), and per model the first step with 100% training accuracy (-1 if none
-    within ``max_steps``), its final training accuracy and loss."""
+    ``patches`` patches and how it pools them (``pool``), and per model the first step with 100%
+    training accuracy (-1 if none within ``max_steps``), its final training accuracy and loss."""
 
     params: list
     patches: int
