@@ -17,6 +17,7 @@ TINY = gn.NegativeConfig(
     k=3, dim=8, conv_patches=2, components=4, teacher_width=8, n_train=90, n_test=150, seeds=3, n_boot=50,
     learner=LearnerConfig(k=3, m=4, q=1, sigma0=0.1), train=TrainConfig(lr=2.0, steps=30, track_every=0),
 )
+TINY_FLIP = dataclasses.replace(TINY, noise="flip")
 TINY_FLAGS = ["--k", "3", "--dim", "8", "--conv-patches", "2", "--n-train", "90", "--n-test", "150",
               "--seeds", "3", "--n-boot", "50", "--width", "32", "--max-steps", "300", "--quiet"]
 
@@ -33,19 +34,29 @@ def test_grid_has_64_distinct_cells_with_every_axis_balanced():
         assert set(counts.values()) == {64 // len(values)}
 
 
-def test_quick_cells_are_grid_cells_covering_every_input_and_teacher():
+def test_quick_cells_are_grid_cells_covering_every_teacher_and_every_level_of_every_axis():
+    """--quick: 10 distinct cells of the grid; every teacher on Gaussian inputs and every MLP teacher on
+    mixtures clean; each MLP teacher once with noise; the conv teacher's costly CNN once."""
     full = {tuple(sorted(c.items())) for c in gn.grid()}
     quick = gn.grid(quick=True)
+    assert len(quick) == 10 == len({tuple(sorted(c.items())) for c in quick})
     assert all(tuple(sorted(c.items())) in full for c in quick)
-    assert {(c["input"], c["teacher"]) for c in quick} == {(i, t) for i in ("gaussian", "mixture")
-                                                           for t in ("linear", "fc", "conv", "residual")}
-    assert any(c["margin"] for c in quick) and any(c["label_noise"] for c in quick)
+    clean = {(c["input"], c["teacher"]) for c in quick if not (c["margin"] or c["label_noise"])}
+    assert clean == {("gaussian", t) for t in ("linear", "fc", "conv", "residual")} | {
+        ("mixture", t) for t in ("linear", "fc", "residual")}
+    assert sorted(c["teacher"] for c in quick if c["label_noise"]) == ["fc", "linear", "residual"]
+    assert [c["teacher"] for c in quick].count("conv") == 1
+    for axis in ("input", "sampling", "margin", "label_noise"):
+        assert {c[axis] for c in quick} == {c[axis] for c in gn.grid()}
 
 
 def test_task_config_maps_cells_to_tasks():
-    conv = gn.task_config(TINY, dict(input="mixture", sampling="rejection", teacher="conv", margin=True,
-                                     label_noise=True))
+    noisy = dict(input="mixture", sampling="rejection", teacher="conv", margin=True, label_noise=True)
+    conv = gn.task_config(TINY_FLIP, noisy)
     assert (conv.patches, conv.patch_dim, conv.margin, conv.label_noise) == (2, 4, TINY.margin, TINY.label_noise)
+    assert conv.logit_noise == 0.0
+    logit = gn.task_config(TINY, noisy)  # the default reading: noise in every label, none flipped
+    assert (logit.label_noise, logit.logit_noise) == (0.0, TINY.logit_noise)
     assert (conv.input, conv.sampling, conv.components) == ("mixture", "rejection", 4)
     fc = gn.task_config(TINY, dict(input="gaussian", sampling="uniform", teacher="fc", margin=False,
                                    label_noise=False))
@@ -55,7 +66,7 @@ def test_task_config_maps_cells_to_tasks():
 @pytest.fixture(scope="module")
 def cell_result():
     cell = dict(input="gaussian", sampling="rejection", teacher="fc", margin=True, label_noise=True)
-    return gn.run_cell(TINY, cell)
+    return gn.run_cell(TINY_FLIP, cell)
 
 
 def test_cell_result_is_consistent(cell_result):
@@ -70,7 +81,7 @@ def test_cell_result_is_consistent(cell_result):
 
 
 def test_a_cell_is_reproducible_and_cells_differing_in_sampling_share_the_teacher(cell_result):
-    again = gn.run_cell(TINY, cell_result["cell"])
+    again = gn.run_cell(TINY_FLIP, cell_result["cell"])
     assert again["individual_acc"] == cell_result["individual_acc"]
     assert again["gain_ci"] == cell_result["gain_ci"]
     a = dict(input="gaussian", sampling="uniform", teacher="residual", margin=False, label_noise=False)
@@ -171,6 +182,19 @@ def test_config_re_creates_the_run_and_flags_beside_it_override(cli_run, tmp_pat
         assert not (tmp_path / "never").exists()
 
 
+def test_logit_noise_is_the_default_and_a_config_from_before_noise_existed_reads_back_as_flipped(cli_run):
+    """The 'yes' cells' noise is part of the data by default (--noise logit); runs written before the flag
+    existed flipped training labels, and --config re-creates that, while a saved 'logit' stays logit."""
+    out, _ = cli_run
+    assert gn.NegativeConfig().noise == "logit"
+    saved = {k: v for k, v in json.loads((out / "config.json").read_text()).items()
+             if k not in ("quick", "cells", "multiview_results", "no_multiview")}
+    args = gn.build_parser().parse_args(["--config", str(out)])
+    assert saved["noise"] == "logit" == gn.config_from_args(args, saved).noise
+    assert gn.config_from_args(args, {k: v for k, v in saved.items() if k != "noise"}).noise == "flip"
+    assert gn.config_from_args(gn.build_parser().parse_args([]), None).noise == "logit"
+
+
 def test_a_config_from_before_the_cnn_pooled_its_patches_reads_back_as_concatenating(cli_run):
     """Runs written before ``StandardConfig.pool`` existed trained a CNN that concatenated its patches'
     features: their config.json has no ``pool``, and --config re-creates that learner, not the new default."""
@@ -196,7 +220,7 @@ def test_a_config_from_before_the_cnn_pooled_its_patches_reads_back_as_concatena
      (["--steps", "5"], "--steps does nothing unless --learner theory"),
      (["--noise", "gumbel"], "--noise must be one of 'flip', 'logit', got 'gumbel'"),
      (["--noise", "logit", "--label-noise", "0.2"], "--label-noise does nothing unless --noise flip"),
-     (["--logit-noise", "0.2"], "--logit-noise does nothing unless --noise logit"),
+     (["--noise", "flip", "--logit-noise", "0.2"], "--logit-noise does nothing unless --noise logit"),
      (["--noise", "logit", "--logit-noise", "0"], "--logit-noise must be a number > 0.0, got 0.0"),
      (["--widths", "abc"], "--widths must be integers >= 1 separated by commas"),
      (["--widths", "0,16"], "--widths must be distinct integers >= 1"),
@@ -271,7 +295,7 @@ def test_the_gains_figure_names_the_runs_noise():
 
     cells = [{"cell": {"input": "gaussian", "teacher": "fc", "sampling": "uniform", "margin": False, "label_noise": n},
               "gain": 0.01, "gain_ci": [0.0, 0.02]} for n in (False, True)]
-    flip, logit = (dataclasses.replace(TINY, label_noise=0.25), dataclasses.replace(TINY, noise="logit", logit_noise=0.3))
+    flip, logit = (dataclasses.replace(TINY_FLIP, label_noise=0.25), dataclasses.replace(TINY, logit_noise=0.3))
     for noise, text in ((gn.noise_words(flip), "a Gaussian cell, 25% of the training labels flipped"),
                         (gn.noise_words(logit), "a Gaussian cell, labels from the teacher's logits + Gumbel noise of "
                                                 "scale 0.3"),
@@ -289,7 +313,7 @@ def test_under_logit_noise_the_test_labels_follow_the_training_labels_noisy_rule
     """--noise logit: training and test labels are both drawn from the teacher's logits plus Gumbel
     noise, so the share of labels the noise changed is the same in both (at the stated scale) and the
     models are judged on the noisy test labels; --noise flip changes the training labels only."""
-    small = dataclasses.replace(TINY, n_train=3000, n_test=3000, standard=gn.StandardConfig(width=16, max_steps=40))
+    small = dataclasses.replace(TINY_FLIP, n_train=3000, n_test=3000, standard=gn.StandardConfig(width=16, max_steps=40))
     logit = dataclasses.replace(small, noise="logit", logit_noise=0.3)
     res = gn.run_cell(logit, NOISY_CELL)
     se = (2 * 0.3 * 0.7 / 3000) ** 0.5

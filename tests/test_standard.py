@@ -62,6 +62,50 @@ def test_the_mean_pooled_cnn_is_the_mean_of_its_filters_relus_read_out(conv_task
     np.testing.assert_allclose(r.logits(X)[0], want, rtol=1e-4, atol=1e-5)
 
 
+def _plain_logits(params, X, patches, pool):
+    """The stack's logits written the slow way: each model alone, its layers as autograd sees them."""
+    out = []
+    for s in range(params[0].shape[0]):
+        h = torch.relu(X @ params[0][s] + params[1][s])
+        if patches > 1:
+            h = h.reshape(-1, patches, h.shape[-1])
+            h = h.mean(1) if pool == "mean" else h.flatten(1)
+        for i in range(2, len(params), 2):
+            h = h @ params[i][s] + params[i + 1][s]
+            if i + 2 < len(params):
+                h = torch.relu(h)
+        out.append(h)
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("patches, pool, depth", [(1, "mean", 1), (1, "mean", 2), (4, "mean", 1), (4, "mean", 3),
+                                                  (4, "concat", 1), (4, "concat", 2)])
+def test_the_stacks_forward_and_its_own_backward_match_autograd_of_the_plain_formula_in_float64(patches, pool, depth):
+    """The first layer runs as one product with a backward pass of its own: its logits and every
+    gradient must equal autograd's through the per-model formula (weights of 3 models, float64).
+    Units switched off at init are part of it: some inputs sit below every bias."""
+    rng = np.random.default_rng(0)
+    n, d, k = 11, 5, 3
+    cfg = standard.StandardConfig(width=7, depth=depth, pool=pool)
+    X = torch.as_tensor(rng.normal(size=(n * patches, d)))
+    y = torch.as_tensor(rng.integers(0, k, n))
+    init = [p.double() for p in standard.init_params([1, 2, 3], standard.layer_sizes(d, patches, k, cfg))]
+    grads, logits = [], []
+    for f in (standard.forward, _plain_logits):
+        params = [p.clone().requires_grad_() for p in init]
+        out = f(params, X, patches, pool)
+        # a different weight per model and output, so a mixed-up model or unit shows
+        weights = torch.as_tensor(rng.normal(size=out.shape)) if not logits else weights
+        (torch.nn.functional.cross_entropy(out.reshape(-1, k), y.repeat(3)) + (out * weights).sum()).backward()
+        logits.append(out.detach())
+        grads.append([p.grad for p in params])
+    torch.testing.assert_close(logits[0], logits[1], rtol=1e-12, atol=1e-12)
+    assert (logits[0] != 0).any()
+    for mine, plain in zip(*grads):
+        assert plain.abs().max() > 0
+        torch.testing.assert_close(mine, plain, rtol=1e-10, atol=1e-12)
+
+
 def test_seeds_differ_and_the_same_seed_repeats(task):
     train, _ = task
     a = standard.fit(train.X, train.y, [0, 1], 4, SMALL)

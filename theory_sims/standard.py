@@ -116,18 +116,56 @@ def init_params(seeds, sizes: list[tuple[int, int]]) -> list[torch.Tensor]:
     return [torch.stack(ts) for ts in zip(*per_model)]
 
 
+class _PatchFilters(torch.autograd.Function):
+    """The CNN's filters on every patch for every model of a stack, ReLU, and the patches'
+    features pooled, as one matrix product and a backward pass of our own.
+
+    All models read the same patches, so their filters (with the biases as one more input row,
+    the patches given a column of ones) side by side make one product, (n P, d + 1) by
+    (d + 1, S w); its rows stay in (sample, patch) order, so pooling a sample's patches reads
+    neighbouring rows. The backward pass needs the gradient only where a unit was on (the saved
+    activations' sign) and one product back, (d + 1, n P) by (n P, S w), for the weights and
+    biases at once. Autograd through ``baddbmm``, ``relu_`` and a pooling view took 2.2 times as
+    long per Adam step on the conv cells' CNN (width 512, 2000 samples of 4 patches, 10 models;
+    the MLP's single patch gains nothing and keeps the plain path). The gradients are autograd's
+    of the plain formula (tested in float64)."""
+
+    @staticmethod
+    def forward(ctx, X, W, b, patches: int, pool: str):
+        S, d, w = W.shape
+        Xa = torch.cat([X, X.new_ones(X.shape[0], 1)], 1)
+        h = (Xa @ torch.cat([W, b], 1).permute(1, 0, 2).reshape(d + 1, S * w)).clamp_min_(0)
+        ctx.save_for_backward(Xa, h)
+        ctx.shape = S, d, w, patches, pool
+        h = h.view(-1, patches, S, w)  # (sample, patch, model, unit)
+        pooled = h.mean(1) if pool == "mean" else h.permute(0, 2, 1, 3).reshape(-1, S, patches * w)
+        return pooled.transpose(0, 1)  # (S, n, features)
+
+    @staticmethod
+    def backward(ctx, grad):
+        Xa, h = ctx.saved_tensors
+        S, d, w, patches, pool = ctx.shape
+        grad = grad.transpose(0, 1)  # (n, S, features)
+        if pool == "mean":
+            grad = (grad / patches).unsqueeze(1)
+        else:
+            grad = grad.reshape(-1, S, patches, w).transpose(1, 2)
+        dh = torch.sign(h)  # the activations are >= 0: 1 where a unit was on, else 0
+        dh.view(-1, patches, S, w).mul_(grad)
+        dWb = (Xa.t() @ dh).view(d + 1, S, w).transpose(0, 1)
+        return None, dWb[:, :d], dWb[:, d:], None, None
+
+
 def forward(params: list[torch.Tensor], X: torch.Tensor, patches: int, pool: str) -> torch.Tensor:
     """Logits (S, n, k) of the stack on flattened inputs X: (n, D), or (n * patches, d) for a CNN
     whose patches' features are pooled by ``pool`` ('mean' or 'concat')."""
-    S = params[0].shape[0]
-    h = X.expand(S, *X.shape)
-    for i in range(0, len(params), 2):
-        W, b = params[i], params[i + 1]
-        h = torch.baddbmm(b, h, W)  # b + h @ W, the bias added by the product itself
-        if i == 0 and patches > 1:  # the filters saw one patch each: pool a sample's patches
-            h = torch.relu_(h.reshape(S, -1, patches, W.shape[-1]))
-            h = h.mean(2) if pool == "mean" else h.flatten(2)
-        elif i + 2 < len(params):
+    if patches > 1:
+        h, first = _PatchFilters.apply(X, params[0], params[1], patches, pool), 2
+    else:
+        h, first = X.expand(params[0].shape[0], *X.shape), 0
+    for i in range(first, len(params), 2):
+        h = torch.baddbmm(params[i + 1], h, params[i])  # b + h @ W, the bias added by the product itself
+        if i + 2 < len(params):
             h = torch.relu_(h)
     return h
 
