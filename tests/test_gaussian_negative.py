@@ -419,3 +419,20 @@ def test_the_individual_vs_ensemble_figure_counts_each_widths_cells_within_a_poi
                       "multi-view data: single-view samples, theory's learner",
                       "multi-view data: test mixture, theory's learner"]
     plt.close(fig)
+
+
+def test_the_figure_shows_the_theorys_learner_in_purple_and_only_the_grids_own_learner_in_green():
+    """The multi-view reference is the theory's learner: beside a standard-learner grid without --widths
+    it is the purple contrast, never the green 'same learner' one; beside a theory-learner grid it is green."""
+    results = [{"width": 8, "cell": {}}, {"width": 16, "cell": {}}]
+    theory_ref = {"source": "the theory's learner, measured in this run"}
+    panels, purple = gn.figure_panels(TINY, results, theory_ref)
+    assert panels == [(None, results, None)] and purple is theory_ref
+    panels, purple = gn.figure_panels(dataclasses.replace(TINY, learner_kind="theory"), results, theory_ref)
+    assert panels == [(None, results, theory_ref)] and purple is None
+    by_width = {"by_width": [{"width": 8}, {"width": 16}], "theory": theory_ref}
+    panels, purple = gn.figure_panels(dataclasses.replace(TINY, widths=(8, 16)), results, by_width)
+    assert [(w, cells, ref) for w, cells, ref in panels] == [(8, results[:1], {"width": 8}),
+                                                           (16, results[1:], {"width": 16})]
+    assert purple is theory_ref
+    assert gn.figure_panels(TINY, results, None) == ([(None, results, None)], None)

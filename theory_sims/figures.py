@@ -439,7 +439,8 @@ def individual_vs_ensemble(panels: list[tuple[int | None, list[dict], dict | Non
 # The Gaussian-like grid's figures and their one-line captions (report.md, in this order).
 GAUSSIAN_NEGATIVE_FIGURES = {
     "individual_vs_ensemble.png": "every cell's single models (range and mean) beside their ensemble, one panel per "
-                                  "width, with the same learner on multi-view data in green (the paper's Figure 4)",
+                                  "width, with the same learner on multi-view data in green (with --widths) and the theory's "
+                                  "learner there in purple (the paper's Figure 4)",
     "gains_heatmap.png": "the ensemble's gain over the mean single model in every cell of the grid (percentage "
                          "points; cells not run hatched)",
     "gains_vs_multiview.png": "each Gaussian-like cell's ensemble gain with its 95% interval, beside the gain on "

@@ -280,7 +280,7 @@ def multiview_reference(seeds: int = 10, backend: str = "numba", device: str = "
     train_set, tests = vl.make_data(cfg)
     ev = ex.Evaluator(train_set, tests, backend, device)
     single = ex.fit(train_set, range(cfg.seed * 1000, cfg.seed * 1000 + seeds), cfg.learner, cfg.train)
-    return _multiview_gains(ev.models(single), ev.ensemble(single), "measured in this run")
+    return _multiview_gains(ev.models(single), ev.ensemble(single), "the theory's learner, measured in this run")
 
 
 def multiview_standard(seeds: int, standard_cfg: StandardConfig, n_train: int = 150) -> dict:
@@ -322,7 +322,7 @@ def multiview_from_results(path) -> dict:
                          f"(it lacks {err})") from None
     for name, value in values.items():
         _check_accuracies(path, name, value, many=name.startswith("individual."))
-    return _multiview_gains(individual, ensemble, f"read from {path}")
+    return _multiview_gains(individual, ensemble, f"the theory's learner, read from {path}")
 
 
 def _check_accuracies(path, name: str, value, many: bool) -> None:
@@ -622,9 +622,8 @@ def main(argv: list[str] | None = None) -> int:
     widest_reference = reference["by_width"][-1] if cfg.widths and reference else reference
     theory = reference["theory"] if cfg.widths and reference else None  # the theory's learner beside the widths
     if not args.no_figures:
-        panels = ([(w, [r for r in results if r["width"] == w], reference["by_width"][i] if reference else None)
-                   for i, w in enumerate(cfg.widths)] if cfg.widths else [(None, results, reference)])
-        figures.save_figure(figures.individual_vs_ensemble(panels, noise_words(cfg), theory=theory),
+        panels, purple = figure_panels(cfg, results, reference)
+        figures.save_figure(figures.individual_vs_ensemble(panels, noise_words(cfg), theory=purple),
                             out / "individual_vs_ensemble.png")
         figures.gaussian_negative_figures(out, widest, widest_reference, noise_words(cfg))
         if by_width:
@@ -632,7 +631,7 @@ def main(argv: list[str] | None = None) -> int:
     verdict = [verdict_line(summarise(widest), widest_reference, f" at width {max(cfg.widths)}" if cfg.widths else "")]
     if theory is not None:
         sv = theory["single_view_acc"]
-        verdict.append(f"multi-view data, the theory's learner ({theory['source']}): single models "
+        verdict.append(f"multi-view data ({theory['source']}): single models "
                        f"{sv['individual_mean']:.3f} on single-view samples, their ensemble {sv['ensemble']:.3f}: "
                        f"gain {100 * sv['gain']:+.2f} pts")
     verdict += outside_lines(widest)
@@ -646,6 +645,19 @@ def main(argv: list[str] | None = None) -> int:
                  figures.GAUSSIAN_NEGATIVE_FIGURES)
     print(f"{cluster.format_total(timing)}; results in {out}, on one page in {out / 'report.md'}")
     return 0
+
+
+def figure_panels(cfg: NegativeConfig, results: list[dict], reference: dict | None):
+    """The panels of ``individual_vs_ensemble.png`` (width, its cells, the grid's own learner on
+    multi-view data there: its green rows) and the theory's learner on that data (its purple rows).
+    The measured reference is always the theory's learner (view_learning's single models), so it
+    is green only when the grid ran that learner; with --widths it sits beside each width's own."""
+    if cfg.widths:
+        return ([(w, [r for r in results if r["width"] == w], reference["by_width"][i] if reference else None)
+                 for i, w in enumerate(cfg.widths)], reference["theory"] if reference else None)
+    if cfg.learner_kind == "standard":
+        return [(None, results, None)], reference
+    return [(None, results, reference)], None
 
 
 def noise_words(cfg: NegativeConfig) -> str:

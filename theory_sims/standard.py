@@ -125,10 +125,11 @@ class _PatchFilters(torch.autograd.Function):
     (d + 1, S w); its rows stay in (sample, patch) order, so pooling a sample's patches reads
     neighbouring rows. The backward pass needs the gradient only where a unit was on (the saved
     activations' sign) and one product back, (d + 1, n P) by (n P, S w), for the weights and
-    biases at once. Autograd through ``baddbmm``, ``relu_`` and a pooling view took 2.2 times as
-    long per Adam step on the conv cells' CNN (width 512, 2000 samples of 4 patches, 10 models;
-    the MLP's single patch gains nothing and keeps the plain path). The gradients are autograd's
-    of the plain formula (tested in float64)."""
+    biases at once. On the conv cells' CNN (width 512, 2000 samples of 4 patches, 10 models) an
+    Adam step through plain autograd (``baddbmm``, ``relu_``, the patches averaged) took 1.4 times
+    as long, and 2.1 times with the ReLU on the patches' view, as this module did before
+    (``benchmarks/test_standard_speed.py``); the MLP's single patch gains nothing and keeps the
+    plain path. The gradients are autograd's of the plain formula (tested in float64)."""
 
     @staticmethod
     def forward(ctx, X, W, b, patches: int, pool: str):
