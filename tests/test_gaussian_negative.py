@@ -436,3 +436,21 @@ def test_the_figure_shows_the_theorys_learner_in_purple_and_only_the_grids_own_l
                                                            (16, results[1:], {"width": 16})]
     assert purple is theory_ref
     assert gn.figure_panels(TINY, results, None) == ([(None, results, None)], None)
+
+
+def test_the_gain_against_width_figure_writes_the_theorys_learner_beside_the_same_learners_lines():
+    import matplotlib.pyplot as plt
+
+    from theory_sims import figures
+
+    by_width = [{"width": w, "gains": [g, g / 2], "fraction_at_or_below_threshold": 1.0,
+                 "multiview_gain_single_view": 0.001, "multiview_gain_test": 0.002} for w, g in ((8, 0.02), (16, 0.01))]
+    theory = {"single_view_acc": {"gain": 0.4315, "individual_mean": 0.569, "ensemble": 1.0}}
+    fig = figures.gain_vs_width(by_width, None, theory)
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert len(texts) == 1 and "the theory's learner: gain +43.15 on single-view samples" in texts[0]
+    assert "0.569 single, 1.000 ensemble" in texts[0]
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert labels[1] == "multi-view data, the same learner: single-view samples"
+    assert not figures.gain_vs_width(by_width).axes[0].texts
+    plt.close("all")

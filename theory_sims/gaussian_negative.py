@@ -627,7 +627,7 @@ def main(argv: list[str] | None = None) -> int:
                             out / "individual_vs_ensemble.png")
         figures.gaussian_negative_figures(out, widest, widest_reference, noise_words(cfg))
         if by_width:
-            figures.save_figure(figures.gain_vs_width(by_width, noise_words(cfg)), out / "gain_vs_width.png")
+            figures.save_figure(figures.gain_vs_width(by_width, noise_words(cfg), theory), out / "gain_vs_width.png")
     verdict = [verdict_line(summarise(widest), widest_reference, f" at width {max(cfg.widths)}" if cfg.widths else "")]
     if theory is not None:
         sv = theory["single_view_acc"]
