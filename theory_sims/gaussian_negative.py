@@ -14,20 +14,23 @@ test accuracy (mean +- std), the ensemble's (the argmax of the mean of the model
 gain (ensemble minus mean member) with a 95% bootstrap interval over seeds and test samples
 (:mod:`theory_sims.stats`), and train accuracy.
 
-"Noise" has two readings (``--noise``). 'flip' (the default): ``--label-noise`` of the training
-labels are flipped to another class, and the models are judged on the teacher's clean test
-labels; interpolating networks memorise the flips differently, so averaging them cancels part of
-it. 'logit': the noise is part of the distribution: every label, training and test, is the argmax
-of the teacher's logits plus Gumbel noise of scale ``--logit-noise`` (0.1, in units of the logits'
-std, changes 11-12% of the labels on every teacher), and the models are judged on those noisy test
-labels: the reading where noise is part of the data distribution, as the paper lists it beside the
-inputs, the teachers and the margin.
+"Noise" has two readings (``--noise``). 'logit' (the default): the noise is part of the
+distribution: every label, training and test, is the argmax of the teacher's logits plus Gumbel
+noise of scale ``--logit-noise`` (0.1, in units of the logits' std, changes 11-12% of the labels
+on every teacher), and the models are judged on those noisy test labels: the reading where noise
+is part of the data distribution, as the paper lists it beside the inputs, the teachers and the
+margin. 'flip': ``--label-noise`` of the training labels are flipped to another class, and the
+models are judged on the teacher's clean test labels; interpolating networks memorise the flips
+differently, so averaging them cancels part of it (a config.json from before ``--noise`` existed
+reads back as 'flip', the reading of then).
 
 ``--widths W1,W2,...`` runs the grid once per width of the standard learner, with the multi-view
-contrast at each width (the same learner on :mod:`theory_sims.view_learning`'s default data) and
-``gain_vs_width.png``. The paper's point, to be tested there: on Gaussian-like data the gain is
-seed-to-seed variance, which shrinks as networks widen; on multi-view data it is the views a single
-model misses, which widening need not give it.
+contrast at each width (the same learner on :mod:`theory_sims.view_learning`'s default data, and
+the theory's learner there) and ``gain_vs_width.png``. The paper's point, measured there: on
+Gaussian-like data the gain is seed-to-seed variance, which shrinks as networks widen (on the
+quick cells it halves per doubling and is zero within its interval at 4096, docs/gaussian.md); on
+multi-view data it is the views a single model misses, which needs a learner whose seeds learn
+different views.
 
 The learner (``--learner``, the same settings in every cell: nothing is tuned per cell) is by
 default the standard one, an over-parameterised ReLU network trained until it fits its training
